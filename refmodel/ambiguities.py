@@ -1,0 +1,103 @@
+"""Every place the spec leaves open, with the explicit choice the model makes.
+
+The proposal (``spec/proposal/``) cites these IDs; each choice is a named constant or parameter in
+the model, so a reader can find where it is applied by searching for the ID.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class Ambiguity:
+    id: str
+    section: str
+    question: str
+    choice: str
+    alternatives: tuple[str, ...] = ()
+
+
+AMBIGUITIES: tuple[Ambiguity, ...] = (
+    Ambiguity(
+        "AMB-VQ-NUMBERING", "5.5.2",
+        "Does an absent optional queue keep its index (fixed 0-4) or do later queues shift down, and is "
+        "'is set' judged on offered or negotiated features?",
+        "Parameter QueueNumbering; default compact-by-offered (QEMU, Firecracker, crosvm). The suite "
+        "reports a mismatch as a numbering interpretation, not as a conformance failure, unless the "
+        "implementation declares its interpretation.",
+        ("fixed (spec text as written)", "compact-by-negotiated (Linux)"),
+    ),
+    Ambiguity(
+        "AMB-CFG-AVAILABILITY", "5.5.4",
+        "§5.5.4 says free_page_hint_cmd_id and poison_val are 'available if ... negotiated'; §2.5.2 says "
+        "fields of offered features are readable before FEATURES_OK.",
+        "Reads are allowed when the feature is offered (before FEATURES_OK) or negotiated (after); "
+        "writes of poison_val need it negotiated.",
+    ),
+    Ambiguity(
+        "AMB-CFG-NUM-PAGES-WRITER", "5.5.4",
+        "Nothing says num_pages is read-only for the driver.",
+        "num_pages is device-owned; a driver write breaks BAL-CFG-D2 and is ignored.",
+    ),
+    Ambiguity(
+        "AMB-FPH-TAGGING", "5.5.6.5.2",
+        "Which command ID is a hint 'provided with'? The spec never states the association.",
+        "A hint in-buffer is tagged with the most recent command-ID out-buffer the device consumed on "
+        "free_page_vq before it, including an out-buffer earlier in the same chain.",
+    ),
+    Ambiguity(
+        "AMB-FPH-CONFIG-NOTIFY", "5.5.6.5",
+        "Must the device send a configuration change notification when free_page_hint_cmd_id changes?",
+        "Yes (NOTIFY-DEV-D1, SHOULD): the reference device notifies on every change; the Linux driver "
+        "only re-reads the field on a config interrupt.",
+    ),
+    Ambiguity(
+        "AMB-FPH-ROUND-END", "5.5.6.5",
+        "What ends a round: the driver's STOP buffer, the device's STOP/DONE, or both?",
+        "A round (one command ID) ends for the driver when it sends STOP or sees STOP/DONE/a new ID in "
+        "config; it ends for the device when it consumes the driver's STOP buffer or publishes "
+        "STOP/DONE. Only the driver's STOP buffer frees the ID for reuse (BAL-FPH-DEV-2).",
+    ),
+    Ambiguity(
+        "AMB-FPH-USED-LEN", "5.5.6.5",
+        "What used length does the device return for command-ID and hint buffers?",
+        "0 for both (QEMU since 6.2, Firecracker). Drivers must not depend on it.",
+    ),
+    Ambiguity(
+        "AMB-FPH-ALIGNMENT", "5.5.6.5",
+        "May a hint buffer cover part of a page, or start mid-page?",
+        "Only whole 4 KiB pages inside the buffer count as hinted; partial pages at either end are "
+        "ignored (never discarded, never skipped by migration).",
+    ),
+    Ambiguity(
+        "AMB-FPH-ACTIVE-VALUE", "5.5.6.5",
+        "What does free_page_hint_cmd_id read while a round is active, after the driver's STOP?",
+        "It keeps the current ID until the device publishes STOP, DONE or a new ID; the driver's STOP "
+        "buffer does not change config.",
+    ),
+    Ambiguity(
+        "AMB-FPH-POISON", "5.5.6.5",
+        "Does PAGE_POISON constrain hinted pages? The hinting text never mentions poison.",
+        "No constraint on the device beyond BAL-FPH-DEV-4/5; a device that skips hinted pages in "
+        "migration leaves poisoned free pages unpoisoned on the destination, which the model reports.",
+    ),
+    Ambiguity(
+        "AMB-STATS-SIZE", "5.5.6.3.1",
+        "The driver rule says the stats buffer is a multiple of 6 bytes; entries are 10 bytes.",
+        "Check multiples of 10 (VIRTIO_BALLOON_STAT_SIZE); BAL-ST-DRV-5 is cited with the discrepancy.",
+    ),
+    Ambiguity(
+        "AMB-PFN-DIRECTION", "5.5.6",
+        "Are inflate/deflate PFN arrays device-readable, and in which byte order?",
+        "Device-readable le32 (Linux, QEMU).",
+    ),
+    Ambiguity(
+        "AMB-REPORT-DIRECTION", "5.5.6.7",
+        "Are reporting buffers device-readable or device-writable?",
+        "Device-writable (Linux adds in-buffers); used length 0 (QEMU) or the byte count (Cloud "
+        "Hypervisor) are both accepted.",
+    ),
+)
+
+BY_ID = {a.id: a for a in AMBIGUITIES}
