@@ -185,16 +185,12 @@ class DeviceStatusMachine:
             self.process(E.RESET)
             return [E.RESET]
         current = self.status & ~DeviceStatus.DEVICE_NEEDS_RESET
-        if self.state is S.FEATURES_REJECTED:
-            current |= DeviceStatus.FEATURES_OK  # the device cleared it; the driver may write it back
         if cleared := current & ~value:
             raise self._violation(Role.DRIVER, "STATUS-DRV-2",
                                   f"write {value:#04x} clears {DeviceStatus(cleared)!r} in {self.state.name}")
         if value & DeviceStatus.DEVICE_NEEDS_RESET & ~self.status:
             raise self._violation(Role.DRIVER, "STATUS-DRV-1", "the driver cannot set DEVICE_NEEDS_RESET")
         added = value & ~self.status
-        if self.state is S.FEATURES_REJECTED:
-            added &= ~DeviceStatus.FEATURES_OK
         events = [ev for bit, ev in _SET_ORDER if added & bit]
         for ev in events:
             self.process(ev)

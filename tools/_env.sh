@@ -19,7 +19,9 @@ fi
 VPY="$ROOT/.venv/bin/python"
 stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${EXTRAS:-base}"
 if [ ! -f "$stamp" ]; then
-    "$VPY" -m pip install -q --upgrade pip >/dev/null
-    if [ -n "${EXTRAS:-}" ]; then "$VPY" -m pip install -q -e ".[${EXTRAS}]"; else "$VPY" -m pip install -q -e .; fi
+    target="."; [ -n "${EXTRAS:-}" ] && target=".[${EXTRAS}]"
+    if ! { "$VPY" -m pip install -q --upgrade pip && "$VPY" -m pip install -q -e "$target"; } >.venv/install.log 2>&1; then
+        cat .venv/install.log >&2; echo "tools: installing the package failed (log above)" >&2; exit 1
+    fi
     touch "$stamp"
 fi

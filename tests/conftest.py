@@ -1,0 +1,27 @@
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from spec.catalogue import CatalogueError, requirement
+
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile("ci", settings.get_profile("ci"), max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("nightly", max_examples=1000, deadline=None)
+settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci" if os.getenv("CI") else "dev"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "verifies(*ids): the catalogue requirements this test checks")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for mark in item.iter_markers("verifies"):
+            for req_id in mark.args:
+                try:
+                    requirement(req_id)
+                except CatalogueError as e:
+                    raise pytest.UsageError(f"{item.nodeid}: {e}") from None
+            item.user_properties.append(("verifies", ",".join(mark.args)))

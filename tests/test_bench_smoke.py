@@ -1,0 +1,23 @@
+"""Benchmarks stay runnable and end with one key=value line (no timing is asserted)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SMALL_ARGS = {"bench_split_ring.py": ["--ops", "200", "--repeat", "1"]}
+
+
+@pytest.mark.parametrize("script", sorted(SMALL_ARGS))
+def test_benchmark_runs_and_ends_with_key_values(script):
+    out = subprocess.run([sys.executable, str(BENCH / script), *SMALL_ARGS[script]], check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"(\w+=[\w.+-]+ )*\w+=[\w.+-]+", last), last
+
+
+def test_every_benchmark_is_smoke_tested():
+    assert {p.name for p in BENCH.glob("bench_*.py")} == set(SMALL_ARGS)
