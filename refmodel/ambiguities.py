@@ -60,6 +60,17 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
         "STOP/DONE. Only the driver's STOP buffer frees the ID for reuse (BAL-FPH-DEV-2).",
     ),
     Ambiguity(
+        "AMB-FPH-ID-REUSE", "5.5.6.5.2",
+        "BAL-FPH-DEV-2 lets the device reuse a command ID once it has received *any* STOP buffer. An "
+        "echo of that ID from an earlier round can still be queued behind that STOP; if the device has "
+        "reissued the ID meanwhile, it accepts hints generated before a later bitmap sync, and pages "
+        "written after the hint are lost.",
+        "The reference device never reuses an ID before a reset (IDs increase; wrap only after 2^32 - 2 "
+        "rounds). The proposal tightens the rule to: not until a STOP has been received after the "
+        "out-buffer carrying that ID, and recommends increasing IDs.",
+        ("literal: any STOP frees every earlier ID",),
+    ),
+    Ambiguity(
         "AMB-FPH-USED-LEN", "5.5.6.5",
         "What used length does the device return for command-ID and hint buffers?",
         "0 for both (QEMU since 6.2, Firecracker). Drivers must not depend on it.",
@@ -73,8 +84,8 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
     Ambiguity(
         "AMB-FPH-ACTIVE-VALUE", "5.5.6.5",
         "What does free_page_hint_cmd_id read while a round is active, after the driver's STOP?",
-        "It keeps the current ID until the device publishes STOP, DONE or a new ID; the driver's STOP "
-        "buffer does not change config.",
+        "It keeps the current ID until the device publishes STOP, DONE or a new ID, or until the device "
+        "consumes the driver's STOP for that ID, after which it reads STOP (QEMU's S_START -> S_STOP).",
     ),
     Ambiguity(
         "AMB-FPH-POISON", "5.5.6.5",
