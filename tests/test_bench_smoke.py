@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SMALL_ARGS = {"bench_split_ring.py": ["--ops", "200", "--repeat", "1"]}
+SMALL_ARGS = {
+    "bench_split_ring.py": ["--ops", "200", "--repeat", "1"],
+    "bench_migration.py": ["--log2-pages", "20"],
+}
 
 
 @pytest.mark.parametrize("script", sorted(SMALL_ARGS))
