@@ -6,6 +6,7 @@ untrusted. :meth:`SplitQueueDevice.pop` turns every malformed input into a
 (no ``IndexError``, no ``struct.error``). The checks, in the order a chain walk meets them:
 
 ============================  =========================================================
+avail idx moved backwards     SPLIT-DRV-11 (>= 2^15 ahead is read as a decrement)
 avail idx > Queue Size ahead  SPLIT-DRV-D3
 head or next >= table size    SPLIT-DRV-D2
 head still in flight          SPLIT-DRV-D6
@@ -67,6 +68,8 @@ class SplitQueueDevice(Sticky):
     def _available_untrusted(self) -> int:
         avail_idx = self.mem.read_u16(self.addrs.avail + AVAIL_IDX)
         delta = u16(avail_idx - self.last_avail_idx)
+        if delta >= 0x8000:  # more than half the index space ahead: read as a step backwards
+            raise PeerSpecViolation("SPLIT-DRV-11", f"avail idx went from {self.last_avail_idx} back to {avail_idx}")
         if delta + len(self._in_flight) > self.queue_size:
             raise PeerSpecViolation("SPLIT-DRV-D3", f"avail idx {avail_idx} is {delta} ahead of the device's "
                                     f"{self.last_avail_idx} with {len(self._in_flight)} chains in flight "

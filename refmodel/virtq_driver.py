@@ -63,6 +63,7 @@ class _InFlight:
     descs: list[int]
     writable_len: int
     indirect: tuple[int, int] | None  # (table addr, bytes)
+    snapshot: list[tuple[int, bytes, str]] | None = None  # (addr, bytes, req) the device must leave alone
 
 
 class SplitQueueDriver(Sticky):
@@ -70,7 +71,8 @@ class SplitQueueDriver(Sticky):
 
     def __init__(self, mem: GuestMemory, addrs: QueueAddresses, queue_size: int, *,
                  event_idx: bool = False, indirect_desc: bool = False, start_idx: int = 0,
-                 indirect_arena: IndirectArena | None = None, scrub_used: bool = False) -> None:
+                 indirect_arena: IndirectArena | None = None, scrub_used: bool = False,
+                 check_device_writes: bool = False) -> None:
         check_queue_size(queue_size)
         if why := addrs.misalignment():
             raise LocalSpecViolation("SPLIT-DRV-1", why)
@@ -78,6 +80,8 @@ class SplitQueueDriver(Sticky):
             raise LocalSpecViolation("SPLIT-DRV-D5", why)
         self.mem, self.addrs, self.queue_size = mem, addrs, queue_size
         self.event_idx, self.indirect_desc, self.scrub_used = event_idx, indirect_desc, scrub_used
+        # Snapshot descriptors and readable buffers at add, compare at harvest (SPLIT-DEV-5, SPLIT-DEV-3).
+        self.check_device_writes = check_device_writes
         self.indirect_arena = indirect_arena
         start_idx = u16(start_idx)
         # Driver allocates and zeroes the rings; used flags start at 0 (SPLIT-DRV-18).
@@ -161,7 +165,14 @@ class SplitQueueDriver(Sticky):
         slot = u16(self.avail_idx + self._pending) % self.queue_size
         mem.write_u16(self.addrs.avail + 4 + 2 * slot, head)
         self._pending += 1
-        self._in_flight[head] = _InFlight(token, descs, sum(n for _, n, f in bufs if f), ind)
+        inf = _InFlight(token, descs, sum(n for _, n, f in bufs if f), ind)
+        if self.check_device_writes:
+            tables = [(self.addrs.desc + VIRTQ_DESC_SIZE * d, VIRTQ_DESC_SIZE) for d in descs]
+            if ind is not None:
+                tables.append(ind)
+            inf.snapshot = [(a, mem.read(a, n), "SPLIT-DEV-5") for a, n in tables]
+            inf.snapshot += [(a, mem.read(a, n), "SPLIT-DEV-3") for a, n, f in bufs if not f]
+        self._in_flight[head] = inf
         return head
 
     def _read_used_flags_untrusted(self) -> int:
@@ -229,6 +240,10 @@ class SplitQueueDriver(Sticky):
             if length > inf.writable_len:
                 raise PeerSpecViolation("SPLIT-DEV-D2", f"used len {length} for head {head}, "
                                         f"only {inf.writable_len} writable bytes")
+            for addr, data, req in inf.snapshot or ():
+                if mem.read(addr, len(data)) != data:
+                    what = "descriptor table entry" if req == "SPLIT-DEV-5" else "device-readable buffer"
+                    raise PeerSpecViolation(req, f"the device wrote the {what} at {addr:#x} of head {head}")
             if self.scrub_used:
                 mem.pack(USED_ELEM_FMT, slot_addr, SCRUB_ID, 0)
             self._free.extend(reversed(inf.descs))

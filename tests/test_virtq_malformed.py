@@ -161,12 +161,13 @@ def test_writable_before_readable_across_indirect_boundary():
     expect(dev, "SPLIT-DRV-2")
 
 
-@pytest.mark.verifies("SPLIT-DRV-D3")
-@pytest.mark.parametrize("ahead", [QS + 1, 0x8000, 0xFFFF])
-def test_avail_idx_more_than_queue_size_ahead(ahead):
+@pytest.mark.verifies("SPLIT-DRV-D3", "SPLIT-DRV-11")
+@pytest.mark.parametrize("idx, req", [(QS + 1, "SPLIT-DRV-D3"), (0x7FFF, "SPLIT-DRV-D3"),
+                                      (0x8000, "SPLIT-DRV-11"), (0xFFFF, "SPLIT-DRV-11")])
+def test_avail_idx_overrun_or_decrement(idx, req):
     mem, a, drv, dev, head = published()
-    mem.write_u16(a.avail + 2, ahead)
-    expect(dev, "SPLIT-DRV-D3")
+    mem.write_u16(a.avail + 2, idx)
+    expect(dev, req)
 
 
 @pytest.mark.verifies("SPLIT-DRV-D2")
@@ -310,3 +311,35 @@ def test_garbage_used_ring_gives_buffers_or_peer_violations(elems, idx, flags):
         assert e.role == "device"
         return
     assert len({u.head for u in got}) == len(got)
+
+
+@pytest.mark.verifies("SPLIT-DEV-5", "SPLIT-DEV-3")
+@pytest.mark.parametrize("target, req", [("desc", "SPLIT-DEV-5"), ("readable", "SPLIT-DEV-3")])
+def test_device_writes_it_must_not_make(target, req):
+    mem = GuestMemory(MEM)
+    a = QueueAddresses.packed_at(0x100, QS)
+    drv = SplitQueueDriver(mem, a, QS, check_device_writes=True)
+    dev = SplitQueueDevice(mem, a, QS)
+    mem.write(BUF, b"payload!")
+    drv.add([(BUF, 8)], [(BUF + 0x100, 8)])
+    drv.publish()
+    chain = dev.pop()
+    if target == "desc":
+        mem.write_u32(a.desc + 16 * chain.head + 8, 9)  # a device rewriting len
+    else:
+        mem.write(BUF, b"PAYLOAD!")  # a device writing a device-readable buffer
+    dev.add_used(chain.head, 0)
+    expect_device(drv, req)
+
+
+def test_untouched_chain_passes_the_write_check():
+    mem = GuestMemory(MEM)
+    a = QueueAddresses.packed_at(0x100, QS)
+    drv = SplitQueueDriver(mem, a, QS, check_device_writes=True)
+    dev = SplitQueueDevice(mem, a, QS)
+    drv.add([(BUF, 8)], [(BUF + 0x100, 8)], token=1)
+    drv.publish()
+    chain = dev.pop()
+    chain.write_all(mem, b"12345678")
+    dev.add_used(chain.head, 8)
+    assert [u.token for u in drv.harvest()] == [1]
