@@ -28,13 +28,12 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def hint_mask(n_pages: int, in_use_blocks: set[int]) -> int:
-    """Every 2^10-page block not in use, built as bytes then converted once (no per-block big-int ops)."""
-    block_bytes = (1 << BLOCK_ORDER) // 8
-    buf = bytearray(b"\xff" * (n_pages // 8))
-    zero = bytes(block_bytes)
-    for b in in_use_blocks:
-        buf[b * block_bytes:(b + 1) * block_bytes] = zero
+def blocks_mask(n_pages: int, blocks) -> int:
+    """The pages of the given 2^10-page blocks, built as bytes and converted once (no per-block big-int ops)."""
+    ones = b"\xff" * ((1 << BLOCK_ORDER) // 8)
+    buf = bytearray(n_pages // 8)
+    for b in blocks:
+        buf[b * len(ones):(b + 1) * len(ones)] = ones
     return int.from_bytes(buf, "little")
 
 
@@ -43,19 +42,10 @@ def one_round(n_pages: int, in_use_frac: float, dirty_frac: float, seed: int = 1
     n_blocks = n_pages >> BLOCK_ORDER
     in_use_blocks = set(rng.sample(range(n_blocks), int(n_blocks * in_use_frac)))
     guest = GuestPages(n_pages, track_contents=False)
-    used = bytearray(n_pages // 8)
-    ones = b"\xff" * ((1 << BLOCK_ORDER) // 8)
-    for b in in_use_blocks:
-        used[b * len(ones):(b + 1) * len(ones)] = ones
-    guest.allocated = int.from_bytes(used, "little")
-    del used
-    hints = hint_mask(n_pages, in_use_blocks)
+    guest.allocated = blocks_mask(n_pages, in_use_blocks)
+    hints = guest.free  # the driver hints every block not in use
     dirty_blocks = rng.sample(sorted(in_use_blocks), max(1, int(len(in_use_blocks) * dirty_frac)))
-    dbuf = bytearray(n_pages // 8)
-    for b in dirty_blocks:  # the pages the workload will write during the round
-        dbuf[b * len(ones):(b + 1) * len(ones)] = ones
-    dirty = int.from_bytes(dbuf, "little")
-    del dbuf
+    dirty = blocks_mask(n_pages, dirty_blocks)  # the pages the workload will write during the round
 
     t0 = time.perf_counter()
     m = Migration(guest)

@@ -8,8 +8,8 @@ recent command-ID out-buffer the device consumed before it (an out-buffer earlie
 counts). The device applies a hint only while ACTIVE and only if its tag equals the ID it published
 (``BAL-FPH-DEV-3``); every other hint is ignored.
 
-The device never reuses an ID that is still awaiting the driver's STOP buffer (``BAL-FPH-DEV-2``),
-and in fact never reuses one at all before a reset (``AMB-FPH-ID-REUSE``).
+The device never reuses an ID before a reset (``AMB-FPH-ID-REUSE``), which is stricter than
+``BAL-FPH-DEV-2`` (no reuse until the driver's STOP).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .errors import LocalSpecViolation, PeerSpecViolation, Sticky, guarded
 from .guest import GuestPages, range_mask
 from .virtq import Chain
 from .virtq_device import SplitQueueDevice
-from .virtq_driver import QueueFull, SplitQueueDriver
+from .virtq_driver import SplitQueueDriver
 
 CMD_ID_SIZE = 4  # BAL-FPH-DRV-1
 _LE32 = struct.Struct("<I")
@@ -111,8 +111,6 @@ class FreePageHintDevice(Sticky):
         self.cmd_id = VIRTIO_BALLOON_CMD_ID_STOP
         self.first_id = max(first_id, 2)
         self._next_id = self.first_id
-        self.awaiting_stop: set[int] = set()  # issued IDs not yet followed by the driver's STOP
-        self.last_issued: int | None = None
         self.issued: set[int] = set()  # every ID published since reset (monotonic, never reused)
         self.tag: int | None = None  # the tagging rule: last ID out-buffer consumed
         self.echoed: set[int] = set()  # IDs the driver has echoed (BAL-FPH-DRV-3)
@@ -131,17 +129,16 @@ class FreePageHintDevice(Sticky):
     # -- host-driven ---------------------------------------------------------------------------------
     @guarded
     def start(self) -> int:
-        """Publish a fresh command ID (never one still awaiting STOP: BAL-FPH-DEV-2)."""
+        """Publish a command ID never issued since reset (BAL-FPH-DEV-2, AMB-FPH-ID-REUSE)."""
         cid = self._next_id
         for _ in range(1 << 32):
-            if cid not in self.awaiting_stop and cid not in self.issued:
+            if cid not in self.issued:
                 break
             cid = cid + 1 if cid < 0xFFFFFFFF else self.first_id
         else:  # pragma: no cover - 2^32 IDs outstanding
             raise LocalSpecViolation("BAL-FPH-DEV-2", "no command ID is free")
         self._next_id = cid + 1 if cid < 0xFFFFFFFF else self.first_id
-        self.cmd_id = self.last_issued = cid
-        self.awaiting_stop.add(cid)
+        self.cmd_id = cid
         self.issued.add(cid)
         self._go(DE.START)
         self._publish(cid)
@@ -190,14 +187,12 @@ class FreePageHintDevice(Sticky):
 
     def _recv_id(self, cid: int) -> None:
         if cid == VIRTIO_BALLOON_CMD_ID_STOP:
-            # BAL-FPH-DEV-2 read literally: any STOP frees every ID issued so far. The model still
-            # never reuses one (IDs are monotonic, AMB-FPH-ID-REUSE): an echo of an older ID can sit
-            # in the ring behind this STOP.
-            self.awaiting_stop.clear()
+            # BAL-FPH-DEV-2 would now allow reusing every earlier ID; the model never does, since an
+            # echo of an older ID can sit in the ring behind this STOP (AMB-FPH-ID-REUSE).
             self.tag = None
+            ended_round = self.state is DS.ACTIVE
             self._go(DE.RECV_STOP)
-            if self.state is DS.STOP and self.cmd_id != VIRTIO_BALLOON_CMD_ID_STOP \
-                    and self.cmd_id != VIRTIO_BALLOON_CMD_ID_DONE:
+            if ended_round:
                 self.cmd_id = VIRTIO_BALLOON_CMD_ID_STOP
                 self._publish(VIRTIO_BALLOON_CMD_ID_STOP)
             return
@@ -244,7 +239,7 @@ class FreePageHintDriver(Sticky):
     def _flush(self) -> None:
         """Add queued ID/STOP buffers while the ring has room (order kept; hints wait behind them)."""
         sent = False
-        while self._pending and self.vq.num_free and self.vq.in_flight < self.vq.queue_size:
+        while self._pending and self.vq.num_free:  # a free descriptor implies a free ring slot
             buf, token = self._pending.pop(0)
             self.vq.add([(buf, CMD_ID_SIZE)], token=token)
             sent = True
@@ -303,11 +298,7 @@ class FreePageHintDriver(Sticky):
         if self.vq.num_free < 2:  # keep a slot for STOP, as Linux keeps one for the ID
             self.guest.release_hinted(range_mask(start, 1 << self.order))
             return False
-        try:
-            self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << self.order)])
-        except QueueFull:
-            self.guest.release_hinted(range_mask(start, 1 << self.order))
-            return False
+        self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << self.order)])
         self.vq.publish()
         self._go(RE.SEND_HINT)
         return True

@@ -88,19 +88,17 @@ class Migration:
         self.to_send = 0
         self.deferred_hints = 0
         self.dest: list[int] | None = [0] * guest.n_pages if guest.track_contents else None
-        self.dest_sent = 0  # pages the destination has received at least once
         self.stats = MigrationStats()
         self._dirtied = 0
 
     # -- dirty log ------------------------------------------------------------------------------------
-    def _log_write(self, page: int) -> None:
-        self.dirty |= 1 << page
-        self._dirtied |= 1 << page
-
     def log_writes(self, mask: int) -> None:
-        """Bulk form of the dirty log (for the benchmark's simulated workload)."""
+        """Record writes to the pages of ``mask`` (bulk form, for the benchmark's workload)."""
         self.dirty |= mask
         self._dirtied |= mask
+
+    def _log_write(self, page: int) -> None:
+        self.log_writes(1 << page)
 
     # -- rounds ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -150,7 +148,6 @@ class Migration:
             for p in bits(mask):
                 self.dest[p] = self.guest.ram[p]
         self.to_send &= ~mask
-        self.dest_sent |= mask
         self.stats.pages_sent += n
         return n
 

@@ -50,16 +50,16 @@ class HintingSystem:
         self.n_pages = n_pages
         base = n_pages * BALLOON_PAGE_SIZE
         addrs = QueueAddresses.packed_at(base, self.QUEUE_SIZE)
-        self.config_drv = self.config_dev = BalloonConfigSpace(HINT_FEATURES, Role.DEVICE)
-        self.config_dev.features_ok(HINT_FEATURES)
-        self.config_dev.driver_ok()
+        self.config = BalloonConfigSpace(HINT_FEATURES, Role.DEVICE)  # one space, seen by both sides
+        self.config.features_ok(HINT_FEATURES)
+        self.config.driver_ok()
         vq_drv = SplitQueueDriver(self.mem, addrs, self.QUEUE_SIZE)
         vq_dev = SplitQueueDevice(self.mem, addrs, self.QUEUE_SIZE)
         scratch = base + 2 * BALLOON_PAGE_SIZE
         self.migration: Migration | None = None
-        self.device = FreePageHintDevice(self.config_dev, vq_dev, n_pages, self._apply,
+        self.device = FreePageHintDevice(self.config, vq_dev, n_pages, self._apply,
                                          accept_stale=policy.apply_stale_hints)
-        self.driver = FreePageHintDriver(self.config_drv, vq_drv, self.guest, id_area=scratch,
+        self.driver = FreePageHintDriver(self.config, vq_drv, self.guest, id_area=scratch,
                                          stop_buf=scratch + 64, order=order)
         self.trace: list[str] = []
 
@@ -97,7 +97,7 @@ class HintingSystem:
     # -- driver and device ------------------------------------------------------------------------------------
     def driver_config_change(self) -> None:
         self.driver.on_config_change()
-        self._log(f"driver reads cmd id {self.config_drv.get('free_page_hint_cmd_id')} -> {self.driver.state.value}")
+        self._log(f"driver reads cmd id {self.config.get('free_page_hint_cmd_id')} -> {self.driver.state.value}")
 
     def driver_hint(self) -> bool:
         sent = self.driver.hint_one()

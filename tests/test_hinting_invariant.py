@@ -30,7 +30,7 @@ class NothingLost(RuleBasedStateMachine):
             sent = sum(self.sys.driver_hint() for _ in range(pre_hints))
             note(f"migration started; the driver echoed the first command ID and hinted {sent} block(s)")
 
-    def _step(self, what):
+    def _step(self):
         note(self.sys.trace[-1])
 
     def _workload_pages(self):
@@ -41,27 +41,25 @@ class NothingLost(RuleBasedStateMachine):
     @rule()
     def alloc_write(self):
         self.sys.alloc_write()
-        self._step("alloc")
+        self._step()
 
-    @precondition(lambda self: self.sys.guest.allocated & ((1 << self.sys.n_pages) - 1))
+    @precondition(lambda self: self._workload_pages())
     @rule(data=st.data())
     def write(self, data):
-        page = data.draw(st.sampled_from(bits(self.sys.guest.allocated & ((1 << self.sys.n_pages) - 1))))
-        self.sys.write(page)
-        self._step("write")
+        self.sys.write(data.draw(st.sampled_from(bits(self._workload_pages()))))
+        self._step()
 
-    @precondition(lambda self: self.sys.guest.allocated & ((1 << self.sys.n_pages) - 1))
+    @precondition(lambda self: self._workload_pages())
     @rule(data=st.data())
     def free(self, data):
-        page = data.draw(st.sampled_from(bits(self.sys.guest.allocated & ((1 << self.sys.n_pages) - 1))))
-        self.sys.free(page)
-        self._step("free")
+        self.sys.free(data.draw(st.sampled_from(bits(self._workload_pages()))))
+        self._step()
 
     @precondition(lambda self: self.sys.guest.hinted)
     @rule(data=st.data())
     def reclaim_hinted(self, data):
         self.sys.reclaim_hinted(data.draw(st.sampled_from(bits(self.sys.guest.hinted))))
-        self._step("reclaim")
+        self._step()
 
     # the balloon
     @rule()
@@ -69,38 +67,38 @@ class NothingLost(RuleBasedStateMachine):
         self.sys.driver_config_change()
         if self.sys.migration is not None and self.sys.migration.state is not MigrationState.ACTIVE:
             self.config_seen_after_end = True
-        self._step("config")
+        self._step()
 
     @rule(n=st.integers(1, 4))
     def driver_hint(self, n):
         for _ in range(n):
             if not self.sys.driver_hint():
                 break
-            self._step("hint")
+            self._step()
 
     @rule()
     def device_process(self):
         self.sys.device_process()
-        self._step("process")
+        self._step()
 
     # the host
     @precondition(lambda self: self.sys.migration is None)
     @rule()
     def migration_start(self):
         self.sys.migration_start()
-        self._step("start")
+        self._step()
 
     @precondition(lambda self: self.sys.migrating)
     @rule()
     def migration_sync(self):
         self.sys.migration_sync()
-        self._step("sync")
+        self._step()
 
     @precondition(lambda self: self.sys.migrating)
     @rule(budget=st.integers(1, 8))
     def migration_send(self, budget):
         self.sys.migration_send(budget)
-        self._step("send")
+        self._step()
 
     @precondition(lambda self: self.sys.migrating)
     @rule()
@@ -113,7 +111,7 @@ class NothingLost(RuleBasedStateMachine):
     @rule()
     def cancel(self):
         self.sys.cancel()
-        self._step("cancel")
+        self._step()
 
     def teardown(self):
         # Every history ends with the migration completing, so the invariant is always judged.

@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 VPY="$ROOT/.venv/bin/python"
-stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${EXTRAS:-base}"
+stamp=".venv/.installed-$(sha1sum < pyproject.toml | cut -c1-12)-${EXTRAS:-base}"
 if [ ! -f "$stamp" ]; then
     target="."; [ -n "${EXTRAS:-}" ] && target=".[${EXTRAS}]"
     if ! { "$VPY" -m pip install -q --upgrade pip && "$VPY" -m pip install -q -e "$target"; } >.venv/install.log 2>&1; then
