@@ -216,9 +216,10 @@ class FreePageHintDriver(Sticky):
     which looks like a double echo (BAL-FPH-DRV-3). ``id_area`` holds ``id_slots`` 4-byte buffers.
     """
 
-    def __init__(self, config: BalloonConfigSpace, vq: SplitQueueDriver, guest: GuestPages, *,
-                 id_area: int, stop_buf: int, id_slots: int = 8, order: int = 0) -> None:
-        self.config, self.vq, self.guest = config, vq, guest
+    def __init__(self, read_cmd_id: Callable[[], int], vq: SplitQueueDriver, guest: GuestPages, *,
+                 id_area: int, stop_buf: int, id_slots: int = 8, order: int = 0,
+                 kick: Callable[[], None] | None = None) -> None:
+        self.read_cmd_id, self.vq, self.guest, self.kick = read_cmd_id, vq, guest, kick
         self.stop_buf, self.order = stop_buf, order
         self._id_free = [id_area + CMD_ID_SIZE * i for i in range(id_slots)]
         self._pending: list[tuple[int, object]] = []  # ID/STOP buffers waiting for ring space, in order
@@ -244,7 +245,11 @@ class FreePageHintDriver(Sticky):
             self.vq.add([(buf, CMD_ID_SIZE)], token=token)
             sent = True
         if sent:
-            self.vq.publish()
+            self._publish()
+
+    def _publish(self) -> None:
+        if self.vq.publish() and self.kick is not None:
+            self.kick()
 
     def _reap(self) -> None:
         for used in self.vq.harvest():
@@ -255,7 +260,7 @@ class FreePageHintDriver(Sticky):
     @guarded
     def on_config_change(self) -> None:
         """Re-read free_page_hint_cmd_id (Linux does this from the config interrupt's work item)."""
-        cid = self.config.get("free_page_hint_cmd_id")
+        cid = self.read_cmd_id()
         if cid == VIRTIO_BALLOON_CMD_ID_DONE:
             if self.state is RS.HINTING:
                 self._stop()
@@ -286,7 +291,7 @@ class FreePageHintDriver(Sticky):
         """Supply one page block if a round is active; STOP when none is left. Returns True if sent."""
         if self.state is not RS.HINTING:
             return False
-        if self.config.get("free_page_hint_cmd_id") != self.served:
+        if self.read_cmd_id() != self.served:
             return False  # a config change is pending; on_config_change will end the round
         self._reap()
         if self._pending:
@@ -299,6 +304,6 @@ class FreePageHintDriver(Sticky):
             self.guest.release_hinted(range_mask(start, 1 << self.order))
             return False
         self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << self.order)])
-        self.vq.publish()
+        self._publish()
         self._go(RE.SEND_HINT)
         return True

@@ -1,8 +1,9 @@
-"""A whole system in one object: guest pages, guest memory with the free_page_vq, the reference
-hinting driver and device, and a host migration under a policy.
+"""Whole systems in one object: guest pages, guest memory with one queue, a driver and device of a
+hinting protocol, and a host migration under a policy.
 
-The property tests, the regression traces and the examples all drive this; each method is one step
-a real system can take at any moment, so any interleaving is a legal history.
+:class:`HintingSystem` runs the command-ID handshake (§5.5.6.5); :class:`SeedSystem` runs the 2016
+bitmap protocol. The property tests, the regression traces and the examples drive these; each method
+is one step a real system can take at any moment, so any interleaving is a legal history.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .guest import GuestPages, range_mask
 from .hinting import FreePageHintDevice, FreePageHintDriver
 from .memory import GuestMemory
 from .migration import SAFE, HostPolicy, Migration, MigrationState
+from .seed2016 import SeedDevice, SeedDriver, bitmap_bytes
 from .status import Role
 from .virtq import QueueAddresses
 from .virtq_device import SplitQueueDevice
@@ -35,12 +37,15 @@ class Outcome:
     ideal: int
 
 
-class HintingSystem:
-    """Guest of ``n_pages`` workload pages; the rings live in pages after them."""
+class _System:
+    """Guest of ``n_pages`` workload pages; the ring and scratch buffers live in pages after them.
+
+    Subclasses supply the protocol's hooks around the migration steps.
+    """
 
     QUEUE_SIZE = 8
 
-    def __init__(self, n_pages: int = 32, policy: HostPolicy = SAFE, *, order: int = 0) -> None:
+    def __init__(self, n_pages: int, policy: HostPolicy) -> None:
         self.policy = policy
         ring_pages = 4
         total = n_pages + ring_pages
@@ -50,28 +55,30 @@ class HintingSystem:
         self.n_pages = n_pages
         base = n_pages * BALLOON_PAGE_SIZE
         addrs = QueueAddresses.packed_at(base, self.QUEUE_SIZE)
-        self.config = BalloonConfigSpace(HINT_FEATURES, Role.DEVICE)  # one space, seen by both sides
-        self.config.features_ok(HINT_FEATURES)
-        self.config.driver_ok()
-        vq_drv = SplitQueueDriver(self.mem, addrs, self.QUEUE_SIZE)
-        vq_dev = SplitQueueDevice(self.mem, addrs, self.QUEUE_SIZE)
-        scratch = base + 2 * BALLOON_PAGE_SIZE
+        self.vq_drv = SplitQueueDriver(self.mem, addrs, self.QUEUE_SIZE)
+        self.vq_dev = SplitQueueDevice(self.mem, addrs, self.QUEUE_SIZE)
+        self.scratch = base + 2 * BALLOON_PAGE_SIZE
         self.migration: Migration | None = None
-        self.device = FreePageHintDevice(self.config, vq_dev, n_pages, self._apply,
-                                         accept_stale=policy.apply_stale_hints)
-        self.driver = FreePageHintDriver(self.config, vq_drv, self.guest, id_area=scratch,
-                                         stop_buf=scratch + 64, order=order)
         self.trace: list[str] = []
-
-    # -- the device's hint sink --------------------------------------------------------------------------
-    def _apply(self, pages: int) -> None:
-        if self.policy.discard_hinted:
-            self.guest.device_discard(pages)
-        if self.migration is not None:
-            self.migration.apply_hint(pages)
 
     def _log(self, what: str) -> None:
         self.trace.append(what)
+
+    # -- protocol hooks --------------------------------------------------------------------------------
+    def _on_start(self) -> str:
+        return ""
+
+    def _before_sync(self) -> None:
+        pass
+
+    def _after_sync(self) -> str:
+        return ""
+
+    def _before_final_sync(self) -> None:
+        self._before_sync()
+
+    def _on_end(self, completed: bool) -> None:
+        pass
 
     # -- guest workload ------------------------------------------------------------------------------------
     def alloc_write(self) -> int | None:
@@ -89,12 +96,97 @@ class HintingSystem:
         self.guest.free_page(page)
         self._log(f"guest frees page {page}")
 
+    # -- host -------------------------------------------------------------------------------------------
+    def migration_start(self) -> None:
+        self.migration = Migration(self.guest, self.policy)
+        self.migration.start()
+        self._log(f"host starts migration{self._on_start()}")
+
+    def migration_sync(self) -> None:
+        """One bitmap sync with the protocol's hooks around it."""
+        assert self.migration is not None
+        self._before_sync()
+        self.migration.sync()
+        self._log(f"host syncs the dirty bitmap{self._after_sync()}")
+
+    def migration_send(self, budget: int) -> int:
+        assert self.migration is not None
+        n = self.migration.send(budget)
+        self._log(f"host sends {n} page(s)")
+        return n
+
+    def switchover(self) -> Outcome:
+        assert self.migration is not None
+        self._before_final_sync()
+        self.migration.switchover()
+        self._on_end(True)
+        self._log("host stops the guest, syncs, sends the rest; destination runs")
+        return self.outcome()
+
+    def cancel(self) -> None:
+        assert self.migration is not None
+        self.migration.cancel()
+        self._on_end(False)
+        self._log("host cancels the migration")
+
+    @property
+    def migrating(self) -> bool:
+        return self.migration is not None and self.migration.state is MigrationState.ACTIVE
+
+    def _apply(self, pages: int) -> None:
+        """The device's hint sink: skip these pages (or, under a policy, something worse)."""
+        if self.policy.discard_hinted:
+            self.guest.device_discard(pages)
+        if self.migration is not None:
+            self.migration.apply_hint(pages)
+
+    def outcome(self) -> Outcome:
+        m = self.migration
+        lost = tuple(m.lost_pages()) if m is not None and m.state is MigrationState.COMPLETED else ()
+        return Outcome(lost, tuple(self.guest.corrupted()), self.guest.hinted.bit_count(),
+                       m.stats.pages_sent if m else 0, m.stats.ideal if m else 0)
+
+
+class HintingSystem(_System):
+    """Free page hinting with command IDs, QEMU's hooks: START after each sync, STOP before, DONE at end."""
+
+    def __init__(self, n_pages: int = 32, policy: HostPolicy = SAFE, *, order: int = 0) -> None:
+        super().__init__(n_pages, policy)
+        self.config = BalloonConfigSpace(HINT_FEATURES, Role.DEVICE)  # one space, seen by both sides
+        self.config.features_ok(HINT_FEATURES)
+        self.config.driver_ok()
+        self.device = FreePageHintDevice(self.config, self.vq_dev, n_pages, self._apply,
+                                         accept_stale=policy.apply_stale_hints)
+        self.driver = FreePageHintDriver(lambda: self.config.get("free_page_hint_cmd_id"), self.vq_drv,
+                                         self.guest, id_area=self.scratch, stop_buf=self.scratch + 64,
+                                         order=order)
+
+    def _on_start(self) -> str:
+        self.device.start()
+        return f", publishes cmd id {self.device.cmd_id}"
+
+    def _before_sync(self) -> None:
+        if self.policy.stop_before_sync:
+            self.device.stop()
+
+    def _before_final_sync(self) -> None:
+        self.device.stop()  # the guest is about to stop: no more hints
+
+    def _after_sync(self) -> str:
+        self.device.start()
+        return f", publishes cmd id {self.device.cmd_id}"
+
+    def _on_end(self, completed: bool) -> None:
+        if completed or self.policy.done_on_cancel:
+            self.device.done()
+        else:
+            self.device.stop()
+
     def reclaim_hinted(self, page: int) -> None:
         """The guest takes back a hinted page before DONE (FPH-DRV-7) and initializes it (FPH-DRV-9)."""
         self.guest.reuse_hinted(page)
         self._log(f"guest reclaims hinted page {page} and writes it")
 
-    # -- driver and device ------------------------------------------------------------------------------------
     def driver_config_change(self) -> None:
         self.driver.on_config_change()
         self._log(f"driver reads cmd id {self.config.get('free_page_hint_cmd_id')} -> {self.driver.state.value}")
@@ -109,51 +201,38 @@ class HintingSystem:
         self._log(f"device consumes {n} buffer(s) ({self.device.state.value})")
         return n
 
-    # -- host ---------------------------------------------------------------------------------------------
-    def migration_start(self) -> None:
-        self.migration = Migration(self.guest, self.policy)
-        self.migration.start()
-        self.device.start()
-        self._log(f"host starts migration, publishes cmd id {self.device.cmd_id}")
 
-    def migration_sync(self) -> None:
-        """One bitmap sync with the hinting hooks around it."""
-        assert self.migration is not None
-        if self.policy.stop_before_sync:
-            self.device.stop()
-        self.migration.sync()
-        self.device.start()
-        self._log(f"host syncs the dirty bitmap, publishes cmd id {self.device.cmd_id}")
+class SeedSystem(_System):
+    """The 2016 bitmap protocol. ``ordered`` picks the safe host (SEED-DEV-1/2) or the naive one."""
 
-    def migration_send(self, budget: int) -> int:
-        assert self.migration is not None
-        n = self.migration.send(budget)
-        self._log(f"host sends {n} page(s)")
-        return n
+    def __init__(self, n_pages: int = 32, *, ordered: bool = True) -> None:
+        super().__init__(n_pages, SAFE)
+        reply = self.scratch + 64
+        assert 64 + 8 + bitmap_bytes(n_pages + 4) <= 2 * BALLOON_PAGE_SIZE
+        self.device = SeedDevice(self.vq_dev, self.guest.n_pages, self._apply, ordered=ordered)
+        self.driver = SeedDriver(self.vq_drv, self.guest, ctrl_buf=self.scratch, reply_buf=reply)
 
-    def switchover(self) -> Outcome:
-        assert self.migration is not None
-        self.device.stop()
-        self.migration.switchover()
-        self.device.done()
-        self._log("host stops the guest, syncs, sends the rest; destination runs; DONE")
-        return self.outcome()
-
-    def cancel(self) -> None:
-        assert self.migration is not None
-        self.migration.cancel()
-        if self.policy.done_on_cancel:
-            self.device.done()
-        else:
-            self.device.stop()
-        self._log("host cancels the migration")
+    def _after_sync(self) -> str:
+        self.device.dirty_log_synced()
+        return ""
 
     @property
-    def migrating(self) -> bool:
-        return self.migration is not None and self.migration.state is MigrationState.ACTIVE
+    def can_request(self) -> bool:
+        return self.migrating and not (self.device.ordered and self.device.outstanding)
 
-    def outcome(self) -> Outcome:
-        m = self.migration
-        lost = tuple(m.lost_pages()) if m is not None and m.state is MigrationState.COMPLETED else ()
-        return Outcome(lost, tuple(self.guest.corrupted()), self.guest.hinted.bit_count(),
-                       m.stats.pages_sent if m else 0, m.stats.ideal if m else 0)
+    def host_request(self) -> bool:
+        sent = self.device.request()
+        self._log(f"host requests a free page bitmap: {'sent' if sent else 'no ctrl buffer posted'}")
+        return sent
+
+    def driver_reply(self) -> bool:
+        sent = self.driver.handle_request()
+        self._log(f"driver replies with a bitmap of the pages free now: {'sent' if sent else 'no request'}")
+        return sent
+
+    def device_process(self) -> int:
+        applied = self.device.applied
+        n = self.device.process()
+        verdict = "applied" if self.device.applied > applied else "dropped" if n else "none"
+        self._log(f"host reads {n} reply(ies): {verdict}")
+        return n

@@ -56,6 +56,9 @@ class SplitQueueDevice(Sticky):
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def in_flight_chain(self, head: int) -> Chain:
+        return self._in_flight[head]
+
     def is_in_flight(self, head: int) -> bool:
         return head in self._in_flight
 

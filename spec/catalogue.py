@@ -16,7 +16,7 @@ import attrs
 ROLES = ("driver", "device")
 KEYWORDS = ("MUST", "MUST NOT", "SHOULD", "SHOULD NOT", "MAY")
 _FIELDS = {"id", "section", "label", "role", "keyword", "features", "text", "checkable", "reason",
-           "derived", "legacy"}
+           "derived", "legacy", "profile"}
 _REQUIRED = ("id", "section", "label", "role", "keyword", "features", "text", "checkable")
 
 
@@ -31,6 +31,7 @@ class Requirement:
     ``role`` is the side the statement binds. ``features`` must all be negotiated for it to apply.
     ``checkable`` is False when nothing observable from outside an implementation can show a breach;
     ``reason`` then says why. ``derived`` is set for statements the text implies without a keyword.
+    ``profile`` is "virtio-1.4" for the spec; other profiles (the 2016 seed protocol) are opt-in.
     """
 
     id: str
@@ -44,6 +45,8 @@ class Requirement:
     reason: str = ""
     derived: str = ""
     legacy: bool = False
+    #: "virtio-1.4" for spec text; another name for an opt-in profile (the 2016 seed protocol).
+    profile: str = "virtio-1.4"
 
     @property
     def is_permission(self) -> bool:
@@ -65,7 +68,7 @@ def _parse_entry(n: int, raw: object, path: str) -> Requirement:
     for key in _REQUIRED:
         if key not in raw:
             raise CatalogueError(f"{where}: missing field {key!r}")
-    for key in ("id", "section", "label", "role", "keyword", "text", "reason", "derived"):
+    for key in ("id", "section", "label", "role", "keyword", "text", "reason", "derived", "profile"):
         if key in raw and not isinstance(raw[key], str):
             raise CatalogueError(f"{where}: field {key!r} must be a string")
     if not isinstance(raw["checkable"], bool):
