@@ -17,6 +17,7 @@ The device is deliberately the *strictest* peer the spec allows:
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import attrs
 
@@ -68,10 +69,17 @@ class Touch:
 class BalloonDevice(Sticky):
     """One balloon device instance over ``mem`` (the guest's RAM, shared with the driver)."""
 
+    #: Host-side controls and observations this device offers (the suite skips what is missing).
+    capabilities = frozenset({"hinting", "hinted_pages", "stats"})
+
     def __init__(self, mem: GuestMemory, offered: int = DEFAULT_OFFER, *,
                  queue_max: dict[str, int] | None = None,
-                 numbering: QueueNumbering = QueueNumbering.COMPACT_BY_OFFERED, first_cmd_id: int = 2) -> None:
+                 numbering: QueueNumbering = QueueNumbering.COMPACT_BY_OFFERED, first_cmd_id: int = 2,
+                 guest_in_use: Callable[[int], bool] | None = None) -> None:
         self.mem = mem
+        #: Optional view into the guest (in-process harnesses have one): is this page in use right now?
+        #: With it, a driver that gave away a page it still uses is named at once, not by the damage.
+        self.guest_in_use = guest_in_use
         self.offered = offered
         self.numbering = numbering
         self.queue_max = dict(DEFAULT_QUEUE_MAX if queue_max is None else queue_max)
@@ -260,6 +268,14 @@ class BalloonDevice(Sticky):
         self._signal("statsq")
         return True
 
+    # -- host-side observations (what a VMM can see; the suite compares them with the model) -----------
+    def hinted_pages(self) -> int:
+        """Pages the host would skip in migration: hints accepted since the last hint_start."""
+        return self.hinted
+
+    def host_stats(self) -> dict[int, int]:
+        return dict(self.stats)
+
     # -- the device's own work ------------------------------------------------------------------------
     @guarded
     def run(self) -> None:
@@ -276,6 +292,8 @@ class BalloonDevice(Sticky):
                 if used is not None:
                     q.add_used(chain.head, used)
             self._signal(name)
+        # Deflates made available from now on were decided under the current target at the lowest.
+        self._target_floor = self.target
         if self.hint is not None:
             before = self.config.generation
             self.hint.process()  # a driver STOP ending the round publishes STOP (AMB-FPH-ROUND-END)
@@ -298,6 +316,10 @@ class BalloonDevice(Sticky):
         return pfns
 
     def _touch(self, pages: int, fill: bytes | None, req_id: str, why: str) -> None:
+        if self.guest_in_use is not None:
+            for p in bits(pages):
+                if self.guest_in_use(p):
+                    raise PeerSpecViolation(req_id, f"page {p} is in use by the guest: {why}")
         for p in bits(pages):
             addr = p << VIRTIO_BALLOON_PFN_SHIFT
             if fill is None:
@@ -309,6 +331,9 @@ class BalloonDevice(Sticky):
     def _on_inflateq(self, chain: Chain) -> int:
         mask = 0
         for p in self._pfns_untrusted(chain, "inflateq"):
+            if self.ballooned >> p & 1:
+                raise PeerSpecViolation("BAL-OP-DRV-6", f"inflate of PFN {p:#x}, already in the balloon: the "
+                                        "driver took a balloon page back without a deflate request")
             mask |= 1 << p
         self.ballooned |= mask
         self._touch(mask, None, "BAL-OP-DRV-9", "inflated page discarded before the inflate ack")
@@ -324,7 +349,6 @@ class BalloonDevice(Sticky):
         if not self.negotiated_has(F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM) and remaining < self._target_floor:
             raise PeerSpecViolation("BAL-OP-DRV-4", f"deflate to {remaining} pages while num_pages has been "
                                     f"at least {self._target_floor}")
-        self._target_floor = self.target
         self.ballooned &= ~mask
         if self.negotiated_has(F.VIRTIO_BALLOON_F_MUST_TELL_HOST):
             # BAL-OP-DEV-2: with MUST_TELL_HOST the page is the device's until this ack.
@@ -365,6 +389,9 @@ class BalloonDevice(Sticky):
         if poison is not None:
             fill = poison_pattern(poison)
             for p in bits(mask):
+                if self.guest_in_use is not None and self.guest_in_use(p):
+                    raise PeerSpecViolation("BAL-FPR-DRV-3", f"reported page {p} is in use by the guest before "
+                                            "the report was acknowledged")
                 if self.mem.read(p * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE) != fill:
                     raise PeerSpecViolation("BAL-FPR-DRV-2", f"reported page {p} does not hold poison_val "
                                             f"{poison:#010x}")

@@ -40,9 +40,13 @@ STATS_TAGS = (BalloonStatTag.VIRTIO_BALLOON_S_SWAP_IN, BalloonStatTag.VIRTIO_BAL
 class BalloonDriver(Sticky):
     """One driver instance. ``features`` limits what it accepts; ``batch`` is PFNs per buffer."""
 
+    #: What a harness can ask of this driver besides probe/interrupt/run.
+    capabilities = frozenset({"report", "oom"})
+
     def __init__(self, *, features: int = SUPPORTED, numbering: QueueNumbering = QueueNumbering.COMPACT_BY_OFFERED,
                  poison_val: int = 0x5A5A5A5A, queue_size: int = 16, batch: int = 8, report_pages: int = 4,
-                 hint_burst: int = 4) -> None:
+                 hint_burst: int = 4, stats_tags: tuple[int, ...] = STATS_TAGS,
+                 before_driver_ok: Any = None) -> None:
         self.features, self.numbering, self.poison_val = features, numbering, poison_val
         self.queue_size, self.batch, self.report_pages, self.hint_burst = queue_size, batch, report_pages, hint_burst
         self.dev: Any = None
@@ -59,6 +63,11 @@ class BalloonDriver(Sticky):
         self._config_dirty = True
         self._stats_buf = 0
         self._stats_in_flight = False
+        self.stats_tags = stats_tags
+        self.last_stats: dict[int, int] = {}
+        self.released: list[int] = []  # every page given back to the OS after a deflate, in order
+        self.owned: list[tuple[int, int]] = []  # (first page, count) of rings and buffers
+        self.before_driver_ok = before_driver_ok  # a harness hook: queues set up, DRIVER_OK not yet set
 
     def negotiated_has(self, feature: Feature) -> bool:
         return has(self.negotiated, feature)
@@ -90,31 +99,35 @@ class BalloonDriver(Sticky):
         if self.negotiated_has(F.VIRTIO_BALLOON_F_PAGE_POISON):
             dev.write_config(CFG_POISON, 4, self.poison_val)  # BAL-PP-DRV-2
         self._setup_hinting()
+        if "statsq" in self.vqs:
+            self._stats_buf = self._scratch_page() * BALLOON_PAGE_SIZE
+            self._send_stats(kick=False)  # BAL-ST-DRV-2; no notification before DRIVER_OK (INIT-DRV-5)
+        if self.before_driver_ok is not None:
+            self.before_driver_ok(self)
         dev.write_status(status | DeviceStatus.DRIVER_OK)
         self.ok = True
         if "statsq" in self.vqs:
-            self._stats_buf = self._scratch_page() * BALLOON_PAGE_SIZE
-            self._send_stats()  # BAL-ST-DRV-2
+            self.dev.notify(self.index_of["statsq"])
         return True
 
     def _scratch_page(self) -> int:
-        assert self.os is not None
-        return self.os.alloc_contiguous(1)
+        return self._scratch_pages(1)
 
     def _setup_queue(self, name: str, index: int) -> None:
         max_size = self.dev.queue_max_size(index)
         if max_size == 0:
             raise PeerSpecViolation("BAL-VQ-D1", f"{name} expected at queue index {index}, which does not exist")
+        if max_size & (max_size - 1) or max_size > 32768:
+            raise PeerSpecViolation("SPLIT-DEV-D4", f"queue {index} maximum size {max_size} is not a power of 2 "
+                                    "up to 32768")
         size = min(self.queue_size, max_size)
-        if size & (size - 1):
-            raise PeerSpecViolation("SPLIT-DEV-D4", f"queue {index} maximum size {max_size} is not a power of 2")
         nbytes = QueueAddresses.packed_at(0, size).end(size)
         base = self._scratch_pages(-(-nbytes // BALLOON_PAGE_SIZE)) * BALLOON_PAGE_SIZE
         addrs = QueueAddresses.packed_at(base, size)
         assert self.os is not None
         self.vqs[name] = SplitQueueDriver(self.os.mem, addrs, size,
                                           event_idx=self.negotiated_has(F.VIRTIO_F_EVENT_IDX),
-                                          check_device_writes=True)
+                                          check_device_writes=True, scrub_used=True)
         self.dev.enable_queue(index, size, addrs)
         if name in ("inflateq", "deflateq"):
             slot_bytes = _PFN.size * self.batch
@@ -123,7 +136,23 @@ class BalloonDriver(Sticky):
 
     def _scratch_pages(self, count: int) -> int:
         assert self.os is not None
-        return self.os.alloc_contiguous(count)
+        start = self.os.alloc_contiguous(count)
+        self.owned.append((start, count))
+        return start
+
+    def remove(self) -> None:
+        """The driver goes away after a reset: every page it held goes back to the OS."""
+        if self.os is None:
+            return
+        pages = self.os.pages
+        for start, count in self.owned:
+            pages.allocated &= ~(((1 << count) - 1) << start)
+        for p in self.balloon:
+            pages.allocated &= ~(1 << p)
+        pages.hinted = pages.isolated = 0
+        self.owned.clear()
+        self.balloon.clear()
+        self.ok = False
 
     def _setup_hinting(self) -> None:
         if "free_page_vq" not in self.vqs:
@@ -228,6 +257,7 @@ class BalloonDriver(Sticky):
             if self.negotiated_has(F.VIRTIO_BALLOON_F_PAGE_POISON):
                 self.os.fill(p, poison_pattern(self.poison_val))  # BAL-PP-DRV-1
             self.os.free_page(p)
+            self.released.append(p)
 
     def _update_actual(self) -> None:
         n = len(self.balloon)
@@ -247,17 +277,21 @@ class BalloonDriver(Sticky):
         return before - len(self.balloon)
 
     # -- statistics (§5.5.6.3) -----------------------------------------------------------------------------
-    def _send_stats(self) -> None:
+    def _send_stats(self, kick: bool = True) -> None:
         assert self.os is not None
         free = self.os.pages.free.bit_count() * BALLOON_PAGE_SIZE
         values = {BalloonStatTag.VIRTIO_BALLOON_S_MEMFREE: free, BalloonStatTag.VIRTIO_BALLOON_S_AVAIL: free,
                   BalloonStatTag.VIRTIO_BALLOON_S_MEMTOT: self.os.n_pages * BALLOON_PAGE_SIZE}
-        data = b"".join(_STAT.pack(t, values.get(t, 0)) for t in STATS_TAGS)  # BAL-ST-DRV-4, -8
-        assert len(data) == VIRTIO_BALLOON_STAT_SIZE * len(STATS_TAGS)
+        self.last_stats = {int(t): values.get(t, 0) for t in self.stats_tags}
+        data = b"".join(_STAT.pack(t, v) for t, v in self.last_stats.items())  # BAL-ST-DRV-4, -8
+        assert len(data) == VIRTIO_BALLOON_STAT_SIZE * len(self.stats_tags)
         self.os.mem.write(self._stats_buf, data)
         self.vqs["statsq"].add([(self._stats_buf, len(data))])
         self._stats_in_flight = True  # BAL-ST-DRV-1: one at a time
-        self._kick("statsq")
+        if kick:
+            self._kick("statsq")
+        else:
+            self.vqs["statsq"].publish()
 
     def _used_statsq(self, used: UsedBuffer) -> None:
         self._stats_in_flight = False

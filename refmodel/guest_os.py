@@ -62,8 +62,15 @@ class GuestOS:
         return self.mem.read(page * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE) == data
 
     # -- workload ----------------------------------------------------------------------------------
-    def workload_alloc_write(self) -> int | None:
-        page = self.pages.alloc()
+    def workload_alloc_write(self, *, top: bool = False) -> int | None:
+        """Allocate a free page (the lowest, or with ``top`` the highest) and write it."""
+        if top:
+            free = self.pages.free
+            page = free.bit_length() - 1 if free else None
+            if page is not None:
+                self.pages.allocated |= 1 << page
+        else:
+            page = self.pages.alloc()
         if page is not None:
             self.workload_write(page)
         return page

@@ -225,6 +225,8 @@ class FreePageHintDriver(Sticky):
         self._pending: list[tuple[int, object]] = []  # ID/STOP buffers waiting for ring space, in order
         self.state = RS.IDLE
         self.served: int | None = None  # cmd_id_active: never served twice (BAL-FPH-DRV-3)
+        self.stops_returned = 0  # STOP buffers the device has used
+        self.sent_under: dict[int, int] = {}  # command ID -> mask of pages hinted after echoing it
         vq.mem.write_u32(stop_buf, VIRTIO_BALLOON_CMD_ID_STOP)
 
     def _go(self, event: DriverHintEvent) -> None:
@@ -255,6 +257,8 @@ class FreePageHintDriver(Sticky):
         for used in self.vq.harvest():
             if isinstance(used.token, tuple) and used.token[0] == "id":
                 self._id_free.append(used.token[1])
+            elif used.token == "stop":
+                self.stops_returned += 1
         self._flush()
 
     @guarded
@@ -283,7 +287,7 @@ class FreePageHintDriver(Sticky):
 
     def _stop(self) -> None:
         self._reap()
-        self._send(self.stop_buf)  # BAL-FPH-DRV-6
+        self._send(self.stop_buf, "stop")  # BAL-FPH-DRV-6
         self._go(RE.SEND_STOP)
 
     @guarded
@@ -304,6 +308,8 @@ class FreePageHintDriver(Sticky):
             self.guest.release_hinted(range_mask(start, 1 << self.order))
             return False
         self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << self.order)])
+        assert self.served is not None
+        self.sent_under[self.served] = self.sent_under.get(self.served, 0) | range_mask(start, 1 << self.order)
         self._publish()
         self._go(RE.SEND_HINT)
         return True

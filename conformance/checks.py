@@ -1,0 +1,98 @@
+"""Which requirements each conformance machine checks, and how a run records what it exercised.
+
+:data:`DEVICE_CHECKS` and :data:`DRIVER_CHECKS` are the traceability tables: requirement ID -> where
+the check lives. A check fires through :meth:`Recorder.check`, which names the requirement, so the
+report can say "pass" only for requirements whose check actually ran.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import attrs
+
+from refmodel.errors import PeerSpecViolation
+
+#: Checks made by the reference driver's parsers (``refmodel``) on every used ring it reads.
+RING_DEVICE_CHECKS = ("SPLIT-DEV-D1", "SPLIT-DEV-D2", "SPLIT-DEV-D3", "SPLIT-DEV-3", "SPLIT-DEV-5",
+                      "SPLIT-DEV-14", "SPLIT-DEV-17", "SPLIT-DEV-19")
+#: Checks made by the reference device's parsers on every available ring it reads.
+RING_DRIVER_CHECKS = ("SPLIT-DRV-1", "SPLIT-DRV-2", "SPLIT-DRV-4", "SPLIT-DRV-6", "SPLIT-DRV-7", "SPLIT-DRV-8",
+                      "SPLIT-DRV-9", "SPLIT-DRV-11", "SPLIT-DRV-12", "SPLIT-DRV-14", "SPLIT-DRV-D1",
+                      "SPLIT-DRV-D2", "SPLIT-DRV-D3", "SPLIT-DRV-D4", "SPLIT-DRV-D5", "SPLIT-DRV-D6")
+
+DEVICE_CHECKS: dict[str, str] = {
+    **{r: "reference driver: used-ring parser" for r in RING_DEVICE_CHECKS},
+    "FEAT-DEV-1": "boot: check_offer", "FEAT-DEV-3": "boot: check_offer", "RSV-DEV-1": "boot: check_offer",
+    "FEAT-DEV-2": "boot: FEATURES_OK kept for a valid subset",
+    "FEAT-DEV-4": "reset_and_reprobe: same features accepted again",
+    "RESET-DEV-1": "reset_and_reprobe: status reads 0", "RESET-DEV-2": "reset_and_reprobe: silent after reset",
+    "CFG-DEV-1": "boot: offered fields readable before FEATURES_OK",
+    "CFG-DEV-2": "set_target / hint_*: generation moves with the config",
+    "NOTIFY-DEV-D1": "set_target / hint_*: configuration change notification",
+    "STATUS-DEV-1": "boot: nothing used before DRIVER_OK",
+    "SPLIT-DEV-D4": "boot: queue sizes", "BAL-VQ-D1": "boot: queue indices under the declared numbering",
+    "SPLIT-DEV-9": "cycle: notification suppression", "SPLIT-DEV-10": "cycle: used buffer notification",
+    "SPLIT-DEV-12": "cycle: used_event crossed", "SPLIT-DEV-13": "cycle: used_event not crossed",
+    "BAL-OP-DEV-D1": "invariant: workload pages intact",
+    "BAL-FPH-D1": "hint_start: command ID >= 2", "BAL-FPH-DEV-2": "hint_start: no reuse before STOP",
+    "BAL-FPH-DEV-3": "invariant: applied hints carry the current ID",
+    "BAL-FPH-DEV-5": "invariant: hinted pages intact after DONE",
+    "BAL-FPH-DEV-1": "hint_stop: config reads STOP", "BAL-FPH-DEV-6": "hint_done: config reads DONE",
+    "BAL-FPR-DEV-2": "cycle: reported pages hold poison_val", "BAL-FPR-DEV-D1": "invariant: reported pages intact",
+    "BAL-ST-DEV-1": "request_stats: unknown tags ignored", "BAL-ST-DEV-2": "request_stats: any order",
+}
+
+DRIVER_CHECKS: dict[str, str] = {
+    **{r: "reference device: available-ring parser" for r in RING_DRIVER_CHECKS},
+    "STATUS-DRV-1": "reference device: status table", "STATUS-DRV-2": "reference device: status table",
+    "STATUS-DRV-3": "reference device: status table", "INIT-DRV-1": "reference device: status table",
+    "INIT-DRV-3": "reference device: feature writes", "INIT-DRV-2": "reference device: config rules",
+    "INIT-DRV-5": "reference device: notify before DRIVER_OK", "CFG-DRV-3": "reference device: config rules",
+    "BAL-CFG-D1": "reference device: config rules", "BAL-CFG-D2": "reference device: config rules",
+    "FEAT-DRV-1": "probe: negotiation rules", "FEAT-DRV-2": "probe: negotiation rules",
+    "FEAT-DRV-3": "probe: negotiation rules", "RSV-DRV-1": "probe: negotiation rules",
+    "BAL-FB-DRV-1": "probe: negotiation rules", "INIT-DRV-4": "probe: refused features end in FAILED",
+    "BAL-OP-D1": "reference device: PFN arrays", "BAL-OP-DRV-10": "reference device: deflate of unknown page",
+    "BAL-OP-DRV-4": "reference device: deflate below target", "BAL-OP-DRV-9": "invariant: workload pages intact",
+    "BAL-OP-DRV-7": "invariant: workload pages intact", "BAL-OP-DRV-11": "settle: actual matches the balloon",
+    "BAL-OP-DRV-1": "settle: balloon reaches the target",
+    "BAL-OP-DRV-6": "reference device: inflate of a page already in the balloon",
+    "BAL-ST-DRV-1": "reference device: one stats buffer", "BAL-ST-DRV-5": "reference device: stats size",
+    "BAL-ST-DRV-8": "reference device: same tags", "BAL-ST-DRV-2": "settle: stats buffer held",
+    "BAL-ST-DRV-3": "request_stats: buffer returned", "BAL-ST-DRV-4": "request_stats: entries present",
+    "BAL-FPH-DRV-1": "reference device: 4-byte out-buffers", "BAL-FPH-DRV-2": "reference device: ID first",
+    "BAL-FPH-DRV-3": "reference device: one echo per ID", "BAL-FPH-D2": "reference device: echo matches",
+    "BAL-FPH-DRV-6": "settle: round ends with STOP", "BAL-FPH-DRV-10": "hint_done: hinted pages released",
+    "BAL-PP-DRV-2": "reference device: poison_val before DRIVER_OK",
+    "BAL-PP-DRV-3": "reference device: poison_val frozen", "BAL-PP-DRV-1": "settle: deflated pages poisoned",
+    "BAL-FPR-DRV-2": "reference device: reported pages poisoned", "BAL-FPR-DRV-3": "invariant: workload pages intact",
+    "BAL-FPR-DRV-5": "reference device: whole pages reported",
+}
+
+
+@attrs.define
+class Recorder:
+    """Collects, over one run of a machine, the requirements checked and the deviations seen.
+
+    ``tolerated`` lists requirements whose failures end the example quietly (known deviations, or
+    ones already reported), so the search can go on to find further, different failures.
+    """
+
+    tolerated: frozenset[str] = frozenset()
+    exercised: set[str] = attrs.Factory(set)
+    tolerated_seen: dict[str, str] = attrs.Factory(dict)
+    features: int = 0  # feature bits in play in some example (offered by a device, accepted by a driver)
+
+    def check(self, req_id: str, ok: bool, detail: str = "") -> None:
+        """Record that ``req_id`` was checked; raise its peer violation if ``ok`` is false."""
+        self.exercised.add(req_id)
+        if not ok:
+            fail(req_id, detail)
+
+    def saw(self, req_id: str) -> None:
+        self.exercised.add(req_id)
+
+
+def fail(req_id: str, detail: str) -> NoReturn:
+    raise PeerSpecViolation(req_id, detail)

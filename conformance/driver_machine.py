@@ -1,0 +1,268 @@
+"""A driver under test, hosted on the reference device and compared with the model.
+
+The reference device is the strictest peer the spec allows: every driver mistake it can see raises
+the driver's requirement (status, features, config, rings, PFN arrays, stats, hinting, reporting),
+and it changes page contents at the latest moment the spec permits, so a driver that hands a page
+back too early shows up as a corrupted workload page, attributed to the rule it broke.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import note, strategies as st
+from hypothesis.stateful import initialize, invariant, precondition, rule
+
+from refmodel.balloon_device import DEFAULT_OFFER, BalloonDevice
+from refmodel.errors import PeerSpecViolation
+from refmodel.features import Feature, check_negotiation, has, names_of
+from refmodel.guest import bits
+from refmodel.guest_os import GuestOS, poison_pattern
+from refmodel.hinting import DeviceHintState
+
+from .checks import RING_DRIVER_CHECKS
+from .device_machine import OPTIONAL
+from .harness import Guarded, ImplementationError
+from .machine_base import ConformanceMachine, live
+
+F = Feature
+N_PAGES = 128
+SETTLE_CYCLES = 48
+CYCLES = st.integers(0, 3)  # device/driver cycles after a host action
+#: Negotiation rules that bind the driver (FEAT-DRV-*, RSV-DRV-1, BAL-FB-DRV-1).
+DRIVER_NEGOTIATION = ("FEAT-DRV-1", "FEAT-DRV-2", "FEAT-DRV-3", "RSV-DRV-1", "BAL-FB-DRV-1")
+
+
+class DriverConformance(ConformanceMachine):
+    """Subclass with ``factory = staticmethod(lambda: driver)``; see :mod:`conformance.registry`."""
+
+    @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), queue_max=st.sampled_from([4, 8, 16, 64]))
+    def boot(self, drop: frozenset[Feature], queue_max: int) -> None:
+        self.os = GuestOS(N_PAGES)
+        offered = DEFAULT_OFFER & ~sum(f.mask for f in drop)
+        names = ("inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq")
+        self.ref = BalloonDevice(self.os.mem, offered, queue_max={n: queue_max for n in names},
+                                 guest_in_use=self.os.workload.__contains__)
+        raw = type(self).factory()
+        self.caps = frozenset(getattr(raw, "capabilities", ()))
+        self.drv: Any = Guarded(raw, "driver", self.timeout)
+        note(f"driver {type(raw).__name__}; device offers {names_of(offered)}; queues of {queue_max}")
+        self.left_balloon = 0
+        self.done_pending = False
+        with self.tolerate():
+            ok = self._step(self.drv.probe, self.ref, self.os)
+            self._check_negotiation(offered, ok)
+            self.booted = ok
+            self.R.saw("INIT-DRV-1")
+
+    def _check_negotiation(self, offered: int, ok: bool) -> None:
+        accepted = self.ref.driver_features
+        verdict = check_negotiation(offered, accepted)
+        breaches = {b.req_id: b.detail for b in verdict.breaches}
+        for req in DRIVER_NEGOTIATION:
+            self.R.check(req, req not in breaches, breaches.get(req, ""))
+        if not ok:
+            self.R.check("INIT-DRV-4", self.ref.status.state.name != "FEATURES_OK" or not verdict.valid,
+                         "the driver gave up although the device kept FEATURES_OK")
+        self.features = self.ref.negotiated or 0
+        self.R.features |= self.features
+        note(f"negotiated {names_of(self.features)}")
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def has(self, feature: Feature) -> bool:
+        return has(self.features, feature)
+
+    def _step(self, fn: Any, *args: Any) -> Any:
+        """Call the driver; a violation the reference device latched is the driver's, even if swallowed."""
+        try:
+            return fn(*args)
+        except ImplementationError:
+            if self.ref.error is not None:
+                raise self.ref.error from None
+            raise
+        finally:
+            if self.ref.error is not None:
+                err = self.ref.error
+                raise PeerSpecViolation(err.req_id, err.detail)
+
+    def _cycle(self) -> None:
+        before = self.ref.ballooned
+        self.ref.run()
+        irq = self.ref.take_interrupts()
+        self._step(self.drv.interrupt, irq.queues, irq.config)
+        self._step(self.drv.run)
+        self.left_balloon |= before & ~self.ref.ballooned
+        self._exercised()
+
+    def _exercised(self) -> None:
+        """The reference device checked every byte the driver sent: name what that traffic covered."""
+        ref, saw = self.ref, self.R.saw
+        for req in (*RING_DRIVER_CHECKS, "STATUS-DRV-1", "STATUS-DRV-2", "INIT-DRV-2", "INIT-DRV-3",
+                    "INIT-DRV-5", "CFG-DRV-3", "BAL-CFG-D1", "BAL-CFG-D2"):
+            saw(req)
+        if ref.ballooned or self.left_balloon:
+            for req in ("BAL-OP-D1", "BAL-OP-DRV-10", "BAL-OP-DRV-4", "BAL-OP-DRV-6"):
+                saw(req)
+        if ref.stats_updates:
+            for req in ("BAL-ST-DRV-1", "BAL-ST-DRV-5", "BAL-ST-DRV-8"):
+                saw(req)
+        if ref.hint is not None and ref.hint.echoed:
+            for req in ("BAL-FPH-DRV-1", "BAL-FPH-DRV-2", "BAL-FPH-DRV-3", "BAL-FPH-D2"):
+                saw(req)
+        if self.has(F.VIRTIO_BALLOON_F_PAGE_POISON):
+            saw("BAL-PP-DRV-2")
+            saw("BAL-PP-DRV-3")
+        if ref.reported:
+            saw("BAL-FPR-DRV-5")
+            if self.has(F.VIRTIO_BALLOON_F_PAGE_POISON):
+                saw("BAL-FPR-DRV-2")
+
+    def _host(self, op: str, *args: Any, cycles: int = 0) -> None:
+        with self.tolerate():
+            getattr(self.ref, op)(*args)
+            irq = self.ref.take_interrupts()
+            self._step(self.drv.interrupt, irq.queues, irq.config)
+            for _ in range(cycles):
+                self._cycle()
+
+    # -- rules --------------------------------------------------------------------------------------------
+    @precondition(live)
+    @rule(rounds=st.integers(1, 3))
+    def cycle(self, rounds: int) -> None:
+        with self.tolerate():
+            for _ in range(rounds):
+                self._cycle()
+        note(f"cycle x{rounds}: balloon {self.ref.ballooned.bit_count()} pages, actual {self.ref.config.get('actual')}")
+
+    @precondition(live)
+    @rule(num_pages=st.integers(0, 40), cycles=CYCLES)
+    def set_target(self, num_pages: int, cycles: int) -> None:
+        self._host("set_target", num_pages, cycles=cycles)
+        note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
+
+    @precondition(live)
+    @rule(count=st.integers(1, 8), top=st.booleans())
+    def workload_alloc_write(self, count: int, top: bool) -> None:
+        pages = [self.os.workload_alloc_write(top=top) for _ in range(count)]
+        note(f"workload allocates and writes pages {pages}")
+
+    @precondition(lambda self: live(self) and self.os.workload)
+    @rule(data=st.data())
+    def workload_free(self, data: st.DataObject) -> None:
+        page = data.draw(st.sampled_from(sorted(self.os.workload)))
+        self.os.workload_free(page)
+        note(f"workload frees page {page}")
+
+    def _hinting(self) -> bool:
+        return live(self) and self.has(F.VIRTIO_BALLOON_F_FREE_PAGE_HINT)
+
+    @precondition(_hinting)
+    @rule(cycles=CYCLES)
+    def hint_start(self, cycles: int) -> None:
+        self._host("hint_start", cycles=cycles)
+        note(f"host publishes command ID {self.ref.hint.cmd_id if self.ref.hint else None}, {cycles} cycle(s)")
+
+    @precondition(_hinting)
+    @rule(cycles=CYCLES)
+    def hint_stop(self, cycles: int) -> None:
+        self._host("hint_stop", cycles=cycles)
+        note(f"host publishes STOP, {cycles} cycle(s)")
+
+    @precondition(_hinting)
+    @rule(cycles=CYCLES)
+    def hint_done(self, cycles: int) -> None:
+        self._host("hint_done", cycles=cycles)
+        self.done_pending = True
+        note(f"host publishes DONE, {cycles} cycle(s)")
+
+    @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_STATS_VQ))
+    @rule()
+    def request_stats(self) -> None:
+        with self.tolerate():
+            returned = self.ref.request_stats()
+            irq = self.ref.take_interrupts()
+            self._step(self.drv.interrupt, irq.queues, irq.config)
+            if returned:
+                updates = self.ref.stats_updates
+                for _ in range(3):
+                    self._cycle()
+                self.R.check("BAL-ST-DRV-3", self.ref.stats_updates > updates,
+                             "the device returned the stats buffer and the driver never made another available")
+                self.R.check("BAL-ST-DRV-4", bool(self.ref.stats_tags), "stats buffer without entries")
+        note("host asks for statistics")
+
+    @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING) and "report" in self.caps)
+    @rule()
+    def report(self) -> None:
+        with self.tolerate():
+            n = self._step(self.drv.report)
+        note(f"driver reports {n} free page(s)")
+
+    @precondition(lambda self: live(self) and "oom" in self.caps)
+    @rule(count=st.integers(1, 8))
+    def oom(self, count: int) -> None:
+        with self.tolerate():
+            n = self._step(self.drv.oom, count)
+        note(f"memory pressure: the driver gives back {n} page(s)")
+
+    @precondition(live)
+    @rule()
+    def settle(self) -> None:
+        """Run until nothing changes, then check what a quiet driver must have done."""
+        with self.tolerate():
+            last = None
+            for _ in range(SETTLE_CYCLES):
+                self._cycle()
+                state = (self.ref.ballooned, self.ref.config.get("actual"), self.ref.stats_updates,
+                         self.os.pages.hinted, self.os.pages.isolated,
+                         self.ref.hint.state if self.ref.hint else None,
+                         tuple(self.os.mem.read_u16(q.addrs.avail + 2) for q in self.ref.queues.values()))
+                if state == last:
+                    break
+                last = state
+            self._quiet_checks()
+        note(f"settled: balloon {self.ref.ballooned.bit_count()} of target {self.ref.target}")
+
+    def _quiet_checks(self) -> None:
+        ref, pages = self.ref, self.os.pages
+        n = ref.ballooned.bit_count()
+        actual = ref.config.get("actual")
+        self.R.check("BAL-OP-DRV-11", actual == n, f"actual reads {actual}, the balloon holds {n} pages")
+        short = ref.target - n
+        if short > 0:
+            self.R.check("BAL-OP-DRV-1", pages.free.bit_count() < short,
+                         f"balloon {n} below num_pages {ref.target} with {pages.free.bit_count()} pages free")
+        if "statsq" in ref.queues:
+            self.R.check("BAL-ST-DRV-2", ref.stats_held is not None, "no stats buffer available to the device")
+        if ref.hint is not None:
+            self.R.check("BAL-FPH-DRV-6", ref.hint.state is not DeviceHintState.ACTIVE,
+                         "the driver stopped supplying pages without sending STOP")
+            if self.done_pending and ref.hint.state is DeviceHintState.DONE:
+                self.R.check("BAL-FPH-DRV-10", not pages.hinted,
+                             f"{pages.hinted.bit_count()} hinted page(s) still held after DONE")
+                self.done_pending = False
+        if self.has(F.VIRTIO_BALLOON_F_PAGE_POISON):
+            fill = poison_pattern(ref.config.get("poison_val"))
+            for p in bits(self.left_balloon & pages.free):
+                if not self.os.holds(p, fill):
+                    last = next((t for t in reversed(ref.touched) if t.pages >> p & 1), None)
+                    if last is not None and last.req_id == "BAL-OP-DRV-7":
+                        self.R.check(last.req_id, False, f"deflated page {p}: {last.why}, after the driver "
+                                     "had already released it")
+                    self.R.check("BAL-PP-DRV-1", False, f"deflated page {p} not set to poison_val")
+                self.R.saw("BAL-PP-DRV-1")
+        self.left_balloon = 0
+
+    # -- invariants --------------------------------------------------------------------------------------------
+    @invariant()
+    def workload_pages_intact(self) -> None:
+        if not live(self):
+            return
+        with self.tolerate():
+            for p in self.os.corrupted():
+                for touch in reversed(self.ref.touched):
+                    if touch.pages >> p & 1:
+                        self.R.check(touch.req_id, False, f"workload page {p}: {touch.why}")
+                raise ImplementationError("driver", f"workload page {p} changed, and not by the device")
+            for req in {t.req_id for t in self.ref.touched}:
+                self.R.saw(req)

@@ -1,0 +1,121 @@
+"""The implementations the suite knows by name, and the zero-argument machine class for each.
+
+Built-ins: the reference device and driver, and every mutant. Third parties are named
+``module:factory``: for ``--role device`` the factory takes the guest memory and returns a device;
+for ``--role driver`` it takes nothing and returns a driver.
+
+Each implementation gets its own machine class, registered in this module under a stable name, so
+the reproducer Hypothesis prints (``state = ReferenceDeviceConformance()``) runs as is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from refmodel.balloon_device import BalloonDevice
+from refmodel.balloon_driver import BalloonDriver
+
+from . import mutants
+from .device_machine import DeviceConformance
+from .driver_machine import DriverConformance
+from .machine_base import ConformanceMachine
+
+ROLES = ("device", "driver")
+
+
+class DutError(ValueError):
+    """A --dut name or factory that cannot be used (one line, names the problem)."""
+
+
+@attrs.frozen
+class Implementation:
+    name: str
+    role: str
+    factory: Callable[..., Any]
+    description: str
+    breaks: tuple[str, ...] = ()  # for mutants: the requirement(s) it is built to break
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def _ids(breaks: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (breaks,) if isinstance(breaks, str) else tuple(breaks)
+
+
+def _builtins() -> dict[tuple[str, str], Implementation]:
+    out = {
+        ("reference", "device"): Implementation("reference", "device", lambda mem: BalloonDevice(mem),
+                                                "the reference device (refmodel.balloon_device)"),
+        ("reference", "driver"): Implementation("reference", "driver", lambda: BalloonDriver(),
+                                                "the reference driver (refmodel.balloon_driver)"),
+    }
+    for cls in mutants.DEVICE_MUTANTS:
+        name = f"mutant-{_kebab(cls.__name__)}"
+        out[name, "device"] = Implementation(name, "device", cls, (cls.__doc__ or "").strip(), _ids(cls.breaks))
+    for cls in mutants.DRIVER_MUTANTS:
+        name = f"mutant-{_kebab(cls.__name__)}"
+        out[name, "driver"] = Implementation(name, "driver", cls, (cls.__doc__ or "").strip(), _ids(cls.breaks))
+    return out
+
+
+BUILTIN = _builtins()
+
+
+def _load_factory(spec: str) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise DutError(f"--dut {spec!r}: expected a built-in name or module:factory")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise DutError(f"--dut {spec!r}: cannot import {module_name!r}: {e}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise DutError(f"--dut {spec!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise DutError(f"--dut {spec!r}: {attr!r} is not callable")
+    return obj
+
+
+def resolve(dut: str, role: str) -> Implementation:
+    if role not in ROLES:
+        raise DutError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
+    if (dut, role) in BUILTIN:
+        return BUILTIN[dut, role]
+    if ":" not in dut:
+        roles = [r for (n, r) in BUILTIN if n == dut]
+        if roles:
+            raise DutError(f"--dut {dut!r} is a {roles[0]}; use --role {roles[0]}")
+        raise DutError(f"--dut {dut!r}: no such implementation (see 'virtio-conformance list')")
+    return Implementation(dut, role, _load_factory(dut), f"third-party {role} from {dut}")
+
+
+def _class_name(impl: Implementation) -> str:
+    base = "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", impl.name) if p)
+    return f"{base}{impl.role.capitalize()}Conformance"
+
+
+def machine_for(impl: Implementation) -> type[ConformanceMachine]:
+    """The zero-argument machine class for ``impl``, importable from this module."""
+    name = _class_name(impl)
+    existing = globals().get(name)
+    if isinstance(existing, type) and getattr(existing, "implementation", None) == impl:
+        return existing
+    base = DeviceConformance if impl.role == "device" else DriverConformance
+    cls = type(name, (base,), {"factory": staticmethod(impl.factory), "implementation": impl,
+                               "__module__": __name__, "__doc__": f"{base.__doc__}\n\nUnder test: {impl.description}"})
+    globals()[name] = cls
+    return cls
+
+
+for _impl in BUILTIN.values():
+    machine_for(_impl)

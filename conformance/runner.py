@@ -1,0 +1,165 @@
+"""Run a conformance machine against one implementation and turn the outcome into verdicts.
+
+A run is a series of Hypothesis searches. Each search that fails yields one shrunk counterexample
+for one requirement; that requirement is then tolerated (the example ends quietly where it breaks
+again) and the search goes on, so one run reports several distinct failures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import attrs
+from hypothesis.errors import HypothesisException
+from hypothesis.reporting import with_reporter
+from hypothesis.stateful import run_state_machine_as_test
+
+from refmodel.errors import LocalSpecViolation, PeerSpecViolation, VirtioModelError
+from refmodel.features import Feature
+from spec.catalogue import Requirement, catalogue
+
+from .checks import DEVICE_CHECKS, DRIVER_CHECKS, Recorder
+from .harness import ImplementationError
+from .profiles import profile, shrink_budget
+from .registry import Implementation, machine_for
+
+VERDICTS = ("pass", "fail", "not-applicable", "not-checkable", "skipped")
+
+
+@attrs.frozen
+class Failure:
+    req_id: str
+    detail: str
+    counterexample: tuple[str, ...]  # Hypothesis' shrunk steps, replayable as Python
+
+
+@attrs.frozen
+class RunError:
+    """The implementation crashed or hung (or the harness did): no requirement to blame."""
+
+    kind: str
+    detail: str
+    counterexample: tuple[str, ...]
+
+
+@attrs.frozen
+class Verdict:
+    requirement: Requirement
+    verdict: str
+    reason: str = ""
+    failure: Failure | None = None
+    known_deviation: bool = False
+
+
+@attrs.frozen
+class RunResult:
+    implementation: Implementation
+    profile: str
+    verdicts: tuple[Verdict, ...]
+    errors: tuple[RunError, ...]
+    seconds: float
+    searches: int
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or any(v.verdict == "fail" and not v.known_deviation for v in self.verdicts)
+
+    def by_id(self) -> dict[str, Verdict]:
+        return {v.requirement.id: v for v in self.verdicts}
+
+
+def _notes(exc: BaseException) -> tuple[str, ...]:
+    return tuple(getattr(exc, "__notes__", ()))
+
+
+def search(impl: Implementation, profile_name: str, *, known_deviations: frozenset[str] = frozenset(),
+           max_failures: int = 8, progress: Callable[[str], None] = lambda s: None,
+           timeout: float | None = None) -> tuple[dict[str, Failure], list[RunError], Recorder, int]:
+    """Search for failures; returns them, errors, what was exercised, and the number of searches."""
+    cls = machine_for(impl)
+    if timeout is not None:
+        cls.timeout = timeout
+    settings = profile(profile_name)
+    failures: dict[str, Failure] = {}
+    errors: list[RunError] = []
+    total = Recorder()
+    tolerated = set(known_deviations)
+    searches = 0
+    while len(failures) <= max_failures:
+        rec = Recorder(tolerated=frozenset(tolerated))
+        cls.recorder = rec
+        searches += 1
+        progress(f"{impl.name} ({impl.role}): search {searches}, {profile_name} profile")
+        try:
+            with shrink_budget(profile_name), with_reporter(lambda _: None):  # notes carry the trace
+                run_state_machine_as_test(cls, settings=settings)
+        except PeerSpecViolation as e:
+            failures[e.req_id] = Failure(e.req_id, e.detail, _notes(e))
+            tolerated.add(e.req_id)
+            progress(f"  FAIL {e.req_id}: {e.detail}")
+            continue
+        except ImplementationError as e:
+            errors.append(RunError("implementation", str(e), _notes(e)))
+            progress(f"  ERROR {e}")
+        except LocalSpecViolation as e:
+            errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", _notes(e)))
+            progress(f"  HARNESS ERROR {e}")
+        except (VirtioModelError, HypothesisException, Exception) as e:  # noqa: BLE001 - reported, never raised
+            errors.append(RunError("harness", f"{type(e).__name__}: {e}", _notes(e)))
+            progress(f"  HARNESS ERROR {type(e).__name__}: {e}")
+        finally:
+            total.exercised |= rec.exercised
+            total.features |= rec.features
+            for k, v in rec.tolerated_seen.items():
+                total.tolerated_seen.setdefault(k, v)
+        break
+    return failures, errors, total, searches
+
+
+def _applicable(r: Requirement, features: int) -> bool:
+    for name in r.features:
+        try:
+            bit = Feature[name].mask
+        except KeyError:
+            return False
+        if not features & bit:
+            return False
+    return True
+
+
+def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: frozenset[str],
+             capabilities_missing: bool = False) -> tuple[Verdict, ...]:
+    checks = DEVICE_CHECKS if role == "device" else DRIVER_CHECKS
+    out = []
+    for r in catalogue().values():
+        if r.role != role or r.profile != "virtio-1.4":
+            continue
+        if r.id in failures:
+            out.append(Verdict(r, "fail", failures[r.id].detail, failures[r.id], r.id in known))
+        elif r.id in rec.tolerated_seen:
+            out.append(Verdict(r, "fail", f"known deviation: {rec.tolerated_seen[r.id]}", None, True))
+        elif r.legacy:
+            out.append(Verdict(r, "not-applicable", "transitional (legacy) interface: not modelled"))
+        elif not r.checkable:
+            out.append(Verdict(r, "not-checkable", r.reason))
+        elif not _applicable(r, rec.features):
+            out.append(Verdict(r, "not-applicable", f"needs {' + '.join(r.features)}, never in play"))
+        elif r.id in rec.exercised:
+            out.append(Verdict(r, "pass", checks.get(r.id, "")))
+        elif r.id in checks:
+            out.append(Verdict(r, "skipped", f"check ({checks[r.id]}) never ran: the implementation lacks a "
+                                             "capability it needs, or no example reached it"))
+        else:
+            out.append(Verdict(r, "skipped", "no check in this suite yet"))
+    return tuple(out)
+
+
+def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: frozenset[str] = frozenset(),
+        progress: Callable[[str], None] = lambda s: None, timeout: float | None = None,
+        max_failures: int = 8) -> RunResult:
+    start = time.perf_counter()
+    failures, errors, rec, searches = search(impl, profile_name, known_deviations=known_deviations,
+                                             progress=progress, timeout=timeout, max_failures=max_failures)
+    return RunResult(impl, profile_name, verdicts(impl.role, failures, rec, known_deviations), tuple(errors),
+                     time.perf_counter() - start, searches)
