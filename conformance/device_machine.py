@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import note, strategies as st
+from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from refmodel.balloon_device import KNOWN_STAT_TAGS
@@ -25,7 +25,7 @@ from refmodel.virtq import virtq_need_event
 
 from .checks import RING_DEVICE_CHECKS
 from .harness import Guarded, ImplementationError
-from .machine_base import ConformanceMachine, live
+from .machine_base import ConformanceMachine, live, note
 
 F = Feature
 OPTIONAL = (F.VIRTIO_BALLOON_F_MUST_TELL_HOST, F.VIRTIO_BALLOON_F_STATS_VQ, F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
@@ -82,7 +82,7 @@ class DeviceConformance(ConformanceMachine):
                                  before_driver_ok=self._before_driver_ok)
         accepted = self.offered & self.drv.features
         ok = self.drv.probe(self.dev, self.os)
-        if check_negotiation(self.offered, accepted).valid:
+        if check_negotiation(self.offered, accepted).driver_valid:
             self.R.check("FEAT-DEV-2", ok, f"FEATURES_OK refused for the valid subset {names_of(accepted)}")
         self.features = self.drv.negotiated
         self.R.saw("BAL-VQ-D1")
@@ -132,6 +132,7 @@ class DeviceConformance(ConformanceMachine):
                 if notified:
                     self.last_signalled[name] = new
             else:
+                self.R.saw("SPLIT-DEV-8")  # used_event holds whatever used_notifications left there
                 flags = self.os.mem.read_u16(vq.addrs.avail + AVAIL_FLAGS)
                 if flags:
                     self.R.check("SPLIT-DEV-9", not notified, f"{name}: notified with avail flags {flags}")
@@ -229,7 +230,19 @@ class DeviceConformance(ConformanceMachine):
         vq = self.drv.vqs.get(name)
         if vq is not None:
             vq.set_used_notifications(enabled)
+            if not vq.event_idx:  # SPLIT-DEV-8: garbage in used_event must not matter
+                self.os.mem.write_u16(vq.addrs.avail + used_event_offset(vq.queue_size), 0x5A5A)
         note(f"driver {'asks for' if enabled else 'suppresses'} used buffer notifications on {name}")
+
+    @precondition(live)
+    @rule(name=st.sampled_from(["inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq"]))
+    def spurious_notify(self, name: str) -> None:
+        """An available buffer notification with nothing new (SPLIT-DEV-21)."""
+        with self.tolerate():
+            if name in self.drv.vqs:
+                self.dev.notify(self.drv.index_of[name])
+                self.R.saw("SPLIT-DEV-21")
+        note(f"driver sends a spurious notification on {name}")
 
     # -- rules: the guest workload ---------------------------------------------------------------------
     @precondition(live)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import note, strategies as st
+from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from refmodel.balloon_device import DEFAULT_OFFER, BalloonDevice
@@ -23,23 +23,25 @@ from refmodel.hinting import DeviceHintState
 from .checks import RING_DRIVER_CHECKS
 from .device_machine import OPTIONAL
 from .harness import Guarded, ImplementationError
-from .machine_base import ConformanceMachine, live
+from .machine_base import ConformanceMachine, live, note
 
 F = Feature
 N_PAGES = 128
 SETTLE_CYCLES = 48
 CYCLES = st.integers(0, 3)  # device/driver cycles after a host action
 #: Negotiation rules that bind the driver (FEAT-DRV-*, RSV-DRV-1, BAL-FB-DRV-1).
+UNDEFINED_BIT = 1 << 23  # a balloon-range bit the spec does not define (FEAT-DRV-4)
 DRIVER_NEGOTIATION = ("FEAT-DRV-1", "FEAT-DRV-2", "FEAT-DRV-3", "RSV-DRV-1", "BAL-FB-DRV-1")
 
 
 class DriverConformance(ConformanceMachine):
     """Subclass with ``factory = staticmethod(lambda: driver)``; see :mod:`conformance.registry`."""
 
-    @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), queue_max=st.sampled_from([4, 8, 16, 64]))
-    def boot(self, drop: frozenset[Feature], queue_max: int) -> None:
+    @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), queue_max=st.sampled_from([4, 8, 16, 64]),
+                undefined_bit=st.booleans())
+    def boot(self, drop: frozenset[Feature], queue_max: int, undefined_bit: bool) -> None:
         self.os = GuestOS(N_PAGES)
-        offered = DEFAULT_OFFER & ~sum(f.mask for f in drop)
+        offered = DEFAULT_OFFER & ~sum(f.mask for f in drop) | (UNDEFINED_BIT if undefined_bit else 0)
         names = ("inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq")
         self.ref = BalloonDevice(self.os.mem, offered, queue_max={n: queue_max for n in names},
                                  guest_in_use=self.os.workload.__contains__)
@@ -61,8 +63,11 @@ class DriverConformance(ConformanceMachine):
         breaches = {b.req_id: b.detail for b in verdict.breaches}
         for req in DRIVER_NEGOTIATION:
             self.R.check(req, req not in breaches, breaches.get(req, ""))
+        if offered & UNDEFINED_BIT:
+            self.R.check("FEAT-DRV-4", ok or not verdict.driver_valid, "the driver gave up on a device offering an "
+                         "undefined feature bit")
         if not ok:
-            self.R.check("INIT-DRV-4", self.ref.status.state.name != "FEATURES_OK" or not verdict.valid,
+            self.R.check("INIT-DRV-4", self.ref.status.state.name != "FEATURES_OK" or not verdict.driver_valid,
                          "the driver gave up although the device kept FEATURES_OK")
         self.features = self.ref.negotiated or 0
         self.R.features |= self.features
@@ -133,6 +138,16 @@ class DriverConformance(ConformanceMachine):
             for _ in range(rounds):
                 self._cycle()
         note(f"cycle x{rounds}: balloon {self.ref.ballooned.bit_count()} pages, actual {self.ref.config.get('actual')}")
+
+    @precondition(live)
+    @rule(config=st.booleans())
+    def spurious_interrupt(self, config: bool) -> None:
+        """Interrupts for every queue (and maybe config) with nothing new (SPLIT-DRV-16)."""
+        with self.tolerate():
+            self._step(self.drv.interrupt, frozenset(range(5)), config)
+            self._step(self.drv.run)
+            self.R.saw("SPLIT-DRV-16")
+        note(f"spurious interrupt for every queue{' and config' if config else ''}")
 
     @precondition(live)
     @rule(num_pages=st.integers(0, 40), cycles=CYCLES)

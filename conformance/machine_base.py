@@ -10,7 +10,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from hypothesis import note
+from hypothesis import note as _note
+from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from refmodel.errors import PeerSpecViolation
@@ -18,6 +19,14 @@ from refmodel.errors import PeerSpecViolation
 from .checks import Recorder
 
 TIMEOUT = 10.0
+
+
+def note(text: str) -> None:
+    """hypothesis.note inside a search; a print when a counterexample is replayed by hand."""
+    try:
+        _note(text)
+    except InvalidArgument:
+        print(f"# {text}")
 
 
 class ConformanceMachine(RuleBasedStateMachine):

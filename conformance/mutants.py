@@ -11,7 +11,7 @@ from typing import Any
 
 from refmodel.balloon_device import BalloonDevice
 from refmodel.balloon_driver import CFG_NUM_PAGES, CFG_POISON, BalloonDriver
-from refmodel.constants import BALLOON_PAGE_SIZE, VIRTQ_DESC_F_NEXT, DeviceStatus
+from refmodel.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE, VIRTQ_DESC_F_NEXT, DeviceStatus
 from refmodel.features import Feature
 from refmodel.guest import bits
 from refmodel.hinting import CMD_ID_SIZE, DriverHintEvent, FreePageHintDriver
@@ -409,9 +409,14 @@ class LongCommandId(_HintMutant):
 
 class _KeepsHintedHint(FreePageHintDriver):
     def on_config_change(self) -> None:
-        hinted = self.guest.hinted
-        super().on_config_change()
-        self.guest.hinted |= hinted  # "forgets" to give the pages back
+        if self.read_cmd_id() != VIRTIO_BALLOON_CMD_ID_DONE:
+            super().on_config_change()
+            return
+        release, self.guest.release_hinted = self.guest.release_hinted, lambda mask: None  # "forgets" them
+        try:
+            super().on_config_change()
+        finally:
+            del self.guest.release_hinted
 
 
 class KeepsHintedAfterDone(_HintMutant):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 _COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
-               print_blob=False)
+               print_blob=False, phases=[p for p in Phase if p.name != "explain"])
 
 PROFILES: dict[str, settings] = {
     "dev": settings(max_examples=60, stateful_step_count=30, database=None, **_COMMON),

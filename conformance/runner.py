@@ -69,8 +69,14 @@ class RunResult:
         return {v.requirement.id: v for v in self.verdicts}
 
 
-def _notes(exc: BaseException) -> tuple[str, ...]:
-    return tuple(getattr(exc, "__notes__", ()))
+def _notes(exc: BaseException, cls: type) -> tuple[str, ...]:
+    """Hypothesis' shrunk steps as a script that runs as is; our own notes become comments."""
+    lines = [f"from conformance.registry import {cls.__name__}", "from refmodel.features import Feature", ""]
+    for note in getattr(exc, "__notes__", ()):
+        for line in str(note).splitlines():
+            code = line.startswith(("state", "    ", ")", "]", "}")) or line.startswith(cls.__name__)
+            lines.append(line if code else f"# {line}")
+    return tuple(lines)
 
 
 def search(impl: Implementation, profile_name: str, *, known_deviations: frozenset[str] = frozenset(),
@@ -95,18 +101,18 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
             with shrink_budget(profile_name), with_reporter(lambda _: None):  # notes carry the trace
                 run_state_machine_as_test(cls, settings=settings)
         except PeerSpecViolation as e:
-            failures[e.req_id] = Failure(e.req_id, e.detail, _notes(e))
+            failures[e.req_id] = Failure(e.req_id, e.detail, _notes(e, cls))
             tolerated.add(e.req_id)
             progress(f"  FAIL {e.req_id}: {e.detail}")
             continue
         except ImplementationError as e:
-            errors.append(RunError("implementation", str(e), _notes(e)))
+            errors.append(RunError("implementation", str(e), _notes(e, cls)))
             progress(f"  ERROR {e}")
         except LocalSpecViolation as e:
-            errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", _notes(e)))
+            errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", _notes(e, cls)))
             progress(f"  HARNESS ERROR {e}")
         except (VirtioModelError, HypothesisException, Exception) as e:  # noqa: BLE001 - reported, never raised
-            errors.append(RunError("harness", f"{type(e).__name__}: {e}", _notes(e)))
+            errors.append(RunError("harness", f"{type(e).__name__}: {e}", _notes(e, cls)))
             progress(f"  HARNESS ERROR {type(e).__name__}: {e}")
         finally:
             total.exercised |= rec.exercised

@@ -109,6 +109,16 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
         "Device-writable (Linux adds in-buffers); used length 0 (QEMU) or the byte count (Cloud "
         "Hypervisor) are both accepted.",
     ),
+    Ambiguity(
+        "AMB-OP-QUEUE-ORDER", "5.5.6",
+        "Without MUST_TELL_HOST the driver may reuse a page as soon as it queued the deflate request, which "
+        "includes inflating it again. Nothing orders inflateq against deflateq, so a device that drains "
+        "inflateq first sees a page inflated while it is still in the balloon.",
+        "The reference device drains deflateq before inflateq; a pending deflate always refers to an "
+        "inflate the device already acknowledged (BAL-OP-DRV-10), so this order never misjudges a driver.",
+        ("process queues in notification order (QEMU: one handler per queue)",
+         "state that a page is inflated again only after its deflate was used"),
+    ),
 )
 
 BY_ID = {a.id: a for a in AMBIGUITIES}

@@ -149,7 +149,7 @@ class BalloonDevice(Sticky):
                 return
             if ev is StatusEvent.SET_FEATURES_OK:
                 verdict = check_negotiation(self.offered, self.driver_features)
-                if verdict.valid:
+                if verdict.driver_valid:
                     self.status.process(StatusEvent.ACCEPT_FEATURES)
                     self.negotiated = self.driver_features
                     self.config.features_ok(self.negotiated)
@@ -282,7 +282,9 @@ class BalloonDevice(Sticky):
         """Consume everything available on every queue (only after DRIVER_OK: STATUS-DEV-1)."""
         if not self.status.driver_ok:
             return
-        for name in ("inflateq", "deflateq", "statsq", "reporting_vq"):
+        # deflateq first (AMB-OP-QUEUE-ORDER): without MUST_TELL_HOST a driver may inflate a page again
+        # right after queueing its deflate; a pending deflate always refers to an earlier inflate.
+        for name in ("deflateq", "inflateq", "statsq", "reporting_vq"):
             q = self.queues.get(name)
             if q is None:
                 continue

@@ -84,7 +84,7 @@ class BalloonDriver(Sticky):
         dev.write_status(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER)
         offered = dev.read_device_features()
         accepted = offered & self.features
-        if not check_negotiation(offered, accepted).valid:  # e.g. a dependency we would break
+        if not check_negotiation(offered, accepted).driver_valid:  # e.g. a dependency we would break
             accepted &= ~(F.VIRTIO_BALLOON_F_PAGE_REPORTING.mask | F.VIRTIO_BALLOON_F_PAGE_POISON.mask)
         dev.write_driver_features(accepted)
         status = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK

@@ -37,6 +37,9 @@ class Feature(enum.IntEnum):
     def mask(self) -> int:
         return 1 << self.value
 
+    def __repr__(self) -> str:  # valid Python, so printed reproducers run as is
+        return f"Feature.{self.name}"
+
 
 #: Every bit a balloon device or driver may offer or accept (§2.2, §5.5.3, §6).
 KNOWN_FEATURES = frozenset(Feature)
@@ -163,6 +166,11 @@ class NegotiationVerdict:
     @property
     def valid(self) -> bool:
         return not any(b.is_mandatory for b in self.breaches)
+
+    @property
+    def driver_valid(self) -> bool:
+        """No mandatory rule binding the driver is broken (what a device judges FEATURES_OK by)."""
+        return not any(b.is_mandatory and b.role == "driver" for b in self.breaches)
 
     @property
     def advisories(self) -> tuple[Breach, ...]:

@@ -1,0 +1,99 @@
+"""``virtio-conformance``: list the implementations, run the suite, write reports.
+
+Exit status: 0 when no requirement failed (known deviations excepted), 1 when one did or the
+implementation crashed or hung, 2 for bad usage (a one-line message, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from spec.catalogue import CatalogueError, catalogue
+
+from .registry import BUILTIN, DutError, resolve
+from .report import print_table, write_json, write_junit
+from .runner import RunResult, run
+
+
+def load_known_deviations(path: str | None) -> frozenset[str]:
+    """One requirement ID per line; ``#`` starts a comment. Unknown IDs are an error."""
+    if path is None:
+        return frozenset()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise DutError(f"--known-deviations {path}: {e.strerror}") from None
+    ids = set()
+    for n, line in enumerate(text.splitlines(), 1):
+        req = line.split("#", 1)[0].strip()
+        if not req:
+            continue
+        if req not in catalogue():
+            raise DutError(f"--known-deviations {path}:{n}: unknown requirement {req!r}")
+        ids.add(req)
+    return frozenset(ids)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="virtio-conformance",
+                                description="Check a virtio-balloon device or driver against the reference model.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="name the built-in implementations under test, mutants included")
+    r = sub.add_parser("run", help="run the conformance suite")
+    r.add_argument("--dut", default="reference", help="built-in name or module:factory (default: reference)")
+    r.add_argument("--role", choices=("device", "driver"),
+                   help="which side is under test (default: both, for the reference implementations)")
+    r.add_argument("--profile", default="ci", choices=("dev", "ci", "nightly"))
+    r.add_argument("--report", type=Path, help="write the JSON report here")
+    r.add_argument("--junit", type=Path, help="write JUnit XML here")
+    r.add_argument("--known-deviations", help="file of requirement IDs whose failures do not fail the run")
+    r.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per call into the implementation")
+    r.add_argument("--max-failures", type=int, default=8, help="stop after this many distinct failures")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _targets(args: argparse.Namespace) -> list:
+    if args.role is None:
+        if args.dut != "reference":
+            roles = [r for (n, r) in BUILTIN if n == args.dut]
+            if not roles:
+                if ":" in args.dut:
+                    raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")
+                raise DutError(f"--dut {args.dut!r}: no such implementation (see 'virtio-conformance list')")
+            return [resolve(args.dut, roles[0])]
+        return [resolve("reference", "device"), resolve("reference", "driver")]
+    return [resolve(args.dut, args.role)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        catalogue()
+        if args.command == "list":
+            for (name, role), impl in sorted(BUILTIN.items(), key=lambda kv: (kv[0][0] != "reference", kv[0])):
+                breaks = f"  [breaks {', '.join(impl.breaks)}]" if impl.breaks else ""
+                print(f"{name:42} {role:7} {impl.description}{breaks}")
+            return 0
+        known = load_known_deviations(args.known_deviations)
+        impls = _targets(args)
+    except (DutError, CatalogueError) as e:
+        print(f"virtio-conformance: error: {e}", file=sys.stderr)
+        return 2
+    progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    results: list[RunResult] = [run(impl, args.profile, known_deviations=known, progress=progress,
+                                    timeout=args.timeout, max_failures=args.max_failures) for impl in impls]
+    print_table(results, sys.stdout)
+    if args.report:
+        write_json(results, args.report)
+        print(f"JSON report: {args.report}")
+    if args.junit:
+        write_junit(results, args.junit)
+        print(f"JUnit XML: {args.junit}")
+    return 1 if any(r.failed for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""pytest plugin: ``pytest --virtio-dut NAME|module:factory [--virtio-role device|driver]``.
+
+Runs the conformance suite once per session and turns each requirement into a test item: pass,
+fail (with the counterexample), or skipped (not applicable, not checkable, no check). A
+known-deviations file (``--virtio-known-deviations``) turns listed failures into xfails, so a vendor
+can adopt the suite one requirement at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .cli import load_known_deviations
+from .registry import BUILTIN, DutError, resolve
+from .runner import RunResult, Verdict, run
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("virtio-conformance")
+    g.addoption("--virtio-dut", help="implementation under test: built-in name or module:factory")
+    g.addoption("--virtio-role", choices=("device", "driver"), help="side under test (default: from the name)")
+    g.addoption("--virtio-profile", default="ci", choices=("dev", "ci", "nightly"))
+    g.addoption("--virtio-known-deviations", help="file of requirement IDs expected to fail")
+
+
+class RequirementItem(pytest.Item):
+    def __init__(self, *, verdict: Verdict, result: RunResult, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.verdict, self.result = verdict, result
+        self.add_marker(pytest.mark.verifies(verdict.requirement.id))
+
+    def runtest(self) -> None:
+        v = self.verdict
+        if v.verdict == "fail":
+            if v.known_deviation:
+                pytest.xfail(f"known deviation: {v.reason}")
+            raise RequirementFailed(v)
+        if v.verdict != "pass":
+            pytest.skip(f"{v.verdict}: {v.reason}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, RequirementFailed):
+            v = excinfo.value.verdict
+            lines = [f"{v.requirement.cite()}: {v.requirement.text}", f"  {v.reason}"]
+            if v.failure is not None:
+                lines += ["counterexample (replayable):"] + [f"    {s}" for s in v.failure.counterexample]
+            return "\n".join(lines)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[str, int, str]:
+        r = self.verdict.requirement
+        return ("virtio-conformance", 0, f"{r.id} §{r.section}")
+
+
+class RequirementFailed(AssertionError):
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.reason)
+        self.verdict = verdict
+
+
+class ErrorItem(pytest.Item):
+    def __init__(self, *, detail: str, trace: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.detail, self.trace = detail, trace
+
+    def runtest(self) -> None:
+        raise AssertionError("\n".join([self.detail, *self.trace]))
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    dut = config.getoption("--virtio-dut")
+    if not dut:
+        return
+    role = config.getoption("--virtio-role")
+    try:
+        if role is None:
+            roles = [r for (n, r) in BUILTIN if n == dut]
+            role = roles[0] if roles else "device"
+        impl = resolve(dut, role)
+        known = load_known_deviations(config.getoption("--virtio-known-deviations"))
+    except DutError as e:
+        raise pytest.UsageError(str(e)) from None
+    result = run(impl, config.getoption("--virtio-profile"), known_deviations=known)
+    for v in result.verdicts:
+        items.append(RequirementItem.from_parent(session, name=f"{impl.name}[{v.requirement.id}]", verdict=v,
+                                                 result=result))
+    for i, e in enumerate(result.errors):
+        items.append(ErrorItem.from_parent(session, name=f"{impl.name}[error-{i}]", detail=e.detail,
+                                           trace=e.counterexample))
