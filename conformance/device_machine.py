@@ -129,8 +129,6 @@ class DeviceConformance(ConformanceMachine):
                 else:
                     self.R.check("SPLIT-DEV-13", not notified, f"{name}: notified though used idx {old}->{new} "
                                  f"did not cross used_event {event}")
-                if notified:
-                    self.last_signalled[name] = new
             else:
                 self.R.saw("SPLIT-DEV-8")  # used_event holds whatever used_notifications left there
                 flags = self.os.mem.read_u16(vq.addrs.avail + AVAIL_FLAGS)
@@ -139,7 +137,7 @@ class DeviceConformance(ConformanceMachine):
                 else:
                     self.R.check("SPLIT-DEV-10", notified, f"{name}: used idx {old}->{new} with avail flags 0, "
                                  "no notification")
-                self.last_signalled[name] = new
+            self.last_signalled[name] = new
         self.drv.interrupt(queues, config)
         self._pending_config = getattr(self, "_pending_config", False) or config
 
@@ -304,6 +302,7 @@ class DeviceConformance(ConformanceMachine):
     @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_STATS_VQ) and "stats" in self.caps)
     @rule()
     def request_stats(self) -> None:
+        stats: dict[int, int] = {}
         with self.tolerate():
             self.dev.request_stats()
             self._collect_interrupts()
@@ -322,6 +321,7 @@ class DeviceConformance(ConformanceMachine):
     @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING))
     @rule()
     def report(self) -> None:
+        n = 0
         with self.tolerate():
             n = self.drv.report()
         note(f"driver reports {n} free page(s)")
@@ -329,6 +329,7 @@ class DeviceConformance(ConformanceMachine):
     @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM))
     @rule(count=st.integers(1, 8))
     def oom(self, count: int) -> None:
+        n = 0
         with self.tolerate():
             n = self.drv.oom(count)
         note(f"memory pressure: the driver deflates {n} page(s)")

@@ -209,6 +209,7 @@ class DriverConformance(ConformanceMachine):
     @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING) and "report" in self.caps)
     @rule()
     def report(self) -> None:
+        n = 0
         with self.tolerate():
             n = self._step(self.drv.report)
         note(f"driver reports {n} free page(s)")
@@ -216,6 +217,7 @@ class DriverConformance(ConformanceMachine):
     @precondition(lambda self: live(self) and "oom" in self.caps)
     @rule(count=st.integers(1, 8))
     def oom(self, count: int) -> None:
+        n = 0
         with self.tolerate():
             n = self._step(self.drv.oom, count)
         note(f"memory pressure: the driver gives back {n} page(s)")

@@ -25,6 +25,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--virtio-known-deviations", help="file of requirement IDs expected to fail")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "verifies(*ids): the catalogue requirements this test checks")
+
+
 class RequirementItem(pytest.Item):
     def __init__(self, *, verdict: Verdict, result: RunResult, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -71,7 +71,9 @@ class RunResult:
 
 def _notes(exc: BaseException, cls: type) -> tuple[str, ...]:
     """Hypothesis' shrunk steps as a script that runs as is; our own notes become comments."""
-    lines = [f"from conformance.registry import {cls.__name__}", "from refmodel.features import Feature", ""]
+    impl = cls.implementation  # type: ignore[attr-defined]
+    lines = ["from conformance.registry import machine_for, resolve", "from refmodel.features import Feature",
+             f"{cls.__name__} = machine_for(resolve({impl.name!r}, {impl.role!r}))", ""]
     for note in getattr(exc, "__notes__", ()):
         for line in str(note).splitlines():
             code = line.startswith(("state", "    ", ")", "]", "}")) or line.startswith(cls.__name__)

@@ -180,8 +180,9 @@ class SplitQueueDevice(Sticky):
             if flags not in (0, VIRTQ_AVAIL_F_NO_INTERRUPT):
                 raise PeerSpecViolation("SPLIT-DRV-12", f"avail flags {flags:#x}")
             need = not flags  # SPLIT-DEV-10 (MUST) / SPLIT-DEV-9 (SHOULD NOT); used_event ignored
-        if need:
-            self._last_signalled = new
+        # The window is "since the last decision", as QEMU's virtio_split_should_notify keeps it: an
+        # entry judged once is not judged again against a used_event the driver writes later.
+        self._last_signalled = new
         return need
 
     def signalled(self) -> None:

@@ -1,0 +1,113 @@
+"""The fixed interface: `virtio-conformance list|run`, its exit status, JSON and JUnit reports, and
+one-line errors for bad input. A hanging, crashing or garbage-returning implementation becomes a
+reported failure, never a hung or crashed suite."""
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conformance.cli import main
+from conformance.registry import BUILTIN, resolve
+from conformance.runner import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "conformance.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT / "tests")
+
+
+def test_list_names_reference_and_mutants():
+    out = cli("list")
+    assert out.returncode == 0
+    names = {line.split()[0] for line in out.stdout.splitlines()}
+    assert "reference" in names and sum(n.startswith("mutant-") for n in names) >= 20
+    assert "[breaks BAL-FPH-DEV-2]" in out.stdout
+
+
+def test_run_reference_passes_and_writes_reports(tmp_path):
+    out = cli("run", "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"), "--quiet")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {"implementation", "role", "requirements"} <= set(report)
+    assert report["role"] == "device+driver"
+    verdicts = {r["verdict"] for r in report["requirements"]}
+    assert verdicts <= {"pass", "fail", "not-applicable", "not-checkable", "skipped"} and "pass" in verdicts
+    assert all({"id", "verdict"} <= set(r) for r in report["requirements"])
+    assert "fail" not in verdicts
+    suites = ET.parse(tmp_path / "r.xml").getroot()
+    assert len(suites.findall("testsuite")) == 2
+    assert "summary:" in out.stdout
+
+
+def test_run_mutant_fails_with_the_requirement_and_a_counterexample(tmp_path):
+    out = cli("run", "--dut", "mutant-stale-actual", "--report", str(tmp_path / "r.json"), "--max-failures", "1")
+    assert out.returncode == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    failed = [r for r in report["requirements"] if r["verdict"] == "fail"]
+    assert [r["id"] for r in failed] == ["BAL-OP-DRV-11"]
+    assert any(line.startswith("state = ") for line in failed[0]["counterexample"])
+    assert "BAL-OP-DRV-11" in out.stdout and "FAIL" in out.stdout
+
+
+def test_known_deviations_turn_a_failure_into_an_accepted_one(tmp_path):
+    dev = tmp_path / "known.txt"
+    dev.write_text("# adopting gradually\nBAL-OP-DRV-11\n")
+    out = cli("run", "--dut", "mutant-stale-actual", "--known-deviations", str(dev), "--report",
+              str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stdout[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    entry = next(r for r in report["requirements"] if r["id"] == "BAL-OP-DRV-11")
+    assert entry["verdict"] == "fail" and entry["known_deviation"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--dut", "no-such-thing"], "no such implementation"),
+    (["run", "--dut", "nosuchmodule:factory", "--role", "device"], "cannot import 'nosuchmodule'"),
+    (["run", "--dut", "dut.bad_devices:missing", "--role", "device"], "has no attribute 'missing'"),
+    (["run", "--dut", "dut.bad_devices:NOT_CALLABLE", "--role", "device"], "is not callable"),
+    (["run", "--dut", "dut.bad_devices:reference"], "give --role device or --role driver"),
+    (["run", "--dut", "mutant-stale-actual", "--role", "device"], "is a driver; use --role driver"),
+])
+def test_bad_dut_is_a_one_line_error(args, message):
+    out = cli(*args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+
+
+def test_unknown_known_deviation_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "k.txt"
+    bad.write_text("NOPE-1\n")
+    out = cli("run", "--known-deviations", str(bad))
+    assert out.returncode == 2 and "unknown requirement 'NOPE-1'" in out.stderr
+
+
+def test_third_party_python_device_passes(tmp_path):
+    out = cli("run", "--dut", "dut.bad_devices:reference", "--role", "device", "--quiet")
+    assert out.returncode == 0, out.stdout[-2000:]
+
+
+@pytest.mark.parametrize("factory, expect", [
+    ("hangs", "did not return within 0.5 s"),
+    ("crashes", "raised KeyError"),
+    ("garbage", "returned 'DRIVER_OK'"),
+])
+def test_misbehaving_device_is_reported_not_fatal(factory, expect, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    impl = resolve(f"dut.bad_devices:{factory}", "device")
+    res = run(impl, "dev", timeout=0.5)
+    assert res.failed and res.errors, res.verdicts
+    assert expect in res.errors[0].detail
+    assert any(line.startswith("state.") for line in res.errors[0].counterexample)
+
+
+def test_main_returns_exit_codes_in_process(capsys):
+    assert main(["run", "--dut", "mutant-offers-undefined-bit", "--quiet", "--max-failures", "0"]) == 1
+    assert "FEAT-DEV-3" in capsys.readouterr().out
+    assert main(["list"]) == 0
