@@ -60,6 +60,8 @@ def _targets(args: argparse.Namespace) -> list:
         if args.dut != "reference":
             roles = [r for (n, r) in BUILTIN if n == args.dut]
             if not roles:
+                if args.dut.startswith("c:"):
+                    return [resolve(args.dut, "device")]
                 if ":" in args.dut:
                     raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")
                 raise DutError(f"--dut {args.dut!r}: no such implementation (see 'virtio-conformance list')")

@@ -91,6 +91,15 @@ def resolve(dut: str, role: str) -> Implementation:
         raise DutError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
     if (dut, role) in BUILTIN:
         return BUILTIN[dut, role]
+    if dut.startswith("c:"):
+        from .c_adapter import CAbiError, device_factory
+
+        if role != "device":
+            raise DutError(f"--dut {dut!r}: the C ABI covers devices only; use --role device")
+        try:
+            return Implementation(dut, role, device_factory(dut[2:]), f"C device from {dut[2:]}")
+        except CAbiError as e:
+            raise DutError(str(e)) from None
     if ":" not in dut:
         roles = [r for (n, r) in BUILTIN if n == dut]
         if roles:

@@ -47,6 +47,12 @@ class GuestMemory:
         self.base = base
         self.size = view.nbytes
 
+    def host_pointer(self) -> int:
+        """The host address of byte ``base`` (for C implementations under test, via ctypes)."""
+        import ctypes
+
+        return ctypes.addressof((ctypes.c_char * self.size).from_buffer(self._buf))
+
     @property
     def end(self) -> int:
         return self.base + self.size

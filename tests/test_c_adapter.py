@@ -1,0 +1,54 @@
+"""The C ABI: an example C device, built here with the system cc, passes the suite; its broken
+variants fail naming the requirement they break; a bad library is a one-line error."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conformance.registry import DutError, resolve
+from conformance.runner import run
+
+SRC = Path(__file__).resolve().parents[1] / "conformance" / "c" / "example_device.c"
+
+
+def build(tmp_path, *defines):
+    cc = shutil.which("cc")
+    assert cc, "tools/test installs a C compiler"
+    out = tmp_path / f"lib{'_'.join(d.lower() for d in defines) or 'example'}.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", *(f"-D{d}" for d in defines),
+                    "-o", str(out), str(SRC)], check=True, capture_output=True, timeout=120)
+    return out
+
+
+def verdicts(lib):
+    res = run(resolve(f"c:{lib}", "device"), "ci", max_failures=2)
+    assert not res.errors, res.errors
+    return res, {v.requirement.id for v in res.verdicts if v.verdict == "fail"}
+
+
+def test_example_c_device_passes(tmp_path):
+    res, fails = verdicts(build(tmp_path))
+    assert fails == set()
+    passed = {v.requirement.id for v in res.verdicts if v.verdict == "pass"}
+    assert {"BAL-FPH-DEV-2", "BAL-FPH-DEV-3", "SPLIT-DEV-D2", "SPLIT-DEV-10", "BAL-OP-DEV-D1"} <= passed
+
+
+@pytest.mark.parametrize("define, req", [("BROKEN_REUSE_CMD_ID", "BAL-FPH-DEV-2"),
+                                         ("BROKEN_USED_LEN", "SPLIT-DEV-D2")])
+def test_broken_c_device_fails_with_the_right_requirement(tmp_path, define, req):
+    _, fails = verdicts(build(tmp_path, define))
+    assert fails == {req}
+
+
+def test_library_without_the_abi_is_a_one_line_error(tmp_path):
+    with pytest.raises(DutError, match="cannot load the library"):
+        resolve(f"c:{tmp_path}/missing.so", "device")
+    src = tmp_path / "empty.c"
+    src.write_text("int nothing(void) { return 0; }\n")
+    lib = tmp_path / "libempty.so"
+    subprocess.run([shutil.which("cc"), "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    with pytest.raises(DutError, match="does not export vc_abi_version") as exc:
+        resolve(f"c:{lib}", "device")
+    assert "\n" not in str(exc.value)
