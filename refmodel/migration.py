@@ -35,6 +35,10 @@ class HostPolicy:
     discard_hinted: bool = False
     #: Publish DONE when migration is cancelled (QEMU's CLEANUP since 2020). False leaks hinted pages.
     done_on_cancel: bool = True
+    #: Reporting: drop a reported page's contents after returning the buffer, not before (breaks BAL-FPR-DEV-D1).
+    discard_after_ack: bool = False
+    #: Reporting with PAGE_POISON: discard to zero pages instead of keeping poison_val (breaks BAL-FPR-DEV-2).
+    ignore_poison: bool = False
 
     @property
     def unsafe(self) -> tuple[str, ...]:
@@ -48,6 +52,11 @@ UNSAFE_POLICIES = {
     "clear_after_sync": HostPolicy(clear_after_sync=True),
     "discard_hinted": HostPolicy(discard_hinted=True),
     "skip_done_on_cancel": HostPolicy(done_on_cancel=False),
+}
+#: The locked semantics (page reporting) has its own ways to get it wrong.
+UNSAFE_REPORTING_POLICIES = {
+    "discard_after_ack": HostPolicy(discard_after_ack=True),
+    "ignore_poison": HostPolicy(ignore_poison=True),
 }
 
 

@@ -13,7 +13,7 @@ import attrs
 from .config import BalloonConfigSpace
 from .constants import BALLOON_PAGE_SIZE
 from .features import Feature, mask_of
-from .guest import GuestPages, range_mask
+from .guest import GuestPages, bits, range_mask
 from .hinting import FreePageHintDevice, FreePageHintDriver
 from .memory import GuestMemory
 from .migration import SAFE, HostPolicy, Migration, MigrationState
@@ -236,3 +236,75 @@ class SeedSystem(_System):
         verdict = "applied" if self.device.applied > applied else "dropped" if n else "none"
         self._log(f"host reads {n} reply(ies): {verdict}")
         return n
+
+
+#: The content version a page holds after being filled with poison_val (versions are >= 0 otherwise).
+POISON = -1
+
+
+class ReportingSystem(_System):
+    """Free page reporting (§5.5.6.7), the locked semantics: a reported page stays off the guest's free
+    lists until the device returns its buffer; the host may drop its contents before that, keeping
+    ``poison_val`` when PAGE_POISON is negotiated. Migration runs alongside with no hinting at all.
+    """
+
+    def __init__(self, n_pages: int = 32, policy: HostPolicy = SAFE, *, poison: bool = True) -> None:
+        super().__init__(n_pages, policy)
+        self.poison = poison
+        self.in_flight: list[int] = []  # reports the device has not returned yet (page masks)
+        self.returned: list[int] = []  # reports returned to the driver, not yet reaped
+        self.late_discard = 0  # unsafe policy: pages the device will drop after returning them
+        self.poisoned = 0  # free pages whose only contents are poison_val (what the guest may rely on)
+
+    def alloc_write(self) -> int | None:
+        page = super().alloc_write()
+        if page is not None:
+            self.poisoned &= ~(1 << page)
+        return page
+
+    def driver_report(self, count: int) -> int:
+        """Isolate up to ``count`` free workload pages, fill them with poison, hand them to the device."""
+        free = bits(self.guest.free & range_mask(0, self.n_pages))[:count]
+        mask = sum(1 << p for p in free)
+        if mask:
+            self.guest.isolate(mask)  # BAL-FPR-DRV-3: off the free lists until the ack
+            if self.poison:
+                for p in free:  # BAL-FPR-DRV-2: the driver writes poison_val
+                    self.guest.expected[p] = self.guest.ram[p] = POISON
+                    if self.guest.on_write is not None:
+                        self.guest.on_write(p)
+            self.in_flight.append(mask)
+        self._log(f"driver reports pages {free}")
+        return len(free)
+
+    def device_process(self) -> int:
+        """The host drops each reported page's contents, then returns the buffer."""
+        fill = POISON if self.poison and not self.policy.ignore_poison else 0
+        if self.late_discard:
+            self.guest.device_discard(self.late_discard, fill)
+            self.late_discard = 0
+        n = len(self.in_flight)
+        for mask in self.in_flight:
+            if self.policy.discard_after_ack:
+                self.late_discard |= mask
+            else:
+                self.guest.device_discard(mask, fill)
+            self.returned.append(mask)
+        self.in_flight.clear()
+        self._log(f"device discards and returns {n} report(s)")
+        return n
+
+    def driver_reap(self) -> None:
+        for mask in self.returned:
+            self.guest.unisolate(mask)
+            if self.poison:
+                self.poisoned |= mask
+        self._log(f"driver puts {sum(m.bit_count() for m in self.returned)} reported page(s) back on the free lists")
+        self.returned.clear()
+
+    def lost_poison(self) -> tuple[int, ...]:
+        """Free pages the guest left holding poison_val that the destination holds otherwise."""
+        m = self.migration
+        if m is None or m.dest is None or m.state is not MigrationState.COMPLETED:
+            return ()
+        return tuple(p for p in bits(self.poisoned & self.guest.free) if m.dest[p] != POISON)

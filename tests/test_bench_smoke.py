@@ -11,6 +11,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 SMALL_ARGS = {
     "bench_split_ring.py": ["--ops", "200", "--repeat", "1"],
     "bench_migration.py": ["--log2-pages", "20"],
+    "bench_conformance.py": ["--examples", "5", "--mutants", "2"],
 }
 
 
