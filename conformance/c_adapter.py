@@ -80,7 +80,7 @@ def _range(name: str, value: int, bits: int) -> int:
 class CDevice:
     """A C device behind the same calls as the reference device (see DeviceUnderTest)."""
 
-    capabilities = frozenset({"hinting", "hinted_pages"})
+    capabilities = frozenset({"hinting", "hint_stop", "hinted_pages", "per_queue_interrupts"})
 
     def __init__(self, lib: ctypes.CDLL, mem: GuestMemory) -> None:
         self._lib, self.mem = lib, mem

@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--known-deviations", help="file of requirement IDs whose failures do not fail the run")
     r.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per call into the implementation")
     r.add_argument("--max-failures", type=int, default=8, help="stop after this many distinct failures")
+    r.add_argument("--qemu-binary", help="QEMU to test with --dut qemu (default: qemu-system-x86_64 on PATH)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -60,14 +61,14 @@ def _targets(args: argparse.Namespace) -> list:
         if args.dut != "reference":
             roles = [r for (n, r) in BUILTIN if n == args.dut]
             if not roles:
-                if args.dut.startswith("c:"):
-                    return [resolve(args.dut, "device")]
+                if args.dut.startswith("c:") or args.dut == "qemu":
+                    return [resolve(args.dut, "device", qemu_binary=args.qemu_binary)]
                 if ":" in args.dut:
                     raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")
                 raise DutError(f"--dut {args.dut!r}: no such implementation (see 'virtio-conformance list')")
             return [resolve(args.dut, roles[0])]
         return [resolve("reference", "device"), resolve("reference", "driver")]
-    return [resolve(args.dut, args.role)]
+    return [resolve(args.dut, args.role, qemu_binary=args.qemu_binary)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,11 +86,22 @@ def _load_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def resolve(dut: str, role: str) -> Implementation:
+def resolve(dut: str, role: str, *, qemu_binary: str | None = None) -> Implementation:
     if role not in ROLES:
         raise DutError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
     if (dut, role) in BUILTIN:
         return BUILTIN[dut, role]
+    if dut == "qemu":
+        from .qemu.device import QemuFactory
+        from .qemu.process import QemuError
+
+        if role != "device":
+            raise DutError("--dut qemu is a device; use --role device")
+        try:
+            factory = QemuFactory(qemu_binary)
+        except QemuError as e:
+            raise DutError(f"--dut qemu: {e}") from None
+        return Implementation("qemu", "device", factory, f"QEMU virtio-balloon-pci ({qemu_binary or 'from PATH'})")
     if dut.startswith("c:"):
         from .c_adapter import CAbiError, device_factory
 

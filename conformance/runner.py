@@ -11,11 +11,10 @@ import time
 from collections.abc import Callable
 
 import attrs
-from hypothesis.errors import HypothesisException
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
-from refmodel.errors import LocalSpecViolation, PeerSpecViolation, VirtioModelError
+from refmodel.errors import LocalSpecViolation, PeerSpecViolation
 from refmodel.features import Feature
 from spec.catalogue import Requirement, catalogue
 
@@ -81,6 +80,19 @@ def _notes(exc: BaseException, cls: type) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _root(exc: BaseException) -> tuple[BaseException, bool]:
+    """The exception to report. A group (Hypothesis' FlakyFailure: the failure did not replay, as
+    happens with an asynchronous VMM) is unwrapped to its most telling member."""
+    if isinstance(exc, BaseExceptionGroup):
+        members = list(exc.exceptions)
+        for kind in (PeerSpecViolation, ImplementationError):
+            for m in members:
+                if isinstance(m, kind):
+                    return m, True
+        return (members[0] if members else exc), True
+    return exc, False
+
+
 def search(impl: Implementation, profile_name: str, *, known_deviations: frozenset[str] = frozenset(),
            max_failures: int = 8, progress: Callable[[str], None] = lambda s: None,
            timeout: float | None = None) -> tuple[dict[str, Failure], list[RunError], Recorder, int]:
@@ -102,20 +114,25 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
         try:
             with shrink_budget(profile_name), with_reporter(lambda _: None):  # notes carry the trace
                 run_state_machine_as_test(cls, settings=settings)
-        except PeerSpecViolation as e:
-            failures[e.req_id] = Failure(e.req_id, e.detail, _notes(e, cls))
-            tolerated.add(e.req_id)
-            progress(f"  FAIL {e.req_id}: {e.detail}")
-            continue
-        except ImplementationError as e:
-            errors.append(RunError("implementation", str(e), _notes(e, cls)))
-            progress(f"  ERROR {e}")
-        except LocalSpecViolation as e:
-            errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", _notes(e, cls)))
-            progress(f"  HARNESS ERROR {e}")
-        except (VirtioModelError, HypothesisException, Exception) as e:  # noqa: BLE001 - reported, never raised
-            errors.append(RunError("harness", f"{type(e).__name__}: {e}", _notes(e, cls)))
-            progress(f"  HARNESS ERROR {type(e).__name__}: {e}")
+        except BaseException as raised:  # noqa: BLE001 - everything becomes a verdict or an error
+            if isinstance(raised, KeyboardInterrupt):
+                raise
+            e, flaky = _root(raised)
+            suffix = " (did not happen again when Hypothesis replayed it: nondeterministic)" if flaky else ""
+            if isinstance(e, PeerSpecViolation):
+                failures[e.req_id] = Failure(e.req_id, e.detail + suffix, _notes(e, cls))
+                tolerated.add(e.req_id)
+                progress(f"  FAIL {e.req_id}: {e.detail}{suffix}")
+                continue
+            if isinstance(e, ImplementationError):
+                errors.append(RunError("implementation", str(e) + suffix, _notes(e, cls)))
+                progress(f"  ERROR {e}{suffix}")
+            elif isinstance(e, LocalSpecViolation):
+                errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", _notes(e, cls)))
+                progress(f"  HARNESS ERROR {e}")
+            else:
+                errors.append(RunError("harness", f"{type(e).__name__}: {e}", _notes(e, cls)))
+                progress(f"  HARNESS ERROR {type(e).__name__}: {e}")
         finally:
             total.exercised |= rec.exercised
             total.features |= rec.features

@@ -70,7 +70,7 @@ class BalloonDevice(Sticky):
     """One balloon device instance over ``mem`` (the guest's RAM, shared with the driver)."""
 
     #: Host-side controls and observations this device offers (the suite skips what is missing).
-    capabilities = frozenset({"hinting", "hinted_pages", "stats"})
+    capabilities = frozenset({"hinting", "hint_stop", "hinted_pages", "stats", "per_queue_interrupts"})
 
     def __init__(self, mem: GuestMemory, offered: int = DEFAULT_OFFER, *,
                  queue_max: dict[str, int] | None = None,

@@ -30,12 +30,20 @@ def poison_pattern(poison_val: int) -> bytes:
 class GuestOS:
     """``n_pages`` pages of guest RAM, an allocator over them and a workload that writes them."""
 
-    def __init__(self, n_pages: int) -> None:
-        self.mem = GuestMemory(n_pages * BALLOON_PAGE_SIZE)
+    def __init__(self, n_pages: int, *, mem: GuestMemory | None = None, reserved: int = 0) -> None:
+        self.mem = mem if mem is not None else GuestMemory(n_pages * BALLOON_PAGE_SIZE)
+        if self.mem.size < n_pages * BALLOON_PAGE_SIZE or self.mem.base:
+            raise ValueError("guest memory must start at 0 and hold every page")
         self.pages = GuestPages(n_pages, track_contents=False)
+        self.pages.allocated |= range_mask(0, reserved)  # firmware holes nobody may use
         self.n_pages = n_pages
         self.workload: dict[int, int] = {}  # page -> version the workload last wrote
         self._version = 0
+
+    @classmethod
+    def over(cls, mem: GuestMemory, *, reserved: int = 0) -> "GuestOS":
+        """A guest over memory someone else owns (a VMM's RAM, shared with us)."""
+        return cls(mem.size // BALLOON_PAGE_SIZE, mem=mem, reserved=reserved)
 
     # -- kernel allocations (the driver's rings, buffers and balloon pages) ------------------------
     def alloc_contiguous(self, count: int) -> int:

@@ -96,7 +96,7 @@ def test_unsafe_reporting_policy_is_caught_with_a_short_trace(name):
             suppress_health_check=list(HealthCheck), derandomize=True, report_multiple_bugs=False))
     steps = [n for n in exc.value.__notes__ if n.startswith("state.")
              and not n.startswith(("state.source_intact", "state.teardown"))]
-    assert 0 < len(steps) <= 10, "\n".join(exc.value.__notes__)
+    assert 0 < len(steps) <= 16, "\n".join(exc.value.__notes__)
 
 
 def test_discard_after_ack_trace():
