@@ -39,6 +39,7 @@ DEVICE_CHECKS: dict[str, str] = {
     "BAL-FPH-DEV-3": "invariant: applied hints carry the current ID",
     "BAL-FPH-DEV-5": "invariant: hinted pages intact after DONE",
     "BAL-FPH-DEV-1": "hint_stop: config reads STOP", "BAL-FPH-DEV-6": "hint_done: config reads DONE",
+    "BAL-FPH-D5": "cycle: the field keeps the round's ID mid-round",
     "BAL-FPR-DEV-2": "cycle: reported pages hold poison_val", "BAL-FPR-DEV-D1": "invariant: reported pages intact",
     "BAL-ST-DEV-1": "request_stats: unknown tags ignored", "BAL-ST-DEV-2": "request_stats: any order",
     "SPLIT-DEV-21": "spurious_notify: the device carries on", "SPLIT-DEV-8": "cycle: used_event ignored",

@@ -20,6 +20,7 @@ from refmodel.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE, VI
 from refmodel.features import Feature, QueueNumbering, check_negotiation, check_offer, has, names_of
 from refmodel.guest import bits
 from refmodel.guest_os import GuestOS, poison_pattern
+from refmodel.hinting import DriverHintState
 from refmodel.layout import AVAIL_FLAGS, USED_IDX, used_event_offset
 from refmodel.virtq import virtq_need_event
 
@@ -163,6 +164,18 @@ class DeviceConformance(ConformanceMachine):
         self.dev.run()
         self._collect_interrupts()
         self._check_hints()
+        self._check_active_value()
+
+    def _check_active_value(self) -> None:
+        """BAL-FPH-D5: mid-round, the field still names the round (a polling driver would stop otherwise)."""
+        hint = self.drv.hint
+        if hint is None or self.current_id is None or hint.served != self.current_id:
+            return
+        if hint.state is not DriverHintState.HINTING:
+            return  # the driver sent STOP: the device may now show STOP
+        cid = self.dev.read_config(CFG_CMD_ID, 4)
+        self.R.check("BAL-FPH-D5", cid == self.current_id, f"mid-round (the driver echoed {self.current_id} and "
+                     f"is still hinting) free_page_hint_cmd_id reads {cid}")
 
     def _driver_run(self) -> None:
         for req in RING_DEVICE_CHECKS:

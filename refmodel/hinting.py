@@ -226,6 +226,7 @@ class FreePageHintDriver(Sticky):
         self.state = RS.IDLE
         self.served: int | None = None  # cmd_id_active: never served twice (BAL-FPH-DRV-3)
         self.stops_returned = 0  # STOP buffers the device has used
+        self.latest: int | None = None  # the command ID read at the last configuration change
         self.sent_under: dict[int, int] = {}  # command ID -> mask of pages hinted after echoing it
         vq.mem.write_u32(stop_buf, VIRTIO_BALLOON_CMD_ID_STOP)
 
@@ -264,7 +265,7 @@ class FreePageHintDriver(Sticky):
     @guarded
     def on_config_change(self) -> None:
         """Re-read free_page_hint_cmd_id (Linux does this from the config interrupt's work item)."""
-        cid = self.read_cmd_id()
+        cid = self.latest = self.read_cmd_id()
         if cid == VIRTIO_BALLOON_CMD_ID_DONE:
             if self.state is RS.HINTING:
                 self._stop()
@@ -295,7 +296,7 @@ class FreePageHintDriver(Sticky):
         """Supply one page block if a round is active; STOP when none is left. Returns True if sent."""
         if self.state is not RS.HINTING:
             return False
-        if self.read_cmd_id() != self.served:
+        if self.latest != self.served:  # Linux reads the field only on a config change (AMB-FPH-ACTIVE-VALUE)
             return False  # a config change is pending; on_config_change will end the round
         self._reap()
         if self._pending:

@@ -12,6 +12,7 @@ SMALL_ARGS = {
     "bench_split_ring.py": ["--ops", "200", "--repeat", "1"],
     "bench_migration.py": ["--log2-pages", "20"],
     "bench_conformance.py": ["--examples", "5", "--mutants", "2"],
+    "bench_qemu.py": ["--requests", "50", "--ram-mib", "32"],
 }
 
 

@@ -23,12 +23,13 @@ pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None and n
 def test_qemu_balloon_passes_the_device_suite():
     impl = resolve("qemu", "device")
     try:
-        res = run(impl, "ci", max_failures=3)
+        res = run(impl, "ci", max_failures=3, known_deviations=frozenset({"BAL-FPH-D5"}))
     finally:
         impl.factory.close()
     assert not res.errors, res.errors
-    fails = [(v.requirement.id, v.reason) for v in res.verdicts if v.verdict == "fail"]
+    fails = [(v.requirement.id, v.reason) for v in res.verdicts if v.verdict == "fail" and not v.known_deviation]
     assert not fails, fails
+    assert res.by_id()["BAL-FPH-D5"].verdict == "fail"  # the known QEMU divergence is still seen
     passed = {v.requirement.id for v in res.verdicts if v.verdict == "pass"}
     assert {"FEAT-DEV-3", "STATUS-DEV-1", "RESET-DEV-1", "CFG-DEV-2", "BAL-VQ-D1", "SPLIT-DEV-14",
             "SPLIT-DEV-D2", "BAL-OP-DEV-D1", "BAL-FPH-D1", "BAL-FPH-DEV-2", "BAL-FPH-DEV-6"} <= passed
@@ -71,3 +72,27 @@ def test_missing_qemu_binary_is_a_one_line_error():
                           "/nonexistent/qemu"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "not found" in out.stderr
+
+
+def test_qemu_known_deviations_file_names_the_divergence():
+    from pathlib import Path
+
+    from conformance.cli import load_known_deviations
+
+    known = load_known_deviations(str(Path(__file__).resolve().parents[1] / "conformance" / "known_deviations"
+                                      / "qemu.txt"))
+    assert known == {"BAL-FPH-D5"}
+
+
+def test_real_migration_with_hints_loses_nothing_and_saves_bytes():
+    from conformance.qemu.migration import migrate
+
+    hinted, plain = migrate(hints=True), migrate(hints=False)
+    assert hinted.lost == () and plain.lost == ()
+    assert hinted.rewritten_hinted > 0  # pages taken back from a hint and rewritten arrived intact
+    assert hinted.ended_with_done and hinted.cmd_ids and max(hinted.cmd_ids) >= 0x80000001
+    # Free memory holds garbage, so without hints every page travels; with hints little more than the
+    # pages in use does (the ring and scratch pages, and pages sent before the hints arrived).
+    assert plain.normal_pages >= 0.9 * (plain.ram_mib << 8)
+    assert hinted.transferred_bytes < 0.5 * plain.transferred_bytes
+    assert hinted.normal_pages <= 2 * hinted.ideal_pages
