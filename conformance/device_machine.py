@@ -315,6 +315,7 @@ class DeviceConformance(ConformanceMachine):
             self._config_op("hint_stop")
             cid = self.dev.read_config(CFG_CMD_ID, 4)
             self.R.check("BAL-FPH-DEV-1", cid == VIRTIO_BALLOON_CMD_ID_STOP, f"after hint_stop the ID reads {cid}")
+            self.current_id = None
             self._cycles(cycles)
             note(f"host stops hinting (STOP), then {cycles} cycle(s)")
 

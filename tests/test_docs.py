@@ -1,0 +1,60 @@
+"""The documentation site builds with warnings as errors, every page is reachable from the index,
+and the generated pages come from the model (diagrams from the tables, the full catalogue)."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    if shutil.which("dot") is None:
+        pytest.fail("graphviz 'dot' is missing: tools/test installs it")
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS),
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def test_every_page_is_reachable_from_the_index(site):
+    pages = {p.relative_to(site).as_posix() for p in site.rglob("*.html")} - {"genindex.html", "search.html"}
+    seen, todo = set(), ["index.html"]
+    while todo:
+        page = todo.pop()
+        if page in seen:
+            continue
+        seen.add(page)
+        base = Path(page).parent
+        for href in re.findall(r'href="([^"#?]+\.html)', (site / page).read_text()):
+            target = (base / href).as_posix()
+            target = str(Path(target)).replace("\\", "/")
+            parts = []
+            for part in target.split("/"):
+                if part == "..":
+                    parts.pop()
+                elif part != ".":
+                    parts.append(part)
+            todo.append("/".join(parts))
+    assert pages <= seen, sorted(pages - seen)
+
+
+def test_diagrams_and_catalogue_come_from_the_model(site):
+    from refmodel.hinting import DeviceHintState
+    from spec.catalogue import catalogue
+
+    diagrams = (site / "generated" / "diagrams.html").read_text()
+    svgs = re.findall(r'(_images/graphviz-[0-9a-f]+\.svg)', diagrams)
+    assert len(set(svgs)) >= 3
+    drawn = "".join((site / "generated" / svg).read_text() if (site / "generated" / svg).exists()
+                    else (site / svg).read_text() for svg in set(svgs))
+    assert all(state.name in drawn for state in DeviceHintState)
+    cat = (site / "generated" / "catalogue.html").read_text()
+    missing = [r for r in catalogue() if r not in cat]
+    assert not missing, missing[:5]
