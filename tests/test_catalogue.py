@@ -8,14 +8,14 @@ import pytest
 from spec.catalogue import CatalogueError, catalogue, load
 
 ROOT = Path(__file__).resolve().parents[1]
-ID_RE = re.compile(r'"((?:SPLIT|STATUS|FEAT|RESET|CFG|VQ|INIT|NOTIFY|RSV|BAL|SEED)-[A-Z0-9-]+)"')
+ID_RE = re.compile(r'"((?:SPLIT|STATUS|FEAT|RESET|CFG|VQ|INIT|NOTIFY|RSV|BAL|SEED|PROP)-[A-Z0-9-]+)"')
 
 
 def test_catalogue_is_well_formed():
     cat = catalogue()
     assert len(cat) > 150
     for r in cat.values():
-        prefixes = ("sec", "drivernormative", "devicenormative") if r.profile == "virtio-1.4" else ("seed",)
+        prefixes = ("seed",) if r.profile == "seed-2016" else ("sec", "drivernormative", "devicenormative")
         assert r.label.split(":")[0] in prefixes, r.id
         if not r.checkable:
             assert r.reason, r.id
@@ -40,7 +40,7 @@ def test_labels_match_section_table():
         if len(parts) >= 3:
             sections[parts[0]] = parts[2]
     for r in catalogue().values():
-        if r.profile == "virtio-1.4":
+        if r.profile in ("virtio-1.4", "proposal"):
             assert sections.get(r.section) == r.label, r.id
 
 

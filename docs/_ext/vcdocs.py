@@ -115,11 +115,24 @@ def verdicts_page() -> str:
     return "\n".join(out)
 
 
+def proposal_page() -> str:
+    root = Path(__file__).resolve().parents[2] / "spec" / "proposal"
+    out = ["The proposal to the virtio TC", "=============================", "",
+           "A ``git format-patch`` series against the virtio 1.4 balloon section, built by",
+           "``python -m spec.proposal.build`` from ``spec/proposal/edits.py``. Each new normative sentence is",
+           "marked with its catalogue ID (profile ``proposal`` in :doc:`catalogue`). Send with",
+           "``git send-email spec/proposal/*.patch``.", ""]
+    for patch in sorted(root.glob("0*.patch")):
+        out += [patch.name, "-" * len(patch.name), "", f".. literalinclude:: ../../spec/proposal/{patch.name}",
+                "   :language: diff", ""]
+    return "\n".join(out)
+
+
 def generate(app: Any) -> None:
     target = Path(app.srcdir) / "generated"
     target.mkdir(exist_ok=True)
     for name, make in (("diagrams", diagrams), ("catalogue", catalogue_page), ("ambiguities", ambiguities_page),
-                       ("verdicts", verdicts_page)):
+                       ("verdicts", verdicts_page), ("proposal", proposal_page)):
         text = make()
         path = target / f"{name}.rst"
         if not path.exists() or path.read_text() != text:

@@ -1,0 +1,94 @@
+"""Build the proposal patch series: ``python -m spec.proposal.build [UPSTREAM_DIR]``.
+
+Applies the edits of ``edits.py`` to a scratch copy of the upstream virtio 1.4 files (read from
+../shared/reference/virtio-spec-1.4 by default, never stored here) and writes ``git format-patch``
+files next to this module, with the cover letter.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .edits import COMMITS
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_UPSTREAM = HERE.parents[2] / "shared" / "reference" / "virtio-spec-1.4"
+FILES = ("device-types/balloon/description.tex", "device-types/balloon/device-conformance.tex",
+         "device-types/balloon/driver-conformance.tex")
+AUTHOR = ["-c", "user.name=virtio-balloon-ref", "-c", "user.email=virtio-balloon-ref@invalid"]
+
+
+class ProposalError(RuntimeError):
+    """An edit no longer matches the upstream text (one line, naming the commit and file)."""
+
+
+DATE = "2026-11-26T12:00:00+00:00"  # fixed, so a rebuild gives byte-identical patches
+ENV = {"GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE, "PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
+       "GIT_CONFIG_NOSYSTEM": "1"}
+
+COVER = """From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: virtio-balloon-ref <virtio-balloon-ref@invalid>
+Date: Thu, 26 Nov 2026 12:00:00 +0000
+Subject: [PATCH 0/{n}] balloon: make free page hinting precise
+
+Free page hinting lets a guest tell the host which pages it need not migrate.
+The text leaves open the questions the 2016 review of the first proposal asked:
+which request a hint answers, and what "free" means when the guest may reuse
+the page a moment later. Implementations filled the gaps differently.
+
+This series answers them with the rules Linux and QEMU already follow, except
+where following them loses data:
+
+{summary}
+Evidence: an executable model of the device, the driver and a live-migration
+host (virtio-balloon-ref), whose property tests find a short history that
+loses guest data for each rule left out, and a conformance suite run against
+QEMU 7.2 (Debian 12) over qtest, real migrations included. Each new normative sentence
+carries a requirement ID in a comment, for review; the IDs are not meant to be
+merged.
+
+Fixes: https://github.com/oasis-tcs/virtio-spec/issues/XXX
+
+{stat}
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *AUTHOR, *args], cwd=repo, check=True, capture_output=True, text=True,
+                          env=ENV).stdout
+
+
+def build(upstream: Path = DEFAULT_UPSTREAM, out: Path = HERE) -> list[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        for f in FILES:
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(upstream / f, repo / f)
+        _git(repo, "init", "-q")
+        _git(repo, "add", ".")
+        _git(repo, "commit", "-q", "-m", "virtio 1.4 (15f488c1), balloon files")
+        for c in COMMITS:
+            for f, old, new in c["edits"]:
+                text = (repo / f).read_text()
+                if text.count(old) != 1:
+                    raise ProposalError(f"{c['slug']}: the text to replace occurs {text.count(old)} times in {f}")
+                (repo / f).write_text(text.replace(old, new))
+            _git(repo, "commit", "-q", "-a", "-m", f"{c['subject']}\n\n{c['body']}\nFixes: https://github.com/oasis-tcs/virtio-spec/issues/XXX\n")
+        for old in out.glob("0*.patch"):
+            old.unlink()
+        base = "HEAD~%d" % len(COMMITS)
+        _git(repo, "format-patch", "-q", "--no-signature", "--zero-commit", "-o", str(out), base)
+        summary = "".join(f"  {i}. {c['subject']}\n" for i, c in enumerate(COMMITS, 1))
+        stat = _git(repo, "diff", "--stat", base, "HEAD")
+        (out / "0000-cover-letter.patch").write_text(COVER.format(n=len(COMMITS), summary=summary, stat=stat))
+    return sorted(out.glob("0*.patch"))  # cover letter first
+
+
+if __name__ == "__main__":
+    upstream = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_UPSTREAM
+    for p in build(upstream):
+        print(p.name)
