@@ -3,6 +3,7 @@
 JSON shape (scripts depend on it)::
 
     {"implementation": str, "role": "device" | "driver" | "device+driver", "profile": str,
+     "versions": {implementation: version or description},
      "requirements": [{"id", "verdict", "role", "section", "keyword", "text", "reason",
                        "known_deviation", "counterexample"?: [str], "implementation"?: str}],
      "errors": [{"implementation", "kind", "detail", "counterexample"}],
@@ -39,7 +40,10 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
     errors = [{"implementation": res.implementation.name, "kind": e.kind, "detail": e.detail,
                "counterexample": list(e.counterexample)} for res in results for e in res.errors]
     summary = Counter(e["verdict"] for e in reqs)
+    versions = {r.implementation.name: getattr(r.implementation.factory, "version", None) or r.implementation.description
+                for r in results}
     return {"implementation": "+".join(names), "role": roles, "profile": results[0].profile if results else "",
+            "versions": versions,
             "requirements": reqs, "errors": errors, "summary": {k: summary.get(k, 0) for k in VERDICTS},
             "seconds": round(sum(r.seconds for r in results), 3)}
 

@@ -62,7 +62,8 @@ class RunResult:
 
     @property
     def failed(self) -> bool:
-        return bool(self.errors) or any(v.verdict == "fail" and not v.known_deviation for v in self.verdicts)
+        hard = [e for e in self.errors if e.kind != "nondeterministic"]
+        return bool(hard) or any(v.verdict == "fail" and not v.known_deviation for v in self.verdicts)
 
     def by_id(self) -> dict[str, Verdict]:
         return {v.requirement.id: v for v in self.verdicts}
@@ -130,6 +131,12 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
             elif isinstance(e, LocalSpecViolation):
                 errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", _notes(e, cls)))
                 progress(f"  HARNESS ERROR {e}")
+            elif type(e).__name__ in ("FlakyStrategyDefinition", "FlakyReplay", "Flaky"):
+                # The implementation behaved differently on replay (an asynchronous VMM): the search stops
+                # here, the verdicts found so far stand, and the report says why it stopped.
+                errors.append(RunError("nondeterministic", f"search stopped: {type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''}", _notes(e, cls)))
+                progress(f"  NOTE the implementation is nondeterministic; search stopped ({type(e).__name__})")
             else:
                 errors.append(RunError("harness", f"{type(e).__name__}: {e}", _notes(e, cls)))
                 progress(f"  HARNESS ERROR {type(e).__name__}: {e}")

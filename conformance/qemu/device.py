@@ -141,6 +141,11 @@ class QemuBalloon:
             self.q.qmp.execute("migrate_cancel")
             self._wait("migration cancel", lambda: self._migration_status() in ("cancelled", "failed"))
 
+    def _ensure_running(self) -> None:
+        """A migration that finished leaves the VM paused (postmigrate); hinting needs it running."""
+        if not (self.q.qmp.execute("query-status") or {}).get("running", False):
+            self.q.qmp.execute("cont")
+
     def _cmd_id(self) -> int:
         return self.read_config(8, 4)
 
@@ -148,6 +153,7 @@ class QemuBalloon:
         """Start a migration (to nowhere, slowly): QEMU publishes a new command ID after its first sync."""
         before = self._cmd_id()
         self._cancel_migration()
+        self._ensure_running()
         self.q.qmp.execute("migrate", uri="exec:cat > /dev/null")
         return self._wait("a new command ID", lambda: (c := self._cmd_id()) >= 2 and c != before and c)
 
@@ -176,6 +182,7 @@ class QemuFactory:
         self.binary, self.device, self.kwargs = binary, device, kwargs
         self.qemu: QemuProcess | None = None
         self.caps: vp.VirtioCaps | None = None
+        self.version: str | None = None  # filled when QEMU starts (QMP query-version)
 
     def __call__(self) -> QemuBalloon:
         if self.qemu is None or not self.qemu.alive:
@@ -188,6 +195,9 @@ class QemuFactory:
             # unable to converge, so a hint round lasts as long as an example needs.
             self.qemu.qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 20, "downtime-limit": 1})
             self.qemu.qmp.execute("cont")
+            v = self.qemu.qmp.execute("query-version") or {}
+            q = v.get("qemu", {})
+            self.version = f"QEMU {q.get('major')}.{q.get('minor')}.{q.get('micro')} {v.get('package', '').strip()}".strip()
         assert self.caps is not None
         return QemuBalloon(self.qemu, self.caps)
 
