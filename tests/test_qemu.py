@@ -96,3 +96,14 @@ def test_real_migration_with_hints_loses_nothing_and_saves_bytes():
     assert plain.normal_pages >= 0.9 * (plain.ram_mib << 8)
     assert hinted.transferred_bytes < 0.5 * plain.transferred_bytes
     assert hinted.normal_pages <= 2 * hinted.ideal_pages
+
+
+def test_malformed_requests_are_recorded_and_qemu_survives():
+    from conformance.qemu.probes import PROBES, run_probes
+
+    results = {r.name: r for r in run_probes()}
+    assert set(results) == set(PROBES)
+    assert all(r.reaction in ("needs-reset", "used", "ignored") for r in results.values()), results
+    # QEMU's get_free_page_hints(): "received an incorrect cmd id" -> virtio_error -> NEEDS_RESET.
+    assert results["3-byte command ID"].reaction == "needs-reset"
+    assert results["descriptor loop"].reaction == "needs-reset"
