@@ -1,5 +1,5 @@
 """Real QEMU (Debian's qemu-system-x86, installed by tools/test) as the device under test: the
-virtio-pci transport over qtest, guest RAM shared through /dev/shm, hint rounds from real migrations.
+virtio-pci transport over qtest, guest RAM shared through a file, hint rounds from real migrations.
 """
 
 import os

@@ -1,7 +1,7 @@
 """A real live migration between two QEMUs, with the reference driver answering free page hints.
 
 The source guest is our reference driver plus a workload, both acting on the source's RAM (shared
-through /dev/shm). Writes the migration must see go through qtest, so QEMU's dirty log records them
+through a file). Writes the migration must see go through qtest, so QEMU's dirty log records them
 (a write through our own mapping would bypass it). Free memory is filled with non-zero bytes first,
 so every page QEMU does not skip costs a full page on the wire.
 

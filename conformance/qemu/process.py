@@ -1,5 +1,8 @@
-"""Start and stop one QEMU for the suite: qtest and QMP sockets, guest RAM shared through a file in
-/dev/shm (so guest memory is our memory, with no copying over qtest), and cleanup that always runs.
+"""Start and stop one QEMU for the suite: qtest and QMP sockets, guest RAM shared through a file
+(so guest memory is our memory, with no copying over qtest), and cleanup that always runs.
+
+The RAM file lives in the run's temporary directory, not /dev/shm: containers often cap /dev/shm at
+64 MiB, and the page cache serves a shared file as well. ``VIRTIO_CONFORMANCE_RAM_DIR`` overrides.
 
 Facts this relies on (Debian 12's QEMU 7.2 and bookworm-backports' 10.0): no qtest accelerator, so
 ``-machine q35 -accel tcg -S -qtest unix:PATH`` with a firmware of HLT bytes; QEMU connects to the
@@ -45,7 +48,8 @@ class QemuProcess:
             raise QemuError(f"QEMU binary {binary!r} not found (install qemu-system-x86 or pass --qemu-binary)")
         self.binary, self.ram_bytes = path, ram_mib << 20
         self.dir = Path(tempfile.mkdtemp(prefix="virtio-conformance-qemu-"))
-        self.ram_path = Path("/dev/shm") / f"{self.dir.name}.ram"
+        ram_dir = Path(os.environ.get("VIRTIO_CONFORMANCE_RAM_DIR", self.dir))
+        self.ram_path = ram_dir / f"{self.dir.name}.ram"
         bios = self.dir / "bios.bin"
         bios.write_bytes(b"\xf4" * 65536)  # HLT: no firmware touches PCI; the suite is the driver
         qtest_path, qmp_path = self.dir / "qtest.sock", self.dir / "qmp.sock"
