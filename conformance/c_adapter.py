@@ -14,6 +14,7 @@ from pathlib import Path
 
 from refmodel.balloon_device import Interrupts
 from refmodel.memory import GuestMemory
+from refmodel.virtq import QueueAddresses
 
 ABI_VERSION = 1
 HEADER = Path(__file__).with_name("c") / "virtio_conformance.h"
@@ -165,3 +166,113 @@ class CDevice:
 def device_factory(path: str | Path) -> Callable[[GuestMemory], CDevice]:
     lib = load(path)
     return lambda mem: CDevice(lib, mem)
+
+
+# -- drivers under test ---------------------------------------------------------------------------------
+CB = ctypes.CFUNCTYPE
+_CALLBACKS = [  # (field, restype, argtypes) of struct vc_transport after ctx, in order
+    ("read_device_features", u64, []), ("write_driver_features", None, [u64]), ("read_status", u8, []),
+    ("write_status", None, [u8]), ("read_config", u32, [u32, u32]), ("write_config", None, [u32, u32, u32]),
+    ("queue_max_size", u16, [u16]), ("enable_queue", None, [u16, u16, u64, u64, u64]),
+    ("notify", None, [u16]), ("alloc_pages", i64, [u32]), ("alloc_page", i64, []), ("free_page", None, [u64]),
+]
+_TYPES = {name: CB(res, P, *args) for name, res, args in _CALLBACKS}
+
+
+class VcTransport(ctypes.Structure):
+    _fields_ = [("ctx", P)] + [(name, _TYPES[name]) for name, _, _ in _CALLBACKS]
+
+
+DRIVER_SIGNATURES: dict[str, tuple[object, list[object]]] = {
+    "vc_driver_new": (P, []),
+    "vc_driver_free": (None, [P]),
+    "vc_driver_probe": (c_int, [P, ctypes.POINTER(VcTransport), P, u64]),
+    "vc_driver_interrupt": (c_int, [P, u32, c_int]),
+    "vc_driver_run": (c_int, [P]),
+}
+
+
+def load_driver(path: str | Path) -> ctypes.CDLL:
+    try:
+        lib = ctypes.CDLL(str(Path(path).resolve()))
+    except OSError as e:
+        raise CAbiError(f"--dut c:{path}: cannot load the library: {e}") from None
+    for name, (restype, argtypes) in DRIVER_SIGNATURES.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise CAbiError(f"--dut c:{path}: the library does not export {name} ({HEADER.name})") from None
+        fn.restype, fn.argtypes = restype, argtypes
+    return lib
+
+
+class CDriver:
+    """A C driver behind the same calls as the reference driver. Callbacks into the reference device
+    cannot raise through C: the first exception is kept and raised when the C call returns."""
+
+    capabilities = frozenset()
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._lib = lib
+        self._drv = lib.vc_driver_new()
+        if not self._drv:
+            raise CDeviceError("vc_driver_new returned NULL")
+        self._exc: BaseException | None = None
+        self._transport: VcTransport | None = None
+
+    def __del__(self) -> None:
+        drv, self._drv = getattr(self, "_drv", None), None
+        if drv:
+            self._lib.vc_driver_free(drv)
+
+    def _cb(self, name: str, fn: Callable[..., object], default: object) -> object:
+        def call(_ctx: object, *args: object) -> object:
+            if self._exc is not None:
+                return default
+            try:
+                result = fn(*args)
+                return default if result is None else result
+            except BaseException as e:  # noqa: BLE001 - carried across the C frame, raised after it
+                self._exc = e
+                return default
+        return _TYPES[name](call)
+
+    def _c(self, rc: int, name: str) -> int:
+        exc, self._exc = self._exc, None
+        if exc is not None:
+            raise exc
+        if rc < 0:
+            raise CDeviceError(f"{name} returned {rc}")
+        return rc
+
+    def probe(self, dev: object, os: object) -> bool:
+        mem = os.mem  # type: ignore[attr-defined]
+
+        def alloc_page() -> int:
+            p = os.alloc_page()  # type: ignore[attr-defined]
+            return -1 if p is None else p
+
+        fns = {
+            "read_device_features": (dev.read_device_features, 0), "write_driver_features": (dev.write_driver_features, None),  # type: ignore[attr-defined]
+            "read_status": (dev.read_status, 0), "write_status": (dev.write_status, None),  # type: ignore[attr-defined]
+            "read_config": (dev.read_config, 0), "write_config": (dev.write_config, None),  # type: ignore[attr-defined]
+            "queue_max_size": (dev.queue_max_size, 0),  # type: ignore[attr-defined]
+            "enable_queue": (lambda i, n, d, a, u: dev.enable_queue(i, n, QueueAddresses(d, a, u)), None),  # type: ignore[attr-defined]
+            "notify": (dev.notify, None), "alloc_pages": (lambda n: os.alloc_contiguous(n), -1),  # type: ignore[attr-defined]
+            "alloc_page": (alloc_page, -1), "free_page": (lambda p: os.free_page(p), None),  # type: ignore[attr-defined]
+        }
+        self._transport = VcTransport(None, *(self._cb(n, *fns[n]) for n, _, _ in _CALLBACKS))
+        return bool(self._c(self._lib.vc_driver_probe(self._drv, ctypes.byref(self._transport), mem.host_pointer(),
+                                                      mem.size), "vc_driver_probe"))
+
+    def interrupt(self, queues: frozenset[int] = frozenset(), config: bool = False) -> None:
+        mask = sum(1 << q for q in queues if q < 32)
+        self._c(self._lib.vc_driver_interrupt(self._drv, mask, int(config)), "vc_driver_interrupt")
+
+    def run(self) -> None:
+        self._c(self._lib.vc_driver_run(self._drv), "vc_driver_run")
+
+
+def driver_factory(path: str | Path) -> Callable[[], CDriver]:
+    lib = load_driver(path)
+    return lambda: CDriver(lib)

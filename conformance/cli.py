@@ -61,7 +61,7 @@ def _targets(args: argparse.Namespace) -> list:
         if args.dut != "reference":
             roles = [r for (n, r) in BUILTIN if n == args.dut]
             if not roles:
-                if args.dut.startswith("c:") or args.dut == "qemu":
+                if args.dut == "qemu":
                     return [resolve(args.dut, "device", qemu_binary=args.qemu_binary)]
                 if ":" in args.dut:
                     raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")

@@ -105,10 +105,11 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None) -> Implement
     if dut.startswith("c:"):
         from .c_adapter import CAbiError, device_factory
 
-        if role != "device":
-            raise DutError(f"--dut {dut!r}: the C ABI covers devices only; use --role device")
+        from .c_adapter import driver_factory
+
+        make = device_factory if role == "device" else driver_factory
         try:
-            return Implementation(dut, role, device_factory(dut[2:]), f"C device from {dut[2:]}")
+            return Implementation(dut, role, make(dut[2:]), f"C {role} from {dut[2:]}")
         except CAbiError as e:
             raise DutError(str(e)) from None
     if ":" not in dut:

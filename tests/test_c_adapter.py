@@ -52,3 +52,33 @@ def test_library_without_the_abi_is_a_one_line_error(tmp_path):
     with pytest.raises(DutError, match="does not export vc_abi_version") as exc:
         resolve(f"c:{lib}", "device")
     assert "\n" not in str(exc.value)
+
+
+DRIVER_SRC = SRC.with_name("example_driver.c")
+
+
+def build_driver(tmp_path, *defines):
+    out = tmp_path / f"libdriver{'_'.join(d.lower() for d in defines)}.so"
+    subprocess.run([shutil.which("cc"), "-shared", "-fPIC", "-O2", "-Wall", "-Werror", *(f"-D{d}" for d in defines),
+                    "-o", str(out), str(DRIVER_SRC)], check=True, capture_output=True, timeout=120)
+    return out
+
+
+def driver_verdicts(lib):
+    res = run(resolve(f"c:{lib}", "driver"), "ci", max_failures=2)
+    assert not res.errors, res.errors
+    return res, {v.requirement.id for v in res.verdicts if v.verdict == "fail"}
+
+
+def test_example_c_driver_passes(tmp_path):
+    res, fails = driver_verdicts(build_driver(tmp_path))
+    assert fails == set()
+    passed = {v.requirement.id for v in res.verdicts if v.verdict == "pass"}
+    assert {"BAL-OP-DRV-11", "BAL-OP-DRV-7", "BAL-OP-D1", "INIT-DRV-1", "SPLIT-DRV-D6"} <= passed
+
+
+@pytest.mark.parametrize("define, req", [("BROKEN_STALE_ACTUAL", "BAL-OP-DRV-11"),
+                                         ("BROKEN_EARLY_REUSE", "BAL-OP-DRV-7")])
+def test_broken_c_driver_fails_with_the_right_requirement(tmp_path, define, req):
+    _, fails = driver_verdicts(build_driver(tmp_path, define))
+    assert fails == {req}

@@ -46,4 +46,36 @@ int vc_hint_done(struct vc_device *dev);
 int vc_hinted_pages(struct vc_device *dev, uint8_t *bitmap, uint64_t bitmap_len);
 int vc_request_stats(struct vc_device *dev);                             /* 1: buffer returned */
 
+/* -- Drivers under test -------------------------------------------------------------------------------
+ * The suite hosts the driver on its reference device. The driver reaches the device, and the guest's
+ * page allocator, only through these callbacks; `ctx` is passed back unchanged. A callback never
+ * fails: if the driver breaks a rule, the reference device records it and the suite reports it.
+ */
+struct vc_transport {
+    void *ctx;
+    uint64_t (*read_device_features)(void *ctx);
+    void (*write_driver_features)(void *ctx, uint64_t features);
+    uint8_t (*read_status)(void *ctx);
+    void (*write_status)(void *ctx, uint8_t status);
+    uint32_t (*read_config)(void *ctx, uint32_t offset, uint32_t size);
+    void (*write_config)(void *ctx, uint32_t offset, uint32_t size, uint32_t value);
+    uint16_t (*queue_max_size)(void *ctx, uint16_t index);
+    void (*enable_queue)(void *ctx, uint16_t index, uint16_t size, uint64_t desc, uint64_t avail,
+                         uint64_t used);
+    void (*notify)(void *ctx, uint16_t index);
+    int64_t (*alloc_pages)(void *ctx, uint32_t count);  /* contiguous guest pages for rings: first page */
+    int64_t (*alloc_page)(void *ctx);                   /* a free page for the balloon, or -1 */
+    void (*free_page)(void *ctx, uint64_t page);        /* give a page back to the guest */
+};
+
+struct vc_driver;
+
+struct vc_driver *vc_driver_new(void);
+void vc_driver_free(struct vc_driver *drv);
+/* Initialize the device (section 3.1.1); 1 if the device is ready, 0 if it refused the features. */
+int vc_driver_probe(struct vc_driver *drv, const struct vc_transport *t, uint8_t *mem, uint64_t mem_size);
+/* The device signalled: bit i = queue i, config = configuration change. Work waits for vc_driver_run. */
+int vc_driver_interrupt(struct vc_driver *drv, uint32_t queues, int config);
+int vc_driver_run(struct vc_driver *drv);
+
 #endif
