@@ -115,6 +115,35 @@ def verdicts_page() -> str:
     return "\n".join(out)
 
 
+def results_page() -> str:
+    import json
+
+    root = Path(__file__).resolve().parents[2] / "results"
+    out = ["Verdicts: committed results", "===========================", "",
+           "Reports committed under ``results/`` (see its README for how to regenerate them), one column per",
+           "report. Only requirements of the role under test are listed.", ""]
+    reports = [(p.stem, json.loads(p.read_text())) for p in sorted(root.glob("*.json"))]
+    if not reports:
+        return "\n".join(out + ["No committed reports.", ""])
+    for name, rep in reports:
+        summary = ", ".join(f"{n} {k}" for k, n in rep.get("summary", {}).items())
+        out += [f"* ``{name}``: {', '.join(str(v) for v in rep.get('versions', {}).values())}; {summary}."]
+    out += ["", ".. list-table::", "   :header-rows: 1", "", "   * - ID", "     - §"]
+    out += [f"     - {name}" for name, _ in reports]
+    ids: dict[str, str] = {}
+    verdicts = [{r["id"]: r for r in rep["requirements"]} for _, rep in reports]
+    for table in verdicts:
+        for req_id, r in table.items():
+            ids.setdefault(req_id, r["section"])
+    for req_id, section in ids.items():
+        out += [f"   * - ``{req_id}``", f"     - {section}"]
+        for table in verdicts:
+            r = table.get(req_id)
+            cell = "" if r is None else r["verdict"] + (" (known deviation)" if r.get("known_deviation") else "")
+            out.append(f"     - {cell}")
+    return "\n".join(out + [""])
+
+
 def proposal_page() -> str:
     root = Path(__file__).resolve().parents[2] / "spec" / "proposal"
     out = ["The proposal to the virtio TC", "=============================", "",
@@ -132,7 +161,8 @@ def generate(app: Any) -> None:
     target = Path(app.srcdir) / "generated"
     target.mkdir(exist_ok=True)
     for name, make in (("diagrams", diagrams), ("catalogue", catalogue_page), ("ambiguities", ambiguities_page),
-                       ("verdicts", verdicts_page), ("proposal", proposal_page)):
+                       ("verdicts", verdicts_page), ("results", results_page),
+                       ("proposal", proposal_page)):
         text = make()
         path = target / f"{name}.rst"
         if not path.exists() or path.read_text() != text:
