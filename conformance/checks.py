@@ -71,6 +71,7 @@ DRIVER_CHECKS: dict[str, str] = {
     "BAL-FPR-DRV-2": "reference device: reported pages poisoned", "BAL-FPR-DRV-3": "invariant: workload pages intact",
     "BAL-FPR-DRV-5": "reference device: whole pages reported",
     "SPLIT-DRV-16": "spurious_interrupt: the driver carries on",
+    "SPLIT-DRV-21": "cycle: a notification follows every publication (no EVENT_IDX)",
     "FEAT-DRV-4": "boot: an undefined offered bit does not stop the driver",
 }
 
@@ -93,7 +94,6 @@ NOT_YET: dict[str, str] = {
     "SPLIT-DRV-18": "the used ring is zeroed at setup by our own memory model before the driver runs",
     "SPLIT-DRV-19": "needs the reference device to write avail_event without EVENT_IDX",
     "SPLIT-DRV-20": "driver notification counting on the reference device is not wired up yet",
-    "SPLIT-DRV-21": "driver notification counting on the reference device is not wired up yet",
     "SPLIT-DRV-22": "needs the reference device to set the lower used flag with EVENT_IDX",
     "SPLIT-DRV-23": "driver notification counting on the reference device is not wired up yet",
     "SPLIT-DRV-24": "driver notification counting on the reference device is not wired up yet",

@@ -51,6 +51,7 @@ class DriverConformance(ConformanceMachine):
         note(f"driver {type(raw).__name__}; device offers {names_of(offered)}; queues of {queue_max}")
         self.left_balloon = 0
         self.done_pending = False
+        self.avail_seen: dict[str, int] = {}
         with self.tolerate():
             ok = self._step(self.drv.probe, self.ref, self.os)
             self._check_negotiation(offered, ok)
@@ -97,7 +98,24 @@ class DriverConformance(ConformanceMachine):
         self._step(self.drv.interrupt, irq.queues, irq.config)
         self._step(self.drv.run)
         self.left_balloon |= before & ~self.ref.ballooned
+        self._check_kicks()
         self._exercised()
+
+    def _check_kicks(self) -> None:
+        """SPLIT-DRV-21: without EVENT_IDX, used flags 0 (the reference device never sets NO_NOTIFY), every
+        publication of new available entries is followed by a notification before the driver stops."""
+        for name, q in self.ref.queues.items():
+            if q.event_idx:
+                continue
+            avail = self.os.mem.read_u16(q.addrs.avail + 2)
+            seen = self.avail_seen.get(name, 0)
+            if avail == seen:
+                continue
+            self.avail_seen[name] = avail
+            if name == "statsq" and seen == 0 and self.ref.kicked_at.get(name) is None:
+                continue  # published before DRIVER_OK, where notifying is forbidden (INIT-DRV-5)
+            self.R.check("SPLIT-DRV-21", self.ref.kicked_at.get(name) == avail,
+                         f"{name}: avail idx {seen}->{avail} with used flags 0 and no notification after it")
 
     def _exercised(self) -> None:
         """The reference device checked every byte the driver sent: name what that traffic covered."""

@@ -572,6 +572,18 @@ class WritesNumPages(BalloonDriver):
         super()._update_actual()
 
 
+class ForgetsToNotify(BalloonDriver):
+    """Publishes inflate and deflate buffers without notifying the device."""
+
+    breaks = "SPLIT-DRV-21"
+
+    def _kick(self, name: str) -> None:
+        if name in ("inflateq", "deflateq"):
+            self.vqs[name].publish()
+            return
+        super()._kick(name)
+
+
 class LoopingChain(BalloonDriver):
     """Makes an inflate descriptor point at itself."""
 
@@ -596,5 +608,5 @@ DEVICE_MUTANTS: tuple[type[BalloonDevice], ...] = (
 DRIVER_MUTANTS: tuple[type[BalloonDriver], ...] = (
     DoubleEcho, MissingStop, LongCommandId, KeepsHintedAfterDone, ReusesReportedEarly, ReportsUnpoisoned,
     NoPoisonWrite, UsesInflatedEarly, DeflatesEarly, StaleActual, TwoStatsBuffers, TwelveByteStats,
-    KicksBeforeDriverOk, AcceptsUnoffered, WritesNumPages, LoopingChain,
+    KicksBeforeDriverOk, AcceptsUnoffered, WritesNumPages, LoopingChain, ForgetsToNotify,
 )

@@ -114,6 +114,7 @@ class BalloonDevice(Sticky):
         self.touched: list[Touch] = []
         self._target_floor = self.target
         self._irq_queues: set[int] = set()
+        self.kicked_at: dict[str, int] = {}  # queue -> avail idx at its last available buffer notification
         self._irq_config = False
         self._reset_error()
 
@@ -202,8 +203,11 @@ class BalloonDevice(Sticky):
     def notify(self, index: int) -> None:
         if not self.status.driver_ok:
             raise PeerSpecViolation("INIT-DRV-5", f"available buffer notification on queue {index} before DRIVER_OK")
-        if self.name_of.get(index) not in self.queues:
+        name = self.name_of.get(index)
+        if name not in self.queues:
             raise PeerSpecViolation("INIT-DRV-5", f"notification for queue {index}, which is not enabled")
+        q = self.queues[name]
+        self.kicked_at[name] = self.mem.read_u16(q.addrs.avail + 2)  # avail idx the driver had published
 
     def take_interrupts(self) -> Interrupts:
         irq = Interrupts(frozenset(self._irq_queues), self._irq_config)
