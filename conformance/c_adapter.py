@@ -56,17 +56,23 @@ class CDeviceError(RuntimeError):
     """A C call returned an error code."""
 
 
-def load(path: str | Path) -> ctypes.CDLL:
+def _load(path: str | Path, signatures: dict[str, tuple[object, list[object]]]) -> ctypes.CDLL:
+    """Load the library and give every symbol of ``signatures`` its exact ctypes types."""
     try:
         lib = ctypes.CDLL(str(Path(path).resolve()))
     except OSError as e:
         raise CAbiError(f"--dut c:{path}: cannot load the library: {e}") from None
-    for name, (restype, argtypes) in SIGNATURES.items():
+    for name, (restype, argtypes) in signatures.items():
         try:
             fn = getattr(lib, name)
         except AttributeError:
             raise CAbiError(f"--dut c:{path}: the library does not export {name} ({HEADER.name})") from None
         fn.restype, fn.argtypes = restype, argtypes
+    return lib
+
+
+def load(path: str | Path) -> ctypes.CDLL:
+    lib = _load(path, SIGNATURES)
     if (v := lib.vc_abi_version()) != ABI_VERSION:
         raise CAbiError(f"--dut c:{path}: ABI version {v}, this suite speaks {ABI_VERSION}")
     return lib
@@ -193,17 +199,7 @@ DRIVER_SIGNATURES: dict[str, tuple[object, list[object]]] = {
 
 
 def load_driver(path: str | Path) -> ctypes.CDLL:
-    try:
-        lib = ctypes.CDLL(str(Path(path).resolve()))
-    except OSError as e:
-        raise CAbiError(f"--dut c:{path}: cannot load the library: {e}") from None
-    for name, (restype, argtypes) in DRIVER_SIGNATURES.items():
-        try:
-            fn = getattr(lib, name)
-        except AttributeError:
-            raise CAbiError(f"--dut c:{path}: the library does not export {name} ({HEADER.name})") from None
-        fn.restype, fn.argtypes = restype, argtypes
-    return lib
+    return _load(path, DRIVER_SIGNATURES)
 
 
 class CDriver:

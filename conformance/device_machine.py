@@ -296,23 +296,10 @@ class DeviceConformance(ConformanceMachine):
                 self.R.saw("SPLIT-DEV-21")
         note(f"driver sends a spurious notification on {name}")
 
-    # -- rules: the guest workload ---------------------------------------------------------------------
-    @precondition(live)
-    @rule(count=st.integers(1, 8), top=st.booleans())
-    def workload_alloc_write(self, count: int, top: bool) -> None:
-        pages = [self.os.workload_alloc_write(top=top) for _ in range(count)]
+    # -- the guest workload (rules in ConformanceMachine) ---------------------------------------------
+    def _written(self, pages: list[int]) -> None:
         for page in pages:
-            if page is not None:
-                self.mark.pop(page, None)  # written after any earlier device ownership ended
-        note(f"workload allocates and writes pages {pages}")
-
-    @precondition(lambda self: live(self) and self.os.workload)
-    @rule(data=st.data())
-    def workload_free(self, data: st.DataObject) -> None:
-        pages = sorted(self.os.workload)  # may differ between replays of an asynchronous implementation,
-        page = pages[data.draw(st.integers(0, 1 << 16)) % len(pages)]  # so draw an index, not a member
-        self.os.workload_free(page)
-        note(f"workload frees page {page}")
+            self.mark.pop(page, None)  # written after any earlier device ownership ended
 
     # -- rules: hinting ------------------------------------------------------------------------------------
     def _hinting(self) -> bool:

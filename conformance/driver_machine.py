@@ -173,19 +173,6 @@ class DriverConformance(ConformanceMachine):
         self._host("set_target", num_pages, cycles=cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
 
-    @precondition(live)
-    @rule(count=st.integers(1, 8), top=st.booleans())
-    def workload_alloc_write(self, count: int, top: bool) -> None:
-        pages = [self.os.workload_alloc_write(top=top) for _ in range(count)]
-        note(f"workload allocates and writes pages {pages}")
-
-    @precondition(lambda self: live(self) and self.os.workload)
-    @rule(data=st.data())
-    def workload_free(self, data: st.DataObject) -> None:
-        pages = sorted(self.os.workload)  # may differ between replays of an asynchronous implementation,
-        page = pages[data.draw(st.integers(0, 1 << 16)) % len(pages)]  # so draw an index, not a member
-        self.os.workload_free(page)
-        note(f"workload frees page {page}")
 
     def _hinting(self) -> bool:
         return live(self) and self.has(F.VIRTIO_BALLOON_F_FREE_PAGE_HINT)

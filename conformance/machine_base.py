@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from hypothesis import note as _note
+from hypothesis import note as _note, strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
@@ -55,6 +55,25 @@ class ConformanceMachine(RuleBasedStateMachine):
             self.R.tolerated_seen.setdefault(e.req_id, str(e))
             note(f"known deviation {e.req_id}; this example ends here")
             self.ended = True
+
+    # -- the guest workload, the same for both roles (``self.os`` is the GuestOS) ---------------------
+    def _written(self, pages: list[int]) -> None:
+        """Hook: the workload just wrote ``pages``."""
+
+    @precondition(lambda self: live(self))
+    @rule(count=st.integers(1, 8), top=st.booleans())
+    def workload_alloc_write(self, count: int, top: bool) -> None:
+        pages = [self.os.workload_alloc_write(top=top) for _ in range(count)]
+        self._written([p for p in pages if p is not None])
+        note(f"workload allocates and writes pages {pages}")
+
+    @precondition(lambda self: live(self) and self.os.workload)
+    @rule(data=st.data())
+    def workload_free(self, data: st.DataObject) -> None:
+        pages = sorted(self.os.workload)  # may differ between replays of an asynchronous implementation,
+        page = pages[data.draw(st.integers(0, 1 << 16)) % len(pages)]  # so draw an index, not a member
+        self.os.workload_free(page)
+        note(f"workload frees page {page}")
 
     @precondition(lambda self: self.ended or not getattr(self, "booted", False))
     @rule()

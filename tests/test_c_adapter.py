@@ -1,5 +1,5 @@
-"""The C ABI: an example C device, built here with the system cc, passes the suite; its broken
-variants fail naming the requirement they break; a bad library is a one-line error."""
+"""The C ABI: an example C device and an example C driver, built here with the system cc, pass the
+suite; their broken variants fail naming the requirement they break; a bad library is a one-line error."""
 
 import shutil
 import subprocess
@@ -13,17 +13,17 @@ from conformance.runner import run
 SRC = Path(__file__).resolve().parents[1] / "conformance" / "c" / "example_device.c"
 
 
-def build(tmp_path, *defines):
+def build(tmp_path, *defines, src=SRC):
     cc = shutil.which("cc")
     assert cc, "tools/test installs a C compiler"
-    out = tmp_path / f"lib{'_'.join(d.lower() for d in defines) or 'example'}.so"
+    out = tmp_path / f"lib{src.stem}{''.join('_' + d.lower() for d in defines)}.so"
     subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", *(f"-D{d}" for d in defines),
-                    "-o", str(out), str(SRC)], check=True, capture_output=True, timeout=120)
+                    "-o", str(out), str(src)], check=True, capture_output=True, timeout=120)
     return out
 
 
-def verdicts(lib):
-    res = run(resolve(f"c:{lib}", "device"), "ci", max_failures=2)
+def verdicts(lib, role="device"):
+    res = run(resolve(f"c:{lib}", role), "ci", max_failures=2)
     assert not res.errors, res.errors
     return res, {v.requirement.id for v in res.verdicts if v.verdict == "fail"}
 
@@ -57,21 +57,8 @@ def test_library_without_the_abi_is_a_one_line_error(tmp_path):
 DRIVER_SRC = SRC.with_name("example_driver.c")
 
 
-def build_driver(tmp_path, *defines):
-    out = tmp_path / f"libdriver{'_'.join(d.lower() for d in defines)}.so"
-    subprocess.run([shutil.which("cc"), "-shared", "-fPIC", "-O2", "-Wall", "-Werror", *(f"-D{d}" for d in defines),
-                    "-o", str(out), str(DRIVER_SRC)], check=True, capture_output=True, timeout=120)
-    return out
-
-
-def driver_verdicts(lib):
-    res = run(resolve(f"c:{lib}", "driver"), "ci", max_failures=2)
-    assert not res.errors, res.errors
-    return res, {v.requirement.id for v in res.verdicts if v.verdict == "fail"}
-
-
 def test_example_c_driver_passes(tmp_path):
-    res, fails = driver_verdicts(build_driver(tmp_path))
+    res, fails = verdicts(build(tmp_path, src=DRIVER_SRC), "driver")
     assert fails == set()
     passed = {v.requirement.id for v in res.verdicts if v.verdict == "pass"}
     assert {"BAL-OP-DRV-11", "BAL-OP-DRV-7", "BAL-OP-D1", "INIT-DRV-1", "SPLIT-DRV-D6"} <= passed
@@ -80,5 +67,5 @@ def test_example_c_driver_passes(tmp_path):
 @pytest.mark.parametrize("define, req", [("BROKEN_STALE_ACTUAL", "BAL-OP-DRV-11"),
                                          ("BROKEN_EARLY_REUSE", "BAL-OP-DRV-7")])
 def test_broken_c_driver_fails_with_the_right_requirement(tmp_path, define, req):
-    _, fails = driver_verdicts(build_driver(tmp_path, define))
+    _, fails = verdicts(build(tmp_path, define, src=DRIVER_SRC), "driver")
     assert fails == {req}

@@ -149,7 +149,8 @@ def proposal_page() -> str:
     out = ["The proposal to the virtio TC", "=============================", "",
            "A ``git format-patch`` series against the virtio 1.4 balloon section, built by",
            "``python -m spec.proposal.build`` from ``spec/proposal/edits.py``. Each new normative sentence is",
-           "marked with its catalogue ID (profile ``proposal`` in :doc:`catalogue`). Send with",
+           "marked with its catalogue ID (profile ``proposal`` in :doc:`catalogue`). The ``Fixes:`` lines say that",
+           "no virtio-spec issue has been opened yet: open one, rebuild with ``--fixes URL``, then send with",
            "``git send-email spec/proposal/*.patch``.", ""]
     for patch in sorted(root.glob("0*.patch")):
         out += [patch.name, "-" * len(patch.name), "", f".. literalinclude:: ../../spec/proposal/{patch.name}",

@@ -1,15 +1,19 @@
-"""Build the proposal patch series: ``python -m spec.proposal.build [UPSTREAM_DIR]``.
+"""Build the proposal patch series: ``python -m spec.proposal.build [--fixes URL] [UPSTREAM_DIR]``.
 
 Applies the edits of ``edits.py`` to a scratch copy of the upstream virtio 1.4 files (read from
 ../shared/reference/virtio-spec-1.4 by default, never stored here) and writes ``git format-patch``
 files next to this module, with the cover letter.
+
+The virtio TC asks for a ``Fixes:`` line naming the GitHub issue a change resolves. No issue has been
+opened for this series yet, so the committed patches carry :data:`FIXES_UNFILED`, which says so in
+place of a URL; once the issue exists, rebuild with ``--fixes https://github.com/oasis-tcs/virtio-spec/issues/N``.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +30,8 @@ class ProposalError(RuntimeError):
     """An edit no longer matches the upstream text (one line, naming the commit and file)."""
 
 
+#: Stands in the Fixes: line until the virtio-spec issue for this series is opened (see the docstring).
+FIXES_UNFILED = "virtio-spec issue not yet opened; rebuild with --fixes URL"
 DATE = "2026-11-26T12:00:00+00:00"  # fixed, so a rebuild gives byte-identical patches
 ENV = {"GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE, "PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
        "GIT_CONFIG_NOSYSTEM": "1"}
@@ -51,7 +57,7 @@ QEMU 7.2 (Debian 12) over qtest, real migrations included. Each new normative se
 carries a requirement ID in a comment, for review; the IDs are not meant to be
 merged.
 
-Fixes: https://github.com/oasis-tcs/virtio-spec/issues/XXX
+Fixes: {fixes}
 
 {stat}
 """
@@ -62,7 +68,7 @@ def _git(repo: Path, *args: str) -> str:
                           env=ENV).stdout
 
 
-def build(upstream: Path = DEFAULT_UPSTREAM, out: Path = HERE) -> list[Path]:
+def build(upstream: Path = DEFAULT_UPSTREAM, out: Path = HERE, fixes: str = FIXES_UNFILED) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         for f in FILES:
@@ -77,18 +83,26 @@ def build(upstream: Path = DEFAULT_UPSTREAM, out: Path = HERE) -> list[Path]:
                 if text.count(old) != 1:
                     raise ProposalError(f"{c['slug']}: the text to replace occurs {text.count(old)} times in {f}")
                 (repo / f).write_text(text.replace(old, new))
-            _git(repo, "commit", "-q", "-a", "-m", f"{c['subject']}\n\n{c['body']}\nFixes: https://github.com/oasis-tcs/virtio-spec/issues/XXX\n")
+            _git(repo, "commit", "-q", "-a", "-m", f"{c['subject']}\n\n{c['body']}\nFixes: {fixes}\n")
         for old in out.glob("0*.patch"):
             old.unlink()
         base = "HEAD~%d" % len(COMMITS)
         _git(repo, "format-patch", "-q", "--no-signature", "--zero-commit", "-o", str(out), base)
         summary = "".join(f"  {i}. {c['subject']}\n" for i, c in enumerate(COMMITS, 1))
         stat = _git(repo, "diff", "--stat", base, "HEAD")
-        (out / "0000-cover-letter.patch").write_text(COVER.format(n=len(COMMITS), summary=summary, stat=stat))
+        (out / "0000-cover-letter.patch").write_text(COVER.format(n=len(COMMITS), summary=summary, stat=stat,
+                                                                  fixes=fixes))
     return sorted(out.glob("0*.patch"))  # cover letter first
 
 
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Build the proposal patch series.")
+    p.add_argument("upstream", nargs="?", type=Path, default=DEFAULT_UPSTREAM, help="virtio 1.4 checkout")
+    p.add_argument("--fixes", default=FIXES_UNFILED, help="URL of the virtio-spec GitHub issue")
+    args = p.parse_args(argv)
+    for patch in build(args.upstream, fixes=args.fixes):
+        print(patch.name)
+
+
 if __name__ == "__main__":
-    upstream = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_UPSTREAM
-    for p in build(upstream):
-        print(p.name)
+    main()
