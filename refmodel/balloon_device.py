@@ -84,7 +84,8 @@ class BalloonDevice(Sticky):
         self.numbering = numbering
         self.queue_max = dict(DEFAULT_QUEUE_MAX if queue_max is None else queue_max)
         self.first_cmd_id = first_cmd_id
-        self.n_pages = mem.size // BALLOON_PAGE_SIZE
+        # PFNs are guest-physical: memory may start above 0 (vhost-user maps the guest's one region).
+        self.n_pages = mem.end // BALLOON_PAGE_SIZE
         # Which transport index is which queue; an absent queue has no index (AMB-VQ-NUMBERING).
         self.target = 0
         self._reset_state()
@@ -297,12 +298,14 @@ class BalloonDevice(Sticky):
                 used = handler(chain)
                 if used is not None:
                     q.add_used(chain.head, used)
+            q.set_avail_notifications(True)  # avail_event = next index: a kick-driven VMM needs the kick
             self._signal(name)
         # Deflates made available from now on were decided under the current target at the lowest.
         self._target_floor = self.target
         if self.hint is not None:
             before = self.config.generation
-            self.hint.process()  # a driver STOP ending the round publishes STOP (AMB-FPH-ROUND-END)
+            self.hint.process()
+            self.queues["free_page_vq"].set_avail_notifications(True)  # a driver STOP ending the round publishes STOP (AMB-FPH-ROUND-END)
             self._config_changed(before)
             self._signal("free_page_vq")
 
@@ -317,7 +320,7 @@ class BalloonDevice(Sticky):
         data = chain.read_all(self.mem)
         pfns = [p for (p,) in _PFN.iter_unpack(data)]
         for p in pfns:
-            if p >= self.n_pages:
+            if not self.mem.contains(p << VIRTIO_BALLOON_PFN_SHIFT, BALLOON_PAGE_SIZE):
                 raise PeerSpecViolation("BAL-OP-D1", f"{queue} PFN {p:#x} is outside guest memory")
         return pfns
 
