@@ -119,6 +119,8 @@ class Recorder:
     exercised: set[str] = attrs.Factory(set)
     tolerated_seen: dict[str, str] = attrs.Factory(dict)
     features: int = 0  # feature bits in play in some example (offered by a device, accepted by a driver)
+    #: What the implementation chose where the spec leaves a choice (e.g. queue numbering), by topic.
+    observations: dict[str, set[str]] = attrs.Factory(dict)
 
     def check(self, req_id: str, ok: bool, detail: str = "") -> None:
         """Record that ``req_id`` was checked; raise its peer violation if ``ok`` is false.
@@ -135,6 +137,13 @@ class Recorder:
 
     def saw(self, req_id: str) -> None:
         self.exercised.add(req_id)
+
+    def narrow(self, topic: str, candidates: set[str]) -> None:
+        """The implementation's choice on ``topic`` is one of ``candidates`` (kept: what every example fits)."""
+        if topic in self.observations:
+            self.observations[topic] &= candidates
+        else:
+            self.observations[topic] = set(candidates)
 
 
 def fail(req_id: str, detail: str) -> NoReturn:

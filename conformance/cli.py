@@ -36,6 +36,11 @@ def load_known_deviations(path: str | None) -> frozenset[str]:
     return frozenset(ids)
 
 
+#: Real implementations the suite starts itself (they need a binary, so they are not in BUILTIN).
+EXTERNAL = (("qemu", "device", "QEMU's virtio-balloon-pci over qtest (--qemu-binary)"),
+            ("linux", "driver", "Linux's virtio_balloon in a User-Mode Linux guest, over vhost-user (--uml-binary)"))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="virtio-conformance",
                                 description="Check a virtio-balloon device or driver against the reference model.")
@@ -49,9 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--junit", type=Path, help="write JUnit XML here")
     r.add_argument("--known-deviations", help="file of requirement IDs whose failures do not fail the run")
-    r.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per call into the implementation")
+    r.add_argument("--timeout", type=float, default=None,
+                   help="seconds allowed per call into the implementation (default: 10; 90 for --dut linux)")
     r.add_argument("--max-failures", type=int, default=8, help="stop after this many distinct failures")
     r.add_argument("--qemu-binary", help="QEMU to test with --dut qemu (default: qemu-system-x86_64 on PATH)")
+    r.add_argument("--uml-binary", help="User-Mode Linux kernel for --dut linux (default: /usr/bin/linux.uml)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -63,12 +70,14 @@ def _targets(args: argparse.Namespace) -> list:
             if not roles:
                 if args.dut == "qemu":
                     return [resolve(args.dut, "device", qemu_binary=args.qemu_binary)]
+                if args.dut == "linux":
+                    return [resolve(args.dut, "driver", uml_binary=args.uml_binary)]
                 if ":" in args.dut:
                     raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")
                 raise DutError(f"--dut {args.dut!r}: no such implementation (see 'virtio-conformance list')")
             return [resolve(args.dut, roles[0])]
         return [resolve("reference", "device"), resolve("reference", "driver")]
-    return [resolve(args.dut, args.role, qemu_binary=args.qemu_binary)]
+    return [resolve(args.dut, args.role, qemu_binary=args.qemu_binary, uml_binary=args.uml_binary)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             for (name, role), impl in sorted(BUILTIN.items(), key=lambda kv: (kv[0][0] != "reference", kv[0])):
                 breaks = f"  [breaks {', '.join(impl.breaks)}]" if impl.breaks else ""
                 print(f"{name:42} {role:7} {impl.description}{breaks}")
+            for name, role, what in EXTERNAL:
+                print(f"{name:42} {role:7} {what}")
             return 0
         known = load_known_deviations(args.known_deviations)
         impls = _targets(args)

@@ -39,6 +39,7 @@ class Implementation:
     factory: Callable[..., Any]
     description: str
     breaks: tuple[str, ...] = ()  # for mutants: the requirement(s) it is built to break
+    machine: type | None = None  # a machine of its own (a real guest); else the role's machine
 
 
 def _kebab(name: str) -> str:
@@ -86,7 +87,7 @@ def _load_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def resolve(dut: str, role: str, *, qemu_binary: str | None = None) -> Implementation:
+def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: str | None = None) -> Implementation:
     if role not in ROLES:
         raise DutError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
     if (dut, role) in BUILTIN:
@@ -102,6 +103,18 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None) -> Implement
         except QemuError as e:
             raise DutError(f"--dut qemu: {e}") from None
         return Implementation("qemu", "device", factory, f"QEMU virtio-balloon-pci ({qemu_binary or 'from PATH'})")
+    if dut == "linux":
+        from .linux.adapter import LinuxFactory
+        from .linux.guest import GuestError
+        from .linux.machine import LinuxDriverConformance
+
+        if role != "driver":
+            raise DutError("--dut linux is a driver; use --role driver")
+        try:
+            factory = LinuxFactory(uml_binary)
+        except GuestError as e:
+            raise DutError(f"--dut linux: {e}") from None
+        return Implementation("linux", "driver", factory, factory.version, machine=LinuxDriverConformance)
     if dut.startswith("c:"):
         from .c_adapter import CAbiError, device_factory
 
@@ -131,7 +144,7 @@ def machine_for(impl: Implementation) -> type[ConformanceMachine]:
     existing = globals().get(name)
     if isinstance(existing, type) and getattr(existing, "implementation", None) == impl:
         return existing
-    base = DeviceConformance if impl.role == "device" else DriverConformance
+    base = impl.machine or (DeviceConformance if impl.role == "device" else DriverConformance)
     cls = type(name, (base,), {"factory": staticmethod(impl.factory), "implementation": impl,
                                "__module__": __name__, "__doc__": f"{base.__doc__}\n\nUnder test: {impl.description}"})
     globals()[name] = cls

@@ -44,7 +44,9 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
                 for r in results}
     return {"implementation": "+".join(names), "role": roles, "profile": results[0].profile if results else "",
             "versions": versions,
-            "requirements": reqs, "errors": errors, "summary": {k: summary.get(k, 0) for k in VERDICTS},
+            "requirements": reqs, "errors": errors,
+            "observations": {f"{r.implementation.name}: {k}" if len(results) > 1 else k: list(v)
+                             for r in results for k, v in r.observations.items()}, "summary": {k: summary.get(k, 0) for k in VERDICTS},
             "seconds": round(sum(r.seconds for r in results), 3)}
 
 

@@ -59,6 +59,7 @@ class RunResult:
     errors: tuple[RunError, ...]
     seconds: float
     searches: int
+    observations: dict[str, tuple[str, ...]] = attrs.Factory(dict)
 
     @property
     def failed(self) -> bool:
@@ -102,6 +103,9 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
     if timeout is not None:
         cls.timeout = timeout
     settings = profile(profile_name)
+    scaled = getattr(impl.factory, "profiles", {}).get(profile_name)
+    if scaled:  # a slow implementation (a booted guest per example) runs fewer, shorter examples
+        settings = type(settings)(settings, **scaled)
     failures: dict[str, Failure] = {}
     errors: list[RunError] = []
     total = Recorder()
@@ -143,6 +147,8 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
         finally:
             total.exercised |= rec.exercised
             total.features |= rec.features
+            for topic, values in rec.observations.items():
+                total.narrow(topic, values)
             for k, v in rec.tolerated_seen.items():
                 total.tolerated_seen.setdefault(k, v)
         break
@@ -161,7 +167,10 @@ def _applicable(r: Requirement, features: int) -> bool:
 
 
 def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: frozenset[str],
-             capabilities_missing: bool = False) -> tuple[Verdict, ...]:
+             capabilities_missing: bool = False, unobservable: dict[str, str] | None = None) -> tuple[Verdict, ...]:
+    """One verdict per requirement of ``role``. ``unobservable``: requirements the adapter's transport
+    hides from the reference peer (with why); they are not-checkable for this implementation."""
+    unobservable = unobservable or {}
     checks = DEVICE_CHECKS if role == "device" else DRIVER_CHECKS
     out = []
     for r in catalogue().values():
@@ -175,6 +184,8 @@ def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: froz
             out.append(Verdict(r, "not-applicable", "transitional (legacy) interface: not modelled"))
         elif not r.checkable:
             out.append(Verdict(r, "not-checkable", r.reason))
+        elif r.id in unobservable:
+            out.append(Verdict(r, "not-checkable", f"with this adapter: {unobservable[r.id]}"))
         elif not _applicable(r, rec.features):
             out.append(Verdict(r, "not-applicable", f"needs {' + '.join(r.features)}, never in play"))
         elif r.id in rec.exercised:
@@ -193,5 +204,8 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: fro
     start = time.perf_counter()
     failures, errors, rec, searches = search(impl, profile_name, known_deviations=known_deviations,
                                              progress=progress, timeout=timeout, max_failures=max_failures)
-    return RunResult(impl, profile_name, verdicts(impl.role, failures, rec, known_deviations), tuple(errors),
-                     time.perf_counter() - start, searches)
+    hidden = getattr(machine_for(impl), "unobservable", None)
+    return RunResult(impl, profile_name, verdicts(impl.role, failures, rec, known_deviations, unobservable=hidden),
+                     tuple(errors),
+                     time.perf_counter() - start, searches,
+                     {k: tuple(sorted(v)) for k, v in sorted(rec.observations.items())})

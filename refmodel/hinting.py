@@ -116,6 +116,7 @@ class FreePageHintDevice(Sticky):
         self.echoed: set[int] = set()  # IDs the driver has echoed (BAL-FPH-DRV-3)
         self.accept_stale = accept_stale
         self.applied_pages = 0
+        self.received_pages = 0  # pages in every hint buffer, applied or not (the driver holds them)
         self.ignored_hints = 0
         self.config_notifications = 0
 
@@ -179,6 +180,7 @@ class FreePageHintDevice(Sticky):
             if self.tag is None:
                 raise PeerSpecViolation("BAL-FPH-DRV-2", "hint buffer not preceded by a command ID out-buffer")
             pages = hinted_pages(chain, self.n_pages)
+            self.received_pages += pages.bit_count()
             if self.accept_stale or (self.state is DS.ACTIVE and self.tag == self.cmd_id):
                 self.applied_pages += pages.bit_count()
                 self.apply(pages)

@@ -25,7 +25,8 @@ BUSYBOX = "/bin/busybox"
 MARK = "@@"
 
 #: The guest agent. Each command line is "SEQ CMD ARGS"; every reply line starts with @@, the last is
-#: "@@END SEQ RC". Workload files live in a tmpfs, so they are guest RAM the device must not touch.
+#: "@@END SEQ RC". Workload files live in a tmpfs, so they are guest RAM the device must not touch; each
+#: starts with "VCMARK-NAME\n", so a test can find the file's first page in guest memory.
 AGENT = r"""#!/bin/sh
 export PATH=/bin
 mount -t devtmpfs dev /dev 2>/dev/null
@@ -43,7 +44,7 @@ while read -r seq cmd a b; do
     device) d=$(dev); if [ -n "$d" ]; then
               echo "@@STATUS $(cat $d/status)"; echo "@@FEATURES $(cat $d/features)"
               echo "@@DRIVER $(basename "$(readlink $d/driver 2>/dev/null)")"; else rc=1; fi ;;
-    alloc) dd if=/dev/urandom of=/w/$a bs=4096 count=$b 2>/dev/null && md5sum /w/$a > /w/$a.md5 || rc=$? ;;
+    alloc) { echo "VCMARK-$a"; dd if=/dev/urandom bs=4096 count=$b 2>/dev/null; } > /w/$a && md5sum /w/$a > /w/$a.md5 || rc=$? ;;
     free) rm -f /w/$a /w/$a.md5 ;;
     verify) for f in /w/*.md5; do [ -e "$f" ] || continue; md5sum -c -s "$f" || { echo "@@BAD ${f%.md5}"; rc=1; }; done ;;
     meminfo) while read -r k v u; do case "$k" in MemTotal:|MemFree:) echo "@@MEM $k $v";; esac; done </proc/meminfo ;;
@@ -131,10 +132,11 @@ class Reply:
 class Guest:
     """One UML process. The console is polled by the caller's loop (:meth:`feed`), never blocked on."""
 
-    def __init__(self, workdir: str, socket_path: str, *, mem_mib: int = 96, init_on_free: bool = False,
+    def __init__(self, workdir: str, socket_path: str, *, mem_mib: int = 256, init_on_free: bool = False,
                  uml: str = UML_BINARY) -> None:
         self.root = build_root(uml)
         self.workdir = workdir
+        self.mem_mib = mem_mib
         self.log_path = os.path.join(workdir, "console.log")
         self.log = open(self.log_path, "wb")
         args = [uml, f"mem={mem_mib}M", "root=/dev/root", "rootfstype=hostfs", f"rootflags={self.root}", "ro",

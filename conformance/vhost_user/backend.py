@@ -208,6 +208,8 @@ class VhostUserBackend:
     def _on_set_features(self, payload: bytes, fds: list[int]) -> None:
         value = P.parse_u64_untrusted("SET_FEATURES", payload)
         self.driver_features = value & ~P.F_PROTOCOL_FEATURES
+        if self.device is not None:  # after the replayed FEATURES_OK: the device judges it (INIT-DRV-3)
+            self._device_call(lambda: self.device.write_driver_features(self.driver_features))
         # Rings start disabled only when PROTOCOL_FEATURES is acked (Linux 6.1 drops the bit on the
         # second write, after the driver's validate(), and never sends SET_VRING_ENABLE).
         self.rings_start_enabled = not value & P.F_PROTOCOL_FEATURES
@@ -324,6 +326,8 @@ class VhostUserBackend:
 
     def _on_vring_kick(self, payload: bytes, fds: list[int]) -> None:
         index, _ = P.parse_vring_state_untrusted("VRING_KICK", payload)
+        if self.rings_start_enabled:  # in-band: no SET_VRING_KICK ever comes, the first kick starts it
+            self._enable(index)
         self._kick(index)
 
     # config
@@ -377,6 +381,10 @@ class VhostUserBackend:
         """The guest shows DRIVER_OK: tell the device, then hand it the kicks it was not yet allowed."""
         if self.device is None or self.ready:
             return
+        if self.rings_start_enabled:  # rings the driver set up but never kicked (in-band notifications)
+            for index, v in sorted(self.vrings.items()):
+                if v.addr is not None:
+                    self._enable(index)
         status = self._device_call(self.device.read_status, 0)
         self._device_call(lambda: self.device.write_status(status | DeviceStatus.DRIVER_OK))
         self.ready = True
