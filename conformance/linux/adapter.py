@@ -137,6 +137,11 @@ class LinuxDriver:
         self._pump(lambda: time.monotonic() - self.backend.last_traffic >= self.quiet  # type: ignore[union-attr]
                    or time.monotonic() - start >= RUN_LIMIT, RUN_LIMIT + 5, "run")
 
+    def serve(self, seconds: float) -> None:
+        """Serve the guest for ``seconds`` whatever it does."""
+        end = time.monotonic() + seconds
+        self._pump(lambda: time.monotonic() >= end, seconds + 5, "serve")
+
     def meminfo(self) -> dict[str, int]:
         """MemTotal and MemFree in bytes, as the guest sees them."""
         out = {}
@@ -162,7 +167,7 @@ class LinuxFactory:
     #: Fewer, shorter examples than the in-process profiles: every example boots a kernel.
     profiles = {"dev": {"max_examples": 4, "stateful_step_count": 10},
                 "ci": {"max_examples": 8, "stateful_step_count": 12},
-                "nightly": {"max_examples": 150, "stateful_step_count": 40}}
+                "nightly": {"max_examples": 40, "stateful_step_count": 25}}
 
     def __init__(self, uml: str | None = None) -> None:
         from .guest import build_root, kernel_release

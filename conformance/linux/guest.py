@@ -148,6 +148,12 @@ class Guest:
         env = dict(os.environ, TMPDIR=workdir)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      cwd=workdir, env=env, start_new_session=True)
+        # UML's helper processes outlive a killed kernel process, and nothing of ours runs if this process
+        # is killed. A watcher kills the guest's process group once its pipe from us reads EOF.
+        death_r, self._death_w = os.pipe()
+        subprocess.Popen(["/bin/sh", "-c", f"read -r _ <&{death_r}; kill -9 -{self.proc.pid} 2>/dev/null",
+                          "watch"], stdin=subprocess.DEVNULL, pass_fds=(death_r,), start_new_session=True)
+        os.close(death_r)
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         self._buf = b""
@@ -224,6 +230,10 @@ class Guest:
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            os.close(self._death_w)
+        except OSError:
             pass
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:

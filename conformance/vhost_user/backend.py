@@ -30,7 +30,7 @@ from refmodel.memory import GuestMemory
 from refmodel.virtq import QueueAddresses
 
 from . import protocol as P
-from .protocol import Request, VhostUserProtocolError
+from .protocol import VhostUserProtocolError
 
 MAX_FDS = 8
 _STATUS_FOK = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK
