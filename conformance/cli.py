@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dut", default="reference", help="built-in name or module:factory (default: reference)")
     r.add_argument("--role", choices=("device", "driver"),
                    help="which side is under test (default: both, for the reference implementations)")
+    r.add_argument("--level", default="balloon", choices=("balloon", "virtqueue"),
+                   help="balloon: a whole device or driver; virtqueue: one split virtqueue implementation, "
+                        "checked on the SPLIT-* requirements (default: balloon)")
     r.add_argument("--profile", default="ci", choices=("dev", "ci", "nightly"))
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--junit", type=Path, help="write JUnit XML here")
@@ -64,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _targets(args: argparse.Namespace) -> list:
+    if args.level == "virtqueue":
+        roles = [args.role] if args.role else ["device", "driver"]
+        if args.role is None and args.dut not in ("reference", "virtq-reference"):
+            known = [r for (n, r) in BUILTIN if n == args.dut]
+            if not known:
+                raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")
+            roles = known
+        return [resolve(args.dut, r, level="virtqueue") for r in roles]
     if args.role is None:
         if args.dut != "reference":
             roles = [r for (n, r) in BUILTIN if n == args.dut]

@@ -26,7 +26,7 @@ from refmodel.virtq import virtq_need_event
 
 from .checks import RING_DEVICE_CHECKS
 from .harness import Guarded, ImplementationError
-from .machine_base import ConformanceMachine, live, note
+from .machine_base import GuestMachine, live, note
 
 F = Feature
 OPTIONAL = (F.VIRTIO_BALLOON_F_MUST_TELL_HOST, F.VIRTIO_BALLOON_F_STATS_VQ, F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
@@ -40,7 +40,7 @@ CYCLES = st.integers(0, 3)  # device/driver cycles after a host action
 OWED_LOOKS = 3  # interrupt collections an asynchronous device gets to deliver a due notification
 
 
-class DeviceConformance(ConformanceMachine):
+class DeviceConformance(GuestMachine):
     """Subclass with ``factory = staticmethod(lambda mem: device)``; see :mod:`conformance.registry`."""
 
     # -- boot -------------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ class DeviceConformance(ConformanceMachine):
                 self.R.saw("SPLIT-DEV-21")
         note(f"driver sends a spurious notification on {name}")
 
-    # -- the guest workload (rules in ConformanceMachine) ---------------------------------------------
+    # -- the guest workload (rules in GuestMachine) --------------------------------------------------
     def _written(self, pages: list[int]) -> None:
         for page in pages:
             self.mark.pop(page, None)  # written after any earlier device ownership ended

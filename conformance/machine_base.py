@@ -56,7 +56,16 @@ class ConformanceMachine(RuleBasedStateMachine):
             note(f"known deviation {e.req_id}; this example ends here")
             self.ended = True
 
-    # -- the guest workload, the same for both roles (``self.os`` is the GuestOS) ---------------------
+    @precondition(lambda self: self.ended or not getattr(self, "booted", False))
+    @rule()
+    def idle(self) -> None:
+        """Nothing happens (keeps a rule available after a known deviation ended the example)."""
+        note("idle")
+
+
+class GuestMachine(ConformanceMachine):
+    """A machine with a guest: the workload rules, the same for both roles (``self.os`` is the GuestOS)."""
+
     def _written(self, pages: list[int]) -> None:
         """Hook: the workload just wrote ``pages``."""
 
@@ -74,12 +83,6 @@ class ConformanceMachine(RuleBasedStateMachine):
         page = pages[data.draw(st.integers(0, 1 << 16)) % len(pages)]  # so draw an index, not a member
         self.os.workload_free(page)
         note(f"workload frees page {page}")
-
-    @precondition(lambda self: self.ended or not getattr(self, "booted", False))
-    @rule()
-    def idle(self) -> None:
-        """Nothing happens (keeps a rule available after a known deviation ended the example)."""
-        note("idle")
 
 
 def live(self: ConformanceMachine) -> bool:

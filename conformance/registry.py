@@ -20,10 +20,14 @@ import attrs
 from refmodel.balloon_device import BalloonDevice
 from refmodel.balloon_driver import BalloonDriver
 
-from . import mutants
+from refmodel.virtq_device import SplitQueueDevice
+from refmodel.virtq_driver import SplitQueueDriver
+
+from . import mutants, virtq_mutants
 from .device_machine import DeviceConformance
 from .driver_machine import DriverConformance
 from .machine_base import ConformanceMachine
+from .virtq_machines import DeviceQueueConformance, DriverQueueConformance
 
 ROLES = ("device", "driver")
 
@@ -57,6 +61,19 @@ def _builtins() -> dict[tuple[str, str], Implementation]:
         ("reference", "driver"): Implementation("reference", "driver", lambda: BalloonDriver(),
                                                 "the reference driver (refmodel.balloon_driver)"),
     }
+    # Virtqueue level: one split virtqueue implementation, checked on SPLIT-* only.
+    out["virtq-reference", "device"] = Implementation(
+        "virtq-reference", "device", SplitQueueDevice, "the reference device-side split virtqueue "
+        "(refmodel.virtq_device)", machine=DeviceQueueConformance)
+    out["virtq-reference", "driver"] = Implementation(
+        "virtq-reference", "driver", SplitQueueDriver, "the reference driver-side split virtqueue "
+        "(refmodel.virtq_driver)", machine=DriverQueueConformance)
+    for role, group, machine in (("device", virtq_mutants.DEVICE_QUEUE_MUTANTS, DeviceQueueConformance),
+                                 ("driver", virtq_mutants.DRIVER_QUEUE_MUTANTS, DriverQueueConformance)):
+        for cls in group:
+            name = f"virtq-mutant-{_kebab(cls.__name__)}"
+            out[name, role] = Implementation(name, role, cls, (cls.__doc__ or "").strip(), _ids(cls.breaks),
+                                             machine=machine)
     for cls in mutants.DEVICE_MUTANTS:
         name = f"mutant-{_kebab(cls.__name__)}"
         out[name, "device"] = Implementation(name, "device", cls, (cls.__doc__ or "").strip(), _ids(cls.breaks))
@@ -87,9 +104,28 @@ def _load_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: str | None = None) -> Implementation:
+LEVELS = ("balloon", "virtqueue")
+
+
+def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: str | None = None,
+            level: str = "balloon") -> Implementation:
     if role not in ROLES:
         raise DutError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
+    if level not in LEVELS:
+        raise DutError(f"--level {level!r}: expected one of {', '.join(LEVELS)}")
+    if level == "virtqueue":
+        if dut == "reference":
+            dut = "virtq-reference"
+        if (dut, role) in BUILTIN:
+            impl = BUILTIN[dut, role]
+            if impl.machine not in (DeviceQueueConformance, DriverQueueConformance):
+                raise DutError(f"--dut {dut!r} is a balloon {role}, not a virtqueue")
+            return impl
+        if ":" not in dut or dut.startswith("c:"):
+            raise DutError(f"--dut {dut!r}: a virtqueue under test is a built-in virtq-* name or module:factory")
+        machine = DeviceQueueConformance if role == "device" else DriverQueueConformance
+        return Implementation(dut, role, _load_factory(dut), f"third-party {role}-side virtqueue from {dut}",
+                              machine=machine)
     if (dut, role) in BUILTIN:
         return BUILTIN[dut, role]
     if dut == "qemu":

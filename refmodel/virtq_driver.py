@@ -118,10 +118,12 @@ class SplitQueueDriver(Sticky):
 
     @guarded
     def add(self, readable: Sequence[tuple[int, int]] = (), writable: Sequence[tuple[int, int]] = (), *,
-            token: object = None, indirect: bool = False) -> int:
+            token: object = None, indirect: bool = False, table_write_flag: bool = False) -> int:
         """Place a chain (readable buffers, then writable ones: SPLIT-DRV-2) and queue its head.
 
         The head is not visible to the device until :meth:`publish`. Returns the head index.
+        ``table_write_flag`` also sets WRITE on the descriptor naming an indirect table, which the
+        spec allows and the device must ignore (SPLIT-DEV-6).
         """
         bufs = [(a, n, 0) for a, n in readable] + [(a, n, VIRTQ_DESC_F_WRITE) for a, n in writable]
         if not bufs:
@@ -151,7 +153,7 @@ class SplitQueueDriver(Sticky):
                          f | (VIRTQ_DESC_F_NEXT if i + 1 < len(bufs) else 0), nxt)
             head = self._free.pop()
             mem.pack(DESC_FMT, self.addrs.desc + VIRTQ_DESC_SIZE * head, table, nbytes,
-                     VIRTQ_DESC_F_INDIRECT, 0)
+                     VIRTQ_DESC_F_INDIRECT | (VIRTQ_DESC_F_WRITE if table_write_flag else 0), 0)
             descs, ind = [head], (table, nbytes)
         else:
             if len(bufs) > len(self._free):

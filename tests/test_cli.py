@@ -111,3 +111,13 @@ def test_main_returns_exit_codes_in_process(capsys):
     assert main(["run", "--dut", "mutant-offers-undefined-bit", "--quiet", "--max-failures", "0"]) == 1
     assert "FEAT-DEV-3" in capsys.readouterr().out
     assert main(["list"]) == 0
+
+
+def test_a_third_party_virtqueue_runs_at_the_virtqueue_level(tmp_path):
+    report = tmp_path / "q.json"
+    assert main(["run", "--level", "virtqueue", "--dut", "refmodel.virtq_device:SplitQueueDevice", "--role",
+                 "device", "--profile", "dev", "--quiet", "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    verdicts = {r["id"]: r["verdict"] for r in data["requirements"]}
+    assert verdicts["SPLIT-DEV-14"] == "pass" and verdicts["BAL-OP-DEV-1"] == "not-applicable"
+    assert main(["run", "--level", "virtqueue", "--dut", "mutant-stale-actual", "--role", "driver", "--quiet"]) == 2

@@ -129,5 +129,34 @@ def test_a_dead_guest_is_an_implementation_error_not_a_hang(machine) -> None:
         machine.linux.run()
 
 
+def test_garbage_in_a_ring_names_the_requirement(machine) -> None:
+    """What a driver wrote into a ring is untrusted: a head beyond the queue size is SPLIT-DRV-D2."""
+    _boot(machine)
+    q = machine.ref.queues["inflateq"]
+    mem, idx = machine.ref.mem, machine.ref.mem.read_u16(q.addrs.avail + 2)
+    mem.write_u16(q.addrs.avail + 4 + 2 * (idx % q.queue_size), 999)
+    mem.write_u16(q.addrs.avail + 2, idx + 1)
+    machine.linux.backend._kick(machine.ref.index_of["inflateq"])
+    with pytest.raises(PeerSpecViolation, match="SPLIT-DRV-D2"):
+        machine.cycle(rounds=1)
+
+
+def test_a_guest_that_never_gets_ready_fails_in_bounded_time_with_its_console(tmp_path: Path) -> None:
+    fake = tmp_path / "linux.uml"
+    fake.write_text("#!/bin/sh\ncase \"$1\" in --version) echo 6.1.176; exit 0;; esac\n"
+                    "echo 'fake kernel: stuck before init'; exec sleep 600\n")
+    fake.chmod(0o755)
+    from conformance.linux.adapter import LinuxDriver
+    from refmodel.balloon_device import BalloonDevice
+
+    drv = LinuxDriver(uml=str(fake), boot_timeout=3)
+    try:
+        with pytest.raises(ImplementationError, match="(?s)no progress within 3 s.*stuck before init"):
+            drv.start(0, BalloonDevice)
+    finally:
+        drv.close()
+    assert drv.guest is not None and drv.guest.proc.poll() is not None
+
+
 def test_no_uml_left_after_the_suite_ran() -> None:
     assert not _our_guests()

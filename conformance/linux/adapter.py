@@ -35,8 +35,9 @@ class LinuxDriver:
     #: Driver-side actions the machine may ask for (``report``/``oom`` happen on Linux's own schedule).
     capabilities = frozenset({"guest_agent"})
 
-    def __init__(self, *, uml: str = UML_BINARY, mem_mib: int = 256, quiet: float = QUIET) -> None:
-        self.uml, self.mem_mib, self.quiet = uml, mem_mib, quiet
+    def __init__(self, *, uml: str = UML_BINARY, mem_mib: int = 256, quiet: float = QUIET,
+                 boot_timeout: float = BOOT_TIMEOUT) -> None:
+        self.uml, self.mem_mib, self.quiet, self.boot_timeout = uml, mem_mib, quiet, boot_timeout
         self.workdir = tempfile.mkdtemp(prefix="vc-linux-")
         self.backend: VhostUserBackend | None = None
         self.guest: Guest | None = None
@@ -54,7 +55,7 @@ class LinuxDriver:
             self.guest = Guest(self.workdir, sock, mem_mib=self.mem_mib, init_on_free=init_on_free, uml=self.uml)
         except GuestError as e:
             raise ImplementationError("start", str(e)) from None
-        self._pump(lambda: self.guest.ready_release is not None, BOOT_TIMEOUT, "boot")
+        self._pump(lambda: self.guest.ready_release is not None, self.boot_timeout, "boot")
         return self.guest.ready_release or ""
 
     def close(self) -> None:

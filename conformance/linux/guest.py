@@ -151,8 +151,8 @@ class Guest:
         # UML's helper processes outlive a killed kernel process, and nothing of ours runs if this process
         # is killed. A watcher kills the guest's process group once its pipe from us reads EOF.
         death_r, self._death_w = os.pipe()
-        subprocess.Popen(["/bin/sh", "-c", f"read -r _ <&{death_r}; kill -9 -{self.proc.pid} 2>/dev/null",
-                          "watch"], stdin=subprocess.DEVNULL, pass_fds=(death_r,), start_new_session=True)
+        subprocess.Popen(["/bin/sh", "-c", f"read -r _; kill -9 -{self.proc.pid} 2>/dev/null", "watch"],
+                         stdin=death_r, start_new_session=True)
         os.close(death_r)
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
