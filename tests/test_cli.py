@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conformance.cli import main
-from conformance.registry import BUILTIN, resolve
+from conformance.registry import resolve
 from conformance.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
