@@ -39,7 +39,15 @@ def test_labels_match_section_table():
         parts = line.split("\t")
         if len(parts) >= 3:
             sections[parts[0]] = parts[2]
+    # A proposal entry may sit in a normative section the patch series itself adds.
+    added = set()
+    for patch in (ROOT / "spec" / "proposal").glob("0*.patch"):
+        for kind, title in re.findall(r"^\+\\(drivernormative|devicenormative)\{\\\w+\}\{[^}]*\}\{([^}]*)\}",
+                                      patch.read_text(), re.M):
+            added.add(f"{kind}:{title}")
     for r in catalogue().values():
+        if r.profile == "proposal" and r.label in added:
+            continue
         if r.profile in ("virtio-1.4", "proposal"):
             assert sections.get(r.section) == r.label, r.id
 

@@ -30,7 +30,8 @@ def test_reference_passes_everything_it_checks(role):
 
 
 def test_at_least_twenty_mutants_break_different_requirements():
-    broken = {impl.breaks for impl in BUILTIN.values() if impl.breaks}
+    # Different per level: a virtqueue-level mutant may break a rule a balloon-level one also breaks.
+    broken = {(impl.machine, impl.breaks) for impl in BUILTIN.values() if impl.breaks}
     assert len(MUTANTS) >= 20 and len(broken) == len(MUTANTS)
 
 

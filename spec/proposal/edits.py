@@ -7,6 +7,8 @@ catalogue entry (profile "proposal" in spec/requirements.toml); a test checks bo
 from __future__ import annotations
 
 DESC = "device-types/balloon/description.tex"
+DRIVER_CONF = "device-types/balloon/driver-conformance.tex"
+DEVICE_CONF = "device-types/balloon/device-conformance.tex"
 
 COMMITS = [
     {
@@ -68,6 +70,45 @@ COMMITS = [
                    "The device MUST NOT reuse a command ID until it has received an output\nbuffer containing VIRTIO_BALLOON_CMD_ID_STOP from the driver.\n",
                    "% PROP-FPH-3\nThe device MUST NOT reuse a command ID that it has set in\n"
                    "\\field{free_page_hint_cmd_id} since the last device reset.\n")],
+    },
+    {
+        "slug": "balloon-virtqueue-numbering",
+        "subject": "balloon: number the virtqueues that exist consecutively, by offered features",
+        "body": (
+            "The list gives statsq, free_page_vq and reporting_vq the fixed indices 2, 3\n"
+            "and 4, then says each \"only exists if\" its feature \"is set\". Read one way, an\n"
+            "absent queue keeps its index free; read the other, later queues move down.\n"
+            "Every implementation we checked moves them down, but they judge \"set\"\n"
+            "differently: QEMU, Firecracker and crosvm by the features the device offers,\n"
+            "Linux by the features it negotiated (find_vqs names a queue only when its\n"
+            "feature is negotiated). The two agree as long as a driver declines no\n"
+            "queue's feature ahead of one it accepts. Linux 6.1 declines only\n"
+            "VIRTIO_BALLOON_F_PAGE_REPORTING (with init_on_free and no PAGE_POISON), the\n"
+            "last queue, so they agree today (the reference model's Linux runs under\n"
+            "User-Mode Linux, ambiguity AMB-VQ-NUMBERING). Write the rule down, judged\n"
+            "by offered features, which both sides know before any queue is set up.\n"),
+        "edits": [(DESC,
+                   "  reporting_vq only exists if VIRTIO_BALLOON_F_PAGE_REPORTING is set.\n",
+                   "  reporting_vq only exists if VIRTIO_BALLOON_F_PAGE_REPORTING is set.\n\n"
+                   "  The virtqueues that exist are numbered consecutively from 0, in the\n"
+                   "  order above; whether a virtqueue exists is decided by the features the\n"
+                   "  device offers. For example, a device offering VIRTIO_BALLOON_F_FREE_PAGE_HINT\n"
+                   "  but not VIRTIO_BALLOON_F_STATS_VQ has free_page_vq at index 2.\n\n"
+                   "\\drivernormative{\\subsubsection}{Virtqueues}{Device Types / Memory Balloon Device / Virtqueues}\n\n"
+                   "% PROP-VQ-2\nThe driver MUST use, for each virtqueue it sets up, the index given by\n"
+                   "the features the device offers, also when it does not accept the feature\n"
+                   "of an earlier virtqueue.\n\n"
+                   "\\devicenormative{\\subsubsection}{Virtqueues}{Device Types / Memory Balloon Device / Virtqueues}\n\n"
+                   "% PROP-VQ-1\nThe device MUST number the virtqueues that exist, judged by the features\n"
+                   "it offers, consecutively from 0 in the order above.\n"),
+                  (DRIVER_CONF,
+                   "\\item \\ref{drivernormative:Device Types / Memory Balloon Device / Feature bits}\n",
+                   "\\item \\ref{drivernormative:Device Types / Memory Balloon Device / Virtqueues}\n"
+                   "\\item \\ref{drivernormative:Device Types / Memory Balloon Device / Feature bits}\n"),
+                  (DEVICE_CONF,
+                   "\\item \\ref{devicenormative:Device Types / Memory Balloon Device / Feature bits}\n",
+                   "\\item \\ref{devicenormative:Device Types / Memory Balloon Device / Virtqueues}\n"
+                   "\\item \\ref{devicenormative:Device Types / Memory Balloon Device / Feature bits}\n")],
     },
     {
         "slug": "balloon-hint-ordering",
