@@ -38,6 +38,9 @@ class MigrationResult:
     cmd_ids: tuple[int, ...]  # free_page_hint_cmd_id as the driver read it at each configuration change
     ended_with_done: bool
     seconds: float
+    dirty_syncs: int = 0  # QEMU's ram.dirty-sync-count
+    ids_by_sync: tuple[tuple[int, int], ...] = ()  # (dirty-sync-count, command ID the driver read), in order
+    stale_tag: bool = False  # the driver echoed an ID one below the published one (never issued)
 
     @property
     def ideal_pages(self) -> int:
@@ -49,7 +52,11 @@ def _qtest_write_page(qemu: QemuProcess, page: int, data: bytes) -> None:
 
 
 def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite: int = 32,
-            bandwidth: int = 64 << 20, binary: str | None = None, timeout: float = 120.0) -> MigrationResult:
+            bandwidth: int = 64 << 20, binary: str | None = None, timeout: float = 120.0,
+            stale_tag: bool = False, churn_seconds: float = 0.0, churn_pages: int = 64) -> MigrationResult:
+    """One migration. With ``stale_tag`` the driver tags its hints with an ID QEMU never published,
+    so QEMU must ignore them (BAL-FPH-DEV-3) and send every page anyway. For ``churn_seconds`` the guest
+    rewrites ``churn_pages`` in-use pages per step, so the migration runs several dirty-log syncs."""
     device = ("virtio-balloon-pci,id=balloon0,disable-legacy=on,iothread=io0,"
               f"free-page-hint={'on' if hints else 'off'}")
     src = QemuProcess(binary, device=device, ram_mib=ram_mib)
@@ -60,12 +67,27 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
         dst.qmp.execute("migrate-incoming", uri=f"unix:{incoming}")
         caps = vp.setup(vp.find_balloon(src.qtest))
         src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": bandwidth})
+        # qtest writes reach RAM even with the VM stopped, unlike a vCPU's. Pausing before switchover
+        # puts the final dirty-log sync after our last write: we stop writing when we see the pause.
+        src.qmp.execute("migrate-set-capabilities",
+                        capabilities=[{"capability": "pause-before-switchover", "state": True}])
         src.qmp.execute("cont")
         dev = QemuBalloon(src, caps)
         os_ = GuestOS.over(src.mem, reserved=RESERVED_PAGES)
         drv = BalloonDriver(hint_burst=4096, hint_order=8, queue_size=64)
         if not drv.probe(dev, os_):
             raise QemuError("the source balloon refused the reference driver's features")
+        published: list[int] = []
+        if stale_tag and drv.hint is not None:
+            real = drv.hint.read_cmd_id
+
+            def read_stale() -> int:
+                cid = real()
+                if cid >= 2 and (not published or published[-1] != cid):
+                    published.append(cid)
+                return cid - 1 if cid > 2 else cid
+
+            drv.hint.read_cmd_id = read_stale
         for _ in range(in_use_pages):
             os_.workload_alloc_write()
         noise = b"\xa5" * BALLOON_PAGE_SIZE  # free pages hold garbage, as in a guest that ran a while
@@ -74,12 +96,21 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
         start = time.monotonic()
         src.qmp.execute("migrate", uri=f"unix:{incoming}")
         ids: list[int] = []
+        by_sync: list[tuple[int, int]] = []
+        in_use = sorted(os_.workload)
+        churned = 0
         dirtied: set[int] = set()
         rewritten = hinted_total = 0
         while True:
-            status = (src.qmp.execute("query-migrate") or {}).get("status")
+            info = src.qmp.execute("query-migrate") or {}
+            status = info.get("status")
             if status in ("completed", "failed", "cancelled"):
                 break
+            if status == "pre-switchover":
+                src.qmp.execute("migrate-continue", state="pre-switchover")
+                time.sleep(0.001)
+                continue
+            syncs = int(info.get("ram", {}).get("dirty-sync-count", 0))
             if time.monotonic() - start > timeout:
                 raise QemuError(f"migration still {status} after {timeout:g} s")
             dev.run()
@@ -89,8 +120,19 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
             # QEMU's field reads STOP mid-round (BAL-FPH-D5), so record what the driver was told on each
             # configuration change rather than polling the field.
             cid = drv.hint.latest if drv.hint is not None else None
+            if stale_tag:
+                cid = published[-1] if published else None
             if cid is not None and (not ids or ids[-1] != cid):
                 ids.append(cid)
+            if cid is not None and (not by_sync or by_sync[-1] != (syncs, cid)):
+                by_sync.append((syncs, cid))
+            if time.monotonic() - start < churn_seconds:  # keep the dirty log busy: more iterations
+                for _ in range(churn_pages):
+                    page = in_use[churned % len(in_use)]
+                    churned += 1
+                    os_.workload_write(page)
+                    _qtest_write_page(src, page, page_pattern(os_.workload[page]))
+                    dirtied.add(page)
             hinted_total = max(hinted_total, os_.pages.hinted.bit_count())
             # The guest takes back hinted pages and writes them, as Linux may before DONE (FPH-DRV-7).
             if rewritten < rewrite and os_.pages.hinted:
@@ -112,7 +154,8 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
         ram = info.get("ram", {})
         return MigrationResult(hints, ram_mib, int(ram.get("transferred", 0)), int(ram.get("normal", 0)),
                                len(os_.workload), len(dirtied), hinted_total, rewritten, lost, tuple(ids),
-                               dev.read_config(8, 4) == 1 if hints else True, seconds)
+                               dev.read_config(8, 4) == 1 if hints else True, seconds,
+                               int(ram.get("dirty-sync-count", 0)), tuple(by_sync), stale_tag)
     finally:
         src.close()
         if dst is not None:
