@@ -21,6 +21,13 @@ from refmodel.virtq import QueueAddresses
 from . import virtio_pci as vp
 from .process import DEFAULT_BINARY, QemuError, QemuProcess
 
+BALLOON_PATH = "/machine/peripheral/balloon0"
+STATSQ = 2
+UNSET_STAT = (1 << 64) - 1
+#: QEMU's guest-stats names, by tag (include/standard-headers/linux/virtio_balloon.h order).
+QEMU_STAT_NAMES = ("stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-minor-faults", "stat-free-memory",
+                   "stat-total-memory", "stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc",
+                   "stat-htlb-pgfail")
 #: Guest pages the suite must not use: the first MiB (VGA window, BIOS ROM aliases).
 RESERVED_PAGES = 256
 
@@ -30,8 +37,9 @@ class QemuBalloon:
 
     #: Hint rounds come from real migrations: START on migrate, DONE on cancel. QEMU has no way to
     #: publish STOP on request, and which pages it skipped is not observable here (no "hinted_pages");
-    #: INTx cannot name the queue (no "per_queue_interrupts").
-    capabilities = frozenset({"hinting"})
+    #: INTx cannot name the queue (no "per_queue_interrupts"). Statistics come from QEMU's polling timer
+    #: (guest-stats-polling-interval, 1 s at the least) and its guest-stats property.
+    capabilities = frozenset({"hinting", "stats"})
     reserved_pages = RESERVED_PAGES
 
     def __init__(self, qemu: QemuProcess, caps: vp.VirtioCaps) -> None:
@@ -39,6 +47,8 @@ class QemuBalloon:
         self.mem = qemu.mem
         self._enabled: dict[int, QueueAddresses] = {}
         self._irq_config = False
+        self._stats_update: int | None = None  # guest-stats last-update when statistics were last asked for
+        self._set_stats_polling(0)  # no timer left running from an earlier example
         self._cancel_migration()
         self.write_status(0)
         self.set_target(0)
@@ -145,6 +155,42 @@ class QemuBalloon:
         """A migration that finished leaves the VM paused (postmigrate); hinting needs it running."""
         if not (self.q.qmp.execute("query-status") or {}).get("running", False):
             self.q.qmp.execute("cont")
+
+    def _set_stats_polling(self, seconds: int) -> None:
+        self.q.qmp.execute("qom-set", path=BALLOON_PATH, property="guest-stats-polling-interval", value=seconds)
+
+    def _guest_stats(self) -> dict[str, Any]:
+        return self.q.qmp.execute("qom-get", path=BALLOON_PATH, property="guest-stats") or {}
+
+    def request_stats(self) -> bool:
+        """Start QEMU's 1 s polling timer (it returns the held stats buffer when it fires) and wait for the
+        buffer to come back on statsq (index 2: QEMU always offers STATS_VQ). False if none was held."""
+        self._stats_update = self._guest_stats().get("last-update", 0)
+        statsq = self._enabled.get(STATSQ)
+        if statsq is None:
+            return False
+        before = self.mem.read_u16(statsq.used + USED_IDX)
+        self._set_stats_polling(1)
+        try:
+            self._wait("the stats buffer back from the polling timer",
+                       lambda: self.mem.read_u16(statsq.used + USED_IDX) != before, seconds=3.0)
+        except QemuError:
+            return False
+        finally:
+            self._set_stats_polling(0)
+        return True
+
+    def host_stats(self) -> dict[int, int]:
+        """guest-stats once QEMU has taken the refilled buffer (its last-update moves). A tag the driver
+        never sent reads all ones (QEMU's reset value)."""
+        try:
+            got = self._wait("fresh guest-stats", lambda: (g := self._guest_stats()).get("last-update", 0)
+                             != self._stats_update and g, seconds=2.0)
+        except QemuError:
+            got = self._guest_stats()
+        stats = got.get("stats", {})
+        return {tag: int(stats[name]) for tag, name in enumerate(QEMU_STAT_NAMES)
+                if name in stats and int(stats[name]) not in (-1, UNSET_STAT)}
 
     def _cmd_id(self) -> int:
         return self.read_config(8, 4)
