@@ -132,3 +132,19 @@ def test_a_new_command_id_after_every_dirty_log_sync():
     ids = [cid for _, cid in r.ids_by_sync if cid >= 0x80000001]
     assert ids == sorted(ids) and len(set(ids)) >= r.dirty_syncs - 2 >= 2, (r.dirty_syncs, r.ids_by_sync)
     assert r.lost == () and r.dirtied_pages > 0 and r.ended_with_done
+
+
+def test_qemu_statistics_cycle_when_asked_for():
+    """Opt-in (QemuFactory(stats=True)): QEMU's polling timer returns the held stats buffer and
+    guest-stats shows what the reference driver sent (BAL-ST-DEV-1/2)."""
+    from conformance.registry import Implementation
+
+    factory = QemuFactory(stats=True)
+    factory.profiles = {"dev": {"max_examples": 15}}  # each statistics request waits >= 1 s
+    impl = Implementation("qemu", "device", factory, "QEMU with statistics polling")
+    try:
+        res = run(impl, "dev", max_failures=0, known_deviations=frozenset({"BAL-FPH-D5", "SPLIT-DEV-D3"}))
+    finally:
+        factory.close()
+    v = res.by_id()
+    assert v["BAL-ST-DEV-2"].verdict == "pass" and v["BAL-ST-DEV-1"].verdict == "pass", v["BAL-ST-DEV-2"]
