@@ -61,43 +61,32 @@ def _chain_payload(draw: Any, n_read: int) -> tuple[bytes, list[int]]:
     return payload, cuts
 
 
-class DeviceQueueConformance(ConformanceMachine):
-    """A device-side split virtqueue under test, fed by the reference driver-side queue."""
+def _event_verdict(got: bool, event: int, new: int, decided_at: int, signalled_at: int) -> tuple[bool, bool]:
+    """(owed, ok) for a notification decision under EVENT_IDX. The spec does not say whether a batch runs
+    from the last decision or the last notification: a notification is owed if the event lies in the
+    batch since the last decision, and allowed if it lies in the one since the last notification."""
+    owed = virtq_need_event(event, new, decided_at)
+    return owed, got == owed or got and (owed or virtq_need_event(event, new, signalled_at))
+
+
+class _QueueMachine(ConformanceMachine):
+    """What both virtqueue-level machines share: the ring in a small guest memory, and chain buffers."""
 
     scope = "SPLIT-"
 
-    @initialize(qs=SIZES, event_idx=st.booleans(), indirect=st.booleans(), start=STARTS)
-    def setup(self, qs: int, event_idx: bool, indirect: bool, start: int) -> None:
+    def _ring(self, qs: int, event_idx: bool, indirect: bool, start: int) -> None:
         self.mem = GuestMemory(MEM)
         self.addrs = QueueAddresses.packed_at(RING, qs)
         self.qs, self.event_idx, self.indirect = qs, event_idx, indirect
-        self.drv = SplitQueueDriver(self.mem, self.addrs, qs, event_idx=event_idx, indirect_desc=indirect,
-                                    start_idx=start, indirect_arena=IndirectArena(*ARENA), scrub_used=True,
-                                    check_device_writes=True)
-        raw = type(self).factory(self.mem, self.addrs, qs, event_idx=event_idx, indirect_desc=indirect,
-                                 start_idx=start)
-        self.dut: Any = Guarded(raw, "device queue", self.timeout)
         self.next_token = 0
-        self.expect: dict[int, tuple[int, bytes, int, str]] = {}  # head -> (token, readable bytes, writable, how)
-        self.published: list[int] = []  # heads published, in avail ring order, not yet popped
-        self.popped: dict[int, Any] = {}  # head -> chain, in the device's hands
-        self.used_order: list[tuple[int, int]] = []  # (token, len) in add_used order, not yet harvested
-        self.decided_at = u16(start)  # used idx at the device's last notification decision
-        self.signalled_at = u16(start)  # ... and at its last notification
-        self.pending_heads: list[int] = []  # added, not yet published
         self.booted = True
         self.R.features |= (Feature.VIRTIO_F_EVENT_IDX.mask if event_idx else 0) | (
             Feature.VIRTIO_F_INDIRECT_DESC.mask if indirect else 0)
         note(f"queue size {qs}, event_idx={event_idx}, indirect={indirect}, indices start at {start}")
 
-    # -- the reference driver -------------------------------------------------------------------------
-    @rule(n_read=st.integers(0, 3), n_write=st.integers(0, 3), indirect=st.booleans(), write_flag=st.booleans(),
-          data=st.data())
-    @_tolerant
-    def add(self, n_read: int, n_write: int, indirect: bool, write_flag: bool, data: st.DataObject) -> None:
-        indirect = indirect and self.indirect
-        if n_read + n_write == 0 or n_read + n_write > self.qs:
-            return
+    def _buffers(self, data: st.DataObject, n_read: int, n_write: int) -> tuple[bytes, list, list]:
+        """The next token's payload, written to memory, cut into ``n_read`` readable buffers, and
+        ``n_write`` writable buffers of 48 bytes."""
         tok = self.next_token
         payload, cuts = _chain_payload(data.draw, n_read) if n_read else (b"", [])
         base = DATA + 256 * (tok % 64)
@@ -105,8 +94,39 @@ class DeviceQueueConformance(ConformanceMachine):
         bounds = [0, *cuts, len(payload)]
         readable = [(base + s, e - s) for s, e in zip(bounds, bounds[1:])] if n_read else []
         writable = [(OUT + 256 * (tok % 64) + 48 * i, 48) for i in range(n_write)]
-        if len(self.expect) >= 64:
+        return payload, readable, writable
+
+
+class DeviceQueueConformance(_QueueMachine):
+    """A device-side split virtqueue under test, fed by the reference driver-side queue."""
+
+    @initialize(qs=SIZES, event_idx=st.booleans(), indirect=st.booleans(), start=STARTS)
+    def setup(self, qs: int, event_idx: bool, indirect: bool, start: int) -> None:
+        self._ring(qs, event_idx, indirect, start)
+        self.drv = SplitQueueDriver(self.mem, self.addrs, qs, event_idx=event_idx, indirect_desc=indirect,
+                                    start_idx=start, indirect_arena=IndirectArena(*ARENA), scrub_used=True,
+                                    check_device_writes=True)
+        raw = type(self).factory(self.mem, self.addrs, qs, event_idx=event_idx, indirect_desc=indirect,
+                                 start_idx=start)
+        self.dut: Any = Guarded(raw, "device queue", self.timeout)
+        self.expect: dict[int, tuple[int, bytes, int, str]] = {}  # head -> (token, readable bytes, writable, how)
+        self.published: list[int] = []  # heads published, in avail ring order, not yet popped
+        self.popped: dict[int, Any] = {}  # head -> chain, in the device's hands
+        self.used_order: list[tuple[int, int]] = []  # (token, len) in add_used order, not yet harvested
+        self.decided_at = u16(start)  # used idx at the device's last notification decision
+        self.signalled_at = u16(start)  # ... and at its last notification
+        self.pending_heads: list[int] = []  # added, not yet published
+
+    # -- the reference driver -------------------------------------------------------------------------
+    @rule(n_read=st.integers(0, 3), n_write=st.integers(0, 3), indirect=st.booleans(), write_flag=st.booleans(),
+          data=st.data())
+    @_tolerant
+    def add(self, n_read: int, n_write: int, indirect: bool, write_flag: bool, data: st.DataObject) -> None:
+        indirect = indirect and self.indirect
+        if n_read + n_write == 0 or n_read + n_write > self.qs or len(self.expect) >= 64:
             return
+        tok = self.next_token
+        payload, readable, writable = self._buffers(data, n_read, n_write)
         try:
             head = self.drv.add(readable, writable, token=tok, indirect=indirect,
                                 table_write_flag=indirect and write_flag)
@@ -180,17 +200,14 @@ class DeviceQueueConformance(ConformanceMachine):
         note(f"device uses head {head} with len {length}")
 
     def _check_notify(self) -> None:
-        """SPLIT-DEV-8..13 for everything used since the last decision. The spec does not say whether the
-        batch runs from the last decision or the last notification, so a notification is owed if the
-        event lies in the batch since the last decision, and allowed if it lies since the last one sent."""
+        """SPLIT-DEV-8..13 for everything used since the last decision (see ``_event_verdict``)."""
         got = bool(self.dut.notify_needed())
         new = self.mem.read_u16(self.addrs.used + USED_IDX)
         flags = self.mem.read_u16(self.addrs.avail)
         if self.event_idx:
             event = self.mem.read_u16(self.addrs.avail + used_event_offset(self.qs))
-            owed = virtq_need_event(event, new, self.decided_at)
-            allowed = owed or virtq_need_event(event, new, self.signalled_at)
-            self.R.check("SPLIT-DEV-12" if owed else "SPLIT-DEV-13", got == owed or got and allowed,
+            owed, ok = _event_verdict(got, event, new, self.decided_at, self.signalled_at)
+            self.R.check("SPLIT-DEV-12" if owed else "SPLIT-DEV-13", ok,
                          f"used idx {self.decided_at}->{new}, used_event {event}: the device "
                          f"{'did not notify' if owed else 'notified'}")
         else:
@@ -233,16 +250,12 @@ class DeviceQueueConformance(ConformanceMachine):
         note(f"driver harvests {len(got)} used buffer(s)")
 
 
-class DriverQueueConformance(ConformanceMachine):
+class DriverQueueConformance(_QueueMachine):
     """A driver-side split virtqueue under test, consumed by the strict reference device-side queue."""
-
-    scope = "SPLIT-"
 
     @initialize(qs=SIZES, event_idx=st.booleans(), indirect=st.booleans(), start=STARTS)
     def setup(self, qs: int, event_idx: bool, indirect: bool, start: int) -> None:
-        self.mem = GuestMemory(MEM)
-        self.addrs = QueueAddresses.packed_at(RING, qs)
-        self.qs, self.event_idx, self.indirect = qs, event_idx, indirect
+        self._ring(qs, event_idx, indirect, start)
         raw = type(self).factory(self.mem, self.addrs, qs, event_idx=event_idx, indirect_desc=indirect,
                                  start_idx=start, indirect_arena=IndirectArena(*ARENA))
         self.dut: Any = Guarded(raw, "driver queue", self.timeout)
@@ -252,14 +265,9 @@ class DriverQueueConformance(ConformanceMachine):
         self.kicked_at = u16(start)  # avail idx at the last notification
         self.decided_at = u16(start)  # ... and at the last decision
         self.payloads: dict[int, tuple[bytes, int]] = {}
-        self.next_token = 0
         self.in_device: dict[int, tuple[int, Any]] = {}  # head -> (token, chain)
         self.used: list[tuple[int, int]] = []  # (token, len) used, not yet harvested
         self.tokens: dict[int, int] = {}  # head -> token, made available
-        self.booted = True
-        self.R.features |= (Feature.VIRTIO_F_EVENT_IDX.mask if event_idx else 0) | (
-            Feature.VIRTIO_F_INDIRECT_DESC.mask if indirect else 0)
-        note(f"queue size {qs}, event_idx={event_idx}, indirect={indirect}, indices start at {start}")
 
     @rule(n_read=st.integers(0, 3), n_write=st.integers(0, 3), indirect=st.booleans(), data=st.data())
     @_tolerant
@@ -268,12 +276,7 @@ class DriverQueueConformance(ConformanceMachine):
         if n_read + n_write == 0 or n_read + n_write > self.qs or len(self.tokens) >= 64:
             return
         tok = self.next_token
-        payload, cuts = _chain_payload(data.draw, n_read) if n_read else (b"", [])
-        base = DATA + 256 * (tok % 64)
-        self.mem.write(base, payload)
-        bounds = [0, *cuts, len(payload)]
-        readable = [(base + s, e - s) for s, e in zip(bounds, bounds[1:])] if n_read else []
-        writable = [(OUT + 256 * (tok % 64) + 48 * i, 48) for i in range(n_write)]
+        payload, readable, writable = self._buffers(data, n_read, n_write)
         try:
             head = self.dut.add(readable, writable, token=tok, indirect=indirect)
         except ImplementationError as e:
@@ -296,9 +299,8 @@ class DriverQueueConformance(ConformanceMachine):
         if new != self.decided_at:
             if self.event_idx:
                 event = self.mem.read_u16(self.addrs.used + avail_event_offset(self.qs))
-                owed = virtq_need_event(event, new, self.decided_at)
-                allowed = owed or virtq_need_event(event, new, self.kicked_at)
-                self.R.check("SPLIT-DRV-23" if owed else "SPLIT-DRV-24", got == owed or got and allowed,
+                owed, ok = _event_verdict(got, event, new, self.decided_at, self.kicked_at)
+                self.R.check("SPLIT-DRV-23" if owed else "SPLIT-DRV-24", ok,
                              f"avail idx {self.decided_at}->{new}, avail_event {event}: the driver "
                              f"{'did not notify' if owed else 'notified'}")
             else:

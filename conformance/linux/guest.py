@@ -226,11 +226,14 @@ class Guest:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        # UML's helper processes share the session; sweep it once more after the kernel is gone.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # UML's helper processes share the session; sweep it after the kernel is gone, and return only
+        # once the group is empty (they die asynchronously), so no guest process outlives this call.
+        for _ in range(500):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.01)
         try:
             os.close(self._death_w)
         except OSError:
@@ -242,4 +245,3 @@ class Guest:
                 except OSError:
                     pass
         self.log.close()
-        time.sleep(0)

@@ -74,6 +74,7 @@ class LinuxDriverConformance(DriverConformance):
         self.avail_seen: dict[str, int] = {}
         self.touched_checked = 0
         self.hint_baseline: tuple[int, int, int] | None = None  # (MemFree, pages held, balloon) at DONE
+        self.released_at = 0  # pages hinted in all, when the last DONE went out
         self.booted = False
         raw = type(self).factory()
         self.linux = raw
@@ -171,9 +172,9 @@ class LinuxDriverConformance(DriverConformance):
     def hint_done(self, cycles: int) -> None:
         with self.tolerate():
             hint = self.ref.hint
-            self.hint_baseline = (self.drv.meminfo()["MemFree"], hint.received_pages - getattr(self, "_released", 0),
+            self.hint_baseline = (self.drv.meminfo()["MemFree"], hint.received_pages - self.released_at,
                                   self.ref.ballooned.bit_count())
-            self._released = hint.received_pages
+            self.released_at = hint.received_pages
         self._host("hint_done", cycles=cycles)
         with self.tolerate():
             for _ in range(2):  # Linux gives the pages back from a work item: let it run
