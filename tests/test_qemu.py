@@ -148,3 +148,22 @@ def test_qemu_statistics_cycle_when_asked_for():
         factory.close()
     v = res.by_id()
     assert v["BAL-ST-DEV-2"].verdict == "pass" and v["BAL-ST-DEV-1"].verdict == "pass", v["BAL-ST-DEV-2"]
+
+
+def test_reproducer_field_reads_stop_mid_round_matches_the_known_deviation():
+    """The standalone reproducer for BAL-FPH-D5 still shows it, and the known-deviations file names it."""
+    from conformance.qemu.reproducers import cmd_id_mid_round
+
+    r = cmd_id_mid_round()
+    assert r.requirement == "BAL-FPH-D5" and r.diverges, r
+    assert "reads 0x0" in r.observed and "no notification" in r.observed
+
+
+def test_qemu_treats_only_whole_pages_inside_a_hint_as_hinted():
+    """PROP-FPH-9 on real QEMU: a hint buffer offset into a page skips neither page it touches, while a
+    whole-page control hint in the same round is skipped (so the round was live)."""
+    from conformance.qemu.reproducers import unaligned_hint
+
+    r = unaligned_hint(offset=2048)
+    assert r.requirement == "PROP-FPH-9" and not r.diverges, r
+    assert "control page was skipped" in r.observed

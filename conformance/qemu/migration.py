@@ -11,6 +11,7 @@ so every page QEMU does not skip costs a full page on the wire.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -51,29 +52,99 @@ def _qtest_write_page(qemu: QemuProcess, page: int, data: bytes) -> None:
     qemu.qtest.cmd(f"write 0x{page * BALLOON_PAGE_SIZE:x} 0x{len(data):x} 0x{data.hex()}")
 
 
+class MigrationPair:
+    """A source QEMU and a destination QEMU started with ``-incoming``, both under qtest, the source's
+    balloon with ``free-page-hint`` on or off. ``pause-before-switchover`` is set: qtest writes reach
+    RAM even with the VM stopped, unlike a vCPU's, so the final dirty-log sync must follow our last
+    write; :meth:`finish` lets the migration through the pause."""
+
+    def __init__(self, binary: str | None = None, *, ram_mib: int = 64, hints: bool = True,
+                 bandwidth: int = 64 << 20) -> None:
+        device = ("virtio-balloon-pci,id=balloon0,disable-legacy=on,iothread=io0,"
+                  f"free-page-hint={'on' if hints else 'off'}")
+        self.src = QemuProcess(binary, device=device, ram_mib=ram_mib)
+        self.dst: QemuProcess | None = None
+        try:
+            self.dst = QemuProcess(binary, device=device, ram_mib=ram_mib, extra_args=("-incoming", "defer"))
+            self.uri = f"unix:{self.dst.dir / 'migrate.sock'}"
+            self.dst.qmp.execute("migrate-incoming", uri=self.uri)
+            self.src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": bandwidth})
+            self.src.qmp.execute("migrate-set-capabilities",
+                                 capabilities=[{"capability": "pause-before-switchover", "state": True}])
+        except BaseException:
+            self.close()
+            raise
+
+    def source_balloon(self) -> tuple[QemuBalloon, GuestOS]:
+        """Set up the source's virtio-pci transport and let the VM run; the guest OS over its RAM."""
+        caps = vp.setup(vp.find_balloon(self.src.qtest))
+        self.src.qmp.execute("cont")
+        return QemuBalloon(self.src, caps), GuestOS.over(self.src.mem, reserved=RESERVED_PAGES)
+
+    def fill_noise(self, pages: Iterable[int]) -> None:
+        """Non-zero bytes in ``pages`` (the guest's free pages), as in a guest that ran a while: each
+        page QEMU does not skip costs a full page on the wire (QEMU sends zero pages as a flag)."""
+        noise = b"\xa5" * BALLOON_PAGE_SIZE
+        for p in pages:
+            self.src.mem.write(p * BALLOON_PAGE_SIZE, noise)
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.src.qmp.execute("migrate", uri=self.uri)
+
+    def info(self) -> dict:
+        return self.src.qmp.execute("query-migrate") or {}
+
+    def status(self) -> str:
+        return self.info().get("status", "none")
+
+    def cancel(self) -> None:
+        self.src.qmp.execute("migrate_cancel")
+
+    def step(self, timeout: float) -> dict | None:
+        """One poll: None once the migration has ended, else QEMU's query-migrate answer."""
+        info = self.info()
+        status = info.get("status")
+        if status in ("completed", "failed", "cancelled"):
+            return None
+        if status == "pre-switchover":
+            self.src.qmp.execute("migrate-continue", state="pre-switchover")
+        elif time.monotonic() - self.started > timeout:
+            raise QemuError(f"migration still {status} after {timeout:g} s")
+        return info
+
+    def finish(self, pump: Callable[[], None], timeout: float = 120.0) -> dict:
+        """Run ``pump`` (the guest's driver) until the migration ends; it must complete."""
+        while self.step(timeout) is not None:
+            pump()
+            time.sleep(0.001)
+        return self.completed()
+
+    def completed(self) -> dict:
+        info = self.info()
+        if info.get("status") != "completed":
+            raise QemuError(f"migration ended {info.get('status')}: {info.get('error-desc', '')}")
+        assert self.dst is not None
+        self.dst.qmp.execute("query-status")
+        return info
+
+    def close(self) -> None:
+        self.src.close()
+        if self.dst is not None:
+            self.dst.close()
+
+
 def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite: int = 32,
             bandwidth: int = 64 << 20, binary: str | None = None, timeout: float = 120.0,
             stale_tag: bool = False, churn_seconds: float = 0.0, churn_pages: int = 64) -> MigrationResult:
     """One migration. With ``stale_tag`` the driver tags its hints with an ID QEMU never published,
     so QEMU must ignore them (BAL-FPH-DEV-3) and send every page anyway. For ``churn_seconds`` the guest
     rewrites ``churn_pages`` in-use pages per step, so the migration runs several dirty-log syncs."""
-    device = ("virtio-balloon-pci,id=balloon0,disable-legacy=on,iothread=io0,"
-              f"free-page-hint={'on' if hints else 'off'}")
-    src = QemuProcess(binary, device=device, ram_mib=ram_mib)
-    dst = None
+    pair = MigrationPair(binary, ram_mib=ram_mib, hints=hints, bandwidth=bandwidth)
     try:
-        dst = QemuProcess(binary, device=device, ram_mib=ram_mib, extra_args=("-incoming", "defer"))
-        incoming = dst.dir / "migrate.sock"
-        dst.qmp.execute("migrate-incoming", uri=f"unix:{incoming}")
-        caps = vp.setup(vp.find_balloon(src.qtest))
-        src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": bandwidth})
-        # qtest writes reach RAM even with the VM stopped, unlike a vCPU's. Pausing before switchover
-        # puts the final dirty-log sync after our last write: we stop writing when we see the pause.
-        src.qmp.execute("migrate-set-capabilities",
-                        capabilities=[{"capability": "pause-before-switchover", "state": True}])
-        src.qmp.execute("cont")
-        dev = QemuBalloon(src, caps)
-        os_ = GuestOS.over(src.mem, reserved=RESERVED_PAGES)
+        dev, os_ = pair.source_balloon()
+        src, dst = pair.src, pair.dst
+        assert dst is not None
         drv = BalloonDriver(hint_burst=4096, hint_order=8, queue_size=64)
         if not drv.probe(dev, os_):
             raise QemuError("the source balloon refused the reference driver's features")
@@ -90,29 +161,20 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
             drv.hint.read_cmd_id = read_stale
         for _ in range(in_use_pages):
             os_.workload_alloc_write()
-        noise = b"\xa5" * BALLOON_PAGE_SIZE  # free pages hold garbage, as in a guest that ran a while
-        for p in bits(os_.pages.free):
-            src.mem.write(p * BALLOON_PAGE_SIZE, noise)
-        start = time.monotonic()
-        src.qmp.execute("migrate", uri=f"unix:{incoming}")
+        pair.fill_noise(bits(os_.pages.free))
+        pair.start()
+        start = pair.started
         ids: list[int] = []
         by_sync: list[tuple[int, int]] = []
         in_use = sorted(os_.workload)
         churned = 0
         dirtied: set[int] = set()
         rewritten = hinted_total = 0
-        while True:
-            info = src.qmp.execute("query-migrate") or {}
-            status = info.get("status")
-            if status in ("completed", "failed", "cancelled"):
-                break
-            if status == "pre-switchover":
-                src.qmp.execute("migrate-continue", state="pre-switchover")
+        while (info := pair.step(timeout)) is not None:
+            if info.get("status") == "pre-switchover":
                 time.sleep(0.001)
                 continue
             syncs = int(info.get("ram", {}).get("dirty-sync-count", 0))
-            if time.monotonic() - start > timeout:
-                raise QemuError(f"migration still {status} after {timeout:g} s")
             dev.run()
             irq = dev.take_interrupts()
             drv.interrupt(irq.queues, irq.config)
@@ -144,11 +206,8 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
                 dirtied.add(page)
                 rewritten += 1
             time.sleep(0.001)
-        info = src.qmp.execute("query-migrate") or {}
-        if info.get("status") != "completed":
-            raise QemuError(f"migration ended {info.get('status')}: {info.get('error-desc', '')}")
+        info = pair.completed()
         seconds = time.monotonic() - start
-        dst.qmp.execute("query-status")
         lost = tuple(p for p, v in sorted(os_.workload.items())
                      if dst.mem.read(p * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE) != page_pattern(v))
         ram = info.get("ram", {})
@@ -157,6 +216,4 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
                                dev.read_config(8, 4) == 1 if hints else True, seconds,
                                int(ram.get("dirty-sync-count", 0)), tuple(by_sync), stale_tag)
     finally:
-        src.close()
-        if dst is not None:
-            dst.close()
+        pair.close()
