@@ -103,6 +103,21 @@ NOT_YET: dict[str, str] = {
     "BAL-FPH-DRV-9": "initialization of a reused hinted page happens inside the guest",
     "BAL-FPH-D3": "checked by the reference device's hint parser only for page alignment so far",
     "BAL-FPH-D4": "the reference device never modifies hinted pages; needs a device that does (FPH-DEV-4)",
+    # The proposal's statements (profile "proposal") that no check or test covers yet.
+    "PROP-FPH-7": "a SHOULD with no time bound; the Linux machine could check that STOP comes before the "
+                  "next echo",
+    "PROP-FPH-8": "the reference device ignores part pages but does not yet flag a driver that sends them",
+    "PROP-FPR-1": "needs a reference device option that returns the byte count as used length (as Cloud "
+                  "Hypervisor does)",
+}
+
+#: Proposal statements that tighten a 1.4 requirement whose check already tests the tighter reading.
+PROPOSAL_CHECKED_AS: dict[str, str] = {
+    "PROP-ST-1": "BAL-ST-DRV-5",  # the reference device checks multiples of 10
+    "PROP-FPH-1": "BAL-FPH-DEV-3",  # the invariant applies the tagging rule
+    "PROP-FPH-2": "BAL-FPH-D5",
+    "PROP-FPH-5": "NOTIFY-DEV-D1",
+    "PROP-VQ-1": "BAL-VQ-D1",
 }
 
 

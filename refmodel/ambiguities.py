@@ -79,7 +79,8 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
         "AMB-FPH-ALIGNMENT", "5.5.6.5",
         "May a hint buffer cover part of a page, or start mid-page?",
         "Only whole 4 KiB pages inside the buffer count as hinted; partial pages at either end are "
-        "ignored (never discarded, never skipped by migration).",
+        "ignored (never discarded, never skipped by migration). QEMU 7.2 does the same (reproducer "
+        "unaligned-hint); the proposal requires it (PROP-FPH-8, PROP-FPH-9).",
     ),
     Ambiguity(
         "AMB-FPH-ACTIVE-VALUE", "5.5.6.5",
@@ -90,8 +91,10 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
     Ambiguity(
         "AMB-FPH-POISON", "5.5.6.5",
         "Does PAGE_POISON constrain hinted pages? The hinting text never mentions poison.",
-        "No constraint on the device beyond BAL-FPH-DEV-4/5; a device that skips hinted pages in "
-        "migration leaves poisoned free pages unpoisoned on the destination, which the model reports.",
+        "No constraint on the device beyond BAL-FPH-DEV-4/5: a device that skips hinted pages in "
+        "migration leaves them holding whatever the destination held (zeros with QEMU). The proposal "
+        "(PROP-PP-1) has the driver write poison_val into a hinted page again before the guest reuses "
+        "it, as Linux's page allocator does on free.",
     ),
     Ambiguity(
         "AMB-STATS-SIZE", "5.5.6.3.1",

@@ -84,6 +84,7 @@ def test_reporting_discards_or_poisons(poison):
     assert all(os_.holds(p, fill) for p in pages)
 
 
+@pytest.mark.verifies("PROP-VQ-1")
 @pytest.mark.parametrize("numbering", list(QueueNumbering))
 def test_queue_numbering_when_stats_is_declined(numbering):
     """The driver declines STATS_VQ: whether later queues shift is the interpretation (AMB-VQ-NUMBERING)."""

@@ -87,7 +87,7 @@ def test_hint_outside_guest_memory():
     expect(s, "SPLIT-DRV-D1")
 
 
-@pytest.mark.verifies("BAL-FPH-DEV-3")
+@pytest.mark.verifies("BAL-FPH-DEV-3", "PROP-FPH-1", "PROP-FPH-9")
 def test_unaligned_and_stale_hints_are_ignored_not_applied():
     s, vq, mem = rig()
     out(vq, mem, 2)
@@ -102,7 +102,7 @@ def test_unaligned_and_stale_hints_are_ignored_not_applied():
     assert s.device.applied_pages == 0 and s.device.ignored_hints == 1
 
 
-@pytest.mark.verifies("BAL-FPH-D1", "BAL-FPH-DEV-2")
+@pytest.mark.verifies("BAL-FPH-D1", "BAL-FPH-DEV-2", "PROP-FPH-3")
 def test_device_ids_are_fresh_and_never_reserved():
     s = HintingSystem(16)
     seen = []

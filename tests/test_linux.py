@@ -100,6 +100,7 @@ def test_init_on_free_without_page_poison_drops_reporting(machine) -> None:
     assert sorted(i for i, v in machine.linux.backend.vrings.items() if v.enabled) == [0, 1, 2, 3]
 
 
+@pytest.mark.verifies("PROP-VQ-2")
 def test_queue_numbering_is_compacted(machine) -> None:
     """Without STATS_VQ, free_page_vq moves down to index 2 (AMB-VQ-NUMBERING: not the fixed list)."""
     _boot(machine, drop=frozenset({Feature.VIRTIO_BALLOON_F_STATS_VQ}))

@@ -66,3 +66,19 @@ def test_patches_are_in_the_spec_house_style():
             for word in re.findall(r"\b(must|should|may)\b", line):
                 pytest.fail(f"{p.name}: lowercase {word!r} in normative text: {line}")
         assert re.search(r"^Fixes: ", p.read_text(), re.M), p.name
+
+
+def test_every_checkable_proposal_statement_has_evidence_or_a_reason():
+    """A statement the proposal adds is backed by a test marked ``verifies``, by the check of the 1.4
+    requirement it tightens, or by a stated reason why it is not checked yet."""
+    from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, PROPOSAL_CHECKED_AS
+    from conformance.trace import verifying_tests
+
+    tests = verifying_tests()
+    for r in catalogue().values():
+        if r.profile != "proposal" or not r.checkable:
+            continue
+        base = PROPOSAL_CHECKED_AS.get(r.id)
+        assert r.id in tests or r.id in NOT_YET or base in {**DEVICE_CHECKS, **DRIVER_CHECKS}, r.id
+    for prop, base in PROPOSAL_CHECKED_AS.items():
+        assert catalogue()[prop].role == catalogue()[base].role, (prop, base)

@@ -113,6 +113,7 @@ def test_malformed_requests_are_recorded_and_qemu_survives():
     assert results["descriptor loop"].reaction == "needs-reset"
 
 
+@pytest.mark.verifies("BAL-FPH-DEV-3", "PROP-FPH-1")
 def test_hints_tagged_with_a_stale_id_do_not_suppress_sending():
     """BAL-FPH-DEV-3 on real QEMU: hints after an echo of an ID QEMU never published are ignored, so every
     page travels, and nothing is lost."""
@@ -123,6 +124,7 @@ def test_hints_tagged_with_a_stale_id_do_not_suppress_sending():
     assert stale.normal_pages >= 0.9 * (stale.ram_mib << 8)
 
 
+@pytest.mark.verifies("PROP-FPH-3")
 def test_a_new_command_id_after_every_dirty_log_sync():
     """QEMU publishes a fresh, larger command ID after each dirty-log sync while the guest runs (the
     syncs with the guest stopped end in DONE), and pages rewritten all along arrive intact."""
@@ -150,6 +152,7 @@ def test_qemu_statistics_cycle_when_asked_for():
     assert v["BAL-ST-DEV-2"].verdict == "pass" and v["BAL-ST-DEV-1"].verdict == "pass", v["BAL-ST-DEV-2"]
 
 
+@pytest.mark.verifies("BAL-FPH-D5", "PROP-FPH-2")
 def test_reproducer_field_reads_stop_mid_round_matches_the_known_deviation():
     """The standalone reproducer for BAL-FPH-D5 still shows it, and the known-deviations file names it."""
     from conformance.qemu.reproducers import cmd_id_mid_round
@@ -159,6 +162,7 @@ def test_reproducer_field_reads_stop_mid_round_matches_the_known_deviation():
     assert "reads 0x0" in r.observed and "no notification" in r.observed
 
 
+@pytest.mark.verifies("PROP-FPH-9")
 def test_qemu_treats_only_whole_pages_inside_a_hint_as_hinted():
     """PROP-FPH-9 on real QEMU: a hint buffer offset into a page skips neither page it touches, while a
     whole-page control hint in the same round is skipped (so the round was live)."""
@@ -167,3 +171,22 @@ def test_qemu_treats_only_whole_pages_inside_a_hint_as_hinted():
     r = unaligned_hint(offset=2048)
     assert r.requirement == "PROP-FPH-9" and not r.diverges, r
     assert "control page was skipped" in r.observed
+
+
+@pytest.mark.verifies("PROP-FPH-10", "PROP-FPR-2")
+def test_qemu_used_lengths_on_free_page_vq_and_reporting_vq_are_zero():
+    """PROP-FPH-10 / PROP-FPR-2 on real QEMU: 0 for a command-ID buffer, a hint and a report."""
+    from conformance.qemu.reproducers import used_lengths
+
+    r = used_lengths()
+    assert r.requirement == "PROP-FPH-10" and not r.diverges, r
+
+
+@pytest.mark.verifies("PROP-FPH-6")
+def test_qemu_ignores_a_hint_after_the_drivers_stop():
+    """A hint queued behind the driver's STOP is not applied (its page arrives intact), while a hint
+    before the STOP in the same kick is."""
+    from conformance.qemu.reproducers import hint_after_stop
+
+    r = hint_after_stop()
+    assert r.requirement == "PROP-FPH-6" and not r.diverges, r

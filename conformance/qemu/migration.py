@@ -59,9 +59,9 @@ class MigrationPair:
     write; :meth:`finish` lets the migration through the pause."""
 
     def __init__(self, binary: str | None = None, *, ram_mib: int = 64, hints: bool = True,
-                 bandwidth: int = 64 << 20) -> None:
+                 bandwidth: int = 64 << 20, reporting: bool = False) -> None:
         device = ("virtio-balloon-pci,id=balloon0,disable-legacy=on,iothread=io0,"
-                  f"free-page-hint={'on' if hints else 'off'}")
+                  f"free-page-hint={'on' if hints else 'off'},free-page-reporting={'on' if reporting else 'off'}")
         self.src = QemuProcess(binary, device=device, ram_mib=ram_mib)
         self.dst: QemuProcess | None = None
         try:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 import attrs
 
 from refmodel.balloon_driver import BalloonDriver
-from refmodel.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_STOP
+from refmodel.constants import BALLOON_PAGE_SIZE
 from refmodel.guest import bits, range_mask
 from refmodel.guest_os import GuestOS
-from refmodel.hinting import DriverHintState
+from refmodel.hinting import DriverHintState, FreePageHintDriver
+from refmodel.layout import USED_IDX, used_ring_entry
+from refmodel.memory import GuestMemory
 
 from .device import QemuBalloon
 from .migration import MigrationPair
@@ -34,9 +37,9 @@ class Reproduction:
     diverges: bool
 
 
-def _hinting_pair(binary: str | None, ram_mib: int, bandwidth: int) -> tuple[MigrationPair, QemuBalloon,
-                                                                              GuestOS, BalloonDriver]:
-    pair = MigrationPair(binary, ram_mib=ram_mib, hints=True, bandwidth=bandwidth)
+def _hinting_pair(binary: str | None, ram_mib: int, bandwidth: int, *,
+                  reporting: bool = False) -> tuple[MigrationPair, QemuBalloon, GuestOS, BalloonDriver]:
+    pair = MigrationPair(binary, ram_mib=ram_mib, hints=True, bandwidth=bandwidth, reporting=reporting)
     dev, os_ = pair.source_balloon()
     drv = BalloonDriver(hint_burst=0, queue_size=64)  # the driver echoes IDs but hints nothing itself
     if not drv.probe(dev, os_):
@@ -52,53 +55,81 @@ def _pump(dev: QemuBalloon, drv: BalloonDriver) -> None:
     drv.run()
 
 
-def unaligned_hint(binary: str | None = None, *, ram_mib: int = 64, offset: int = 2048) -> Reproduction:
-    """PROP-FPH-9 (AMB-FPH-ALIGNMENT): a hint buffer ``[P * 4096 + offset, +4096)`` covers no whole page.
+def _wait_for_round(pair: MigrationPair, dev: QemuBalloon, drv: BalloonDriver) -> FreePageHintDriver:
+    hint = drv.hint
+    assert hint is not None
+    deadline = time.monotonic() + 30
+    while hint.state is not DriverHintState.HINTING:
+        if time.monotonic() > deadline or pair.status() in ("completed", "failed"):
+            raise QemuError("QEMU never started a hinting round")
+        _pump(dev, drv)
+    return hint
 
-    The model treats no page as hinted, so pages P and P+1 arrive intact. A control hint of the whole
-    page C, sent right after it in the same round, shows the round was applied: C must arrive as
-    zeros (skipped). If QEMU rounded the start down (``addr >> 12`` with ``len >> 12`` pages), the
-    destination would read zeros in P's first ``offset`` bytes.
-    """
+
+def _migrate_after(add: Callable[[FreePageHintDriver, int], None], n_pages: int, binary: str | None,
+                   ram_mib: int = 64) -> tuple[list[bool], list[bytes]]:
+    """Migrate with ``n_pages`` in-use pages P.. late in RAM (the bulk pass reaches them last), calling
+    ``add(hint, P)`` to queue free_page_vq buffers as soon as a round is active. Returns, per page,
+    whether it arrived intact, and the destination's bytes."""
     pair, dev, os_, drv = _hinting_pair(binary, ram_mib, bandwidth=16 << 20)
     try:
-        src = pair.src
-        page = (ram_mib << 20) // BALLOON_PAGE_SIZE - 64  # late in RAM: the bulk pass reaches it last
-        control = page + 4
-        os_.pages.allocated |= range_mask(page, 2) | range_mask(control, 1)  # in use: never hinted by the driver
-        payload = bytes((i * 7 + 1) & 0xFF or 1 for i in range(2 * BALLOON_PAGE_SIZE))
-        for first, data in ((page, payload), (control, payload[:BALLOON_PAGE_SIZE])):
-            src.qtest.cmd(f"write 0x{first * BALLOON_PAGE_SIZE:x} 0x{len(data):x} 0x{data.hex()}")
+        first = (ram_mib << 20) // BALLOON_PAGE_SIZE - 64
+        os_.pages.allocated |= range_mask(first, n_pages)  # in use: the driver never hints them
+        payloads = [bytes(((i * 7 + p) & 0xFF) or 1 for i in range(BALLOON_PAGE_SIZE)) for p in range(n_pages)]
+        data = b"".join(payloads)
+        pair.src.qtest.cmd(f"write 0x{first * BALLOON_PAGE_SIZE:x} 0x{len(data):x} 0x{data.hex()}")
         pair.fill_noise(bits(os_.pages.free))  # every page costs bandwidth: a slow bulk pass
         pair.start()
-        hint = drv.hint
-        assert hint is not None
-        deadline = time.monotonic() + 30
-        while hint.state is not DriverHintState.HINTING:
-            if time.monotonic() > deadline or pair.status() in ("completed", "failed"):
-                raise QemuError("QEMU never started a hinting round")
-            _pump(dev, drv)
-        addr = page * BALLOON_PAGE_SIZE + offset
-        hint.vq.add(writable=[(addr, BALLOON_PAGE_SIZE)])
-        hint.vq.add(writable=[(control * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE)])
+        hint = _wait_for_round(pair, dev, drv)
+        add(hint, first)
         hint.vq.publish()
         hint.kick()
         pair.finish(lambda: _pump(dev, drv))
-        dst = pair.dst
-        assert dst is not None
-        got = dst.mem.read(page * BALLOON_PAGE_SIZE, len(payload))
-        if dst.mem.read(control * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE) == payload[:BALLOON_PAGE_SIZE]:
-            raise QemuError("the control hint was not applied either (the round ended first); run again")
-        bad = [i for i in range(len(payload)) if got[i] != payload[i]]
-        observed = ("P and P+1 intact; the control page was skipped" if not bad else
-                    f"{len(bad)} bytes differ on the destination, at page offsets "
-                    f"{bad[0] % BALLOON_PAGE_SIZE:#x}..{bad[-1] % BALLOON_PAGE_SIZE:#x} of page "
-                    f"{'P' if bad[0] < BALLOON_PAGE_SIZE else 'P+1'} (reads {got[bad[0]]:#04x})")
-        return Reproduction("unaligned-hint", "PROP-FPH-9",
-                            f"hint [{addr:#x}, +0x1000) covers no whole page: P and P+1 arrive intact",
-                            observed, bool(bad))
+        assert pair.dst is not None
+        got = [pair.dst.mem.read((first + p) * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE) for p in range(n_pages)]
+        return [g == w for g, w in zip(got, payloads)], got
     finally:
         pair.close()
+
+
+def unaligned_hint(binary: str | None = None, *, offset: int = 2048) -> Reproduction:
+    """PROP-FPH-9 (AMB-FPH-ALIGNMENT): a hint buffer ``[P * 4096 + offset, +4096)`` covers no whole page.
+
+    The model treats no page as hinted, so pages P and P+1 arrive intact. A control hint of the whole
+    page P+3, right after it in the same round, shows the round was live: P+3 must be skipped. A
+    device that rounded the start down (``addr >> 12`` with ``len >> 12`` pages) would skip P.
+    """
+    def add(hint: FreePageHintDriver, p: int) -> None:
+        hint.vq.add(writable=[(p * BALLOON_PAGE_SIZE + offset, BALLOON_PAGE_SIZE)])
+        hint.vq.add(writable=[((p + 3) * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE)])
+
+    intact, got = _migrate_after(add, 4, binary)
+    if intact[3]:
+        raise QemuError("the control hint was not applied either (the round ended first); run again")
+    observed = ("P and P+1 intact; the control page was skipped" if intact[0] and intact[1] else
+                f"page {'P' if not intact[0] else 'P+1'} differs on the destination "
+                f"(reads {got[0 if not intact[0] else 1][:4].hex()}...)")
+    return Reproduction("unaligned-hint", "PROP-FPH-9",
+                        f"hint [P + {offset:#x}, +0x1000) covers no whole page: P and P+1 arrive intact",
+                        observed, not (intact[0] and intact[1]))
+
+
+def hint_after_stop(binary: str | None = None) -> Reproduction:
+    """PROP-FPH-6 (AMB-FPH-ROUND-END): a whole-page hint of P (the control), the driver's STOP, then a
+    whole-page hint of P+1, in one kick. Pages after STOP are provided with STOP: P+1 must arrive
+    intact, while P is skipped. QEMU leaves S_START on the driver's STOP and applies hints only in it."""
+    def add(hint: FreePageHintDriver, p: int) -> None:
+        hint.vq.add(writable=[(p * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE)])
+        hint.vq.add([(hint.stop_buf, 4)])
+        hint.vq.add(writable=[((p + 1) * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE)])
+
+    intact, _ = _migrate_after(add, 2, binary)
+    if intact[0]:
+        raise QemuError("the control hint was not applied (the round ended first); run again")
+    return Reproduction("hint-after-stop", "PROP-FPH-6", "the hint after the driver's STOP is ignored: P+1 "
+                        "arrives intact (the control hint before STOP is skipped)",
+                        "P+1 intact" if intact[1] else "P+1 was skipped: its destination page differs",
+                        not intact[1])
 
 
 def cmd_id_mid_round(binary: str | None = None) -> Reproduction:
@@ -136,7 +167,44 @@ def cmd_id_mid_round(binary: str | None = None) -> Reproduction:
         pair.close()
 
 
-REPRODUCERS = {"unaligned-hint": unaligned_hint, "cmd-id-mid-round": cmd_id_mid_round}
+def _used_lengths(mem: GuestMemory, used: int, count: int) -> list[int]:
+    return [mem.read_u32(used + used_ring_entry(i) + 4) for i in range(count)]
+
+
+def used_lengths(binary: str | None = None) -> Reproduction:
+    """PROP-FPH-10 and PROP-FPR-2 (AMB-FPH-USED-LEN, AMB-REPORT-DIRECTION): the used length QEMU returns
+    for a command-ID buffer, a hint buffer and a free page report. The model returns 0 for all three;
+    the proposal makes 0 a MUST on free_page_vq and a SHOULD on reporting_vq."""
+    pair, dev, os_, drv = _hinting_pair(binary, 64, bandwidth=4 << 20, reporting=True)
+    try:
+        pair.fill_noise(bits(os_.pages.free))
+        pair.start()
+        hint = _wait_for_round(pair, dev, drv)
+        start = os_.pages.take_free_block(0)
+        assert start is not None
+        hint.vq.add(writable=[(start * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE)])
+        hint.vq.publish()
+        hint.kick()
+        drv.report()
+        dev.run()
+        fpv, rep = drv.vqs["free_page_vq"], drv.vqs["reporting_vq"]
+        hint_lens = _used_lengths(dev.mem, fpv.addrs.used, dev.mem.read_u16(fpv.addrs.used + USED_IDX))
+        report_lens = _used_lengths(dev.mem, rep.addrs.used, dev.mem.read_u16(rep.addrs.used + USED_IDX))
+        pair.cancel()
+        if len(hint_lens) < 2 or not report_lens:
+            raise QemuError(f"QEMU used {len(hint_lens)} free_page_vq and {len(report_lens)} reporting_vq buffers")
+        return Reproduction("used-lengths", "PROP-FPH-10",
+                            "used length 0 for the command-ID buffer, the hint and the report",
+                            f"free_page_vq: {hint_lens} (command ID, hint); reporting_vq: {report_lens} "
+                            f"for a {drv.report_pages * BALLOON_PAGE_SIZE}-byte report",
+                            any(hint_lens) or any(report_lens))
+    finally:
+        pair.close()
+
+
+REPRODUCERS = {"unaligned-hint": unaligned_hint, "cmd-id-mid-round": cmd_id_mid_round,
+               "used-lengths": used_lengths,
+               "hint-after-stop": hint_after_stop}
 
 
 def main(argv: list[str] | None = None) -> int:

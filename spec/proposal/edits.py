@@ -121,13 +121,160 @@ COMMITS = [
             "its dirty log and no hint is applied after a dirty-log synchronization that\n"
             "followed the command ID. The 2016 review asked this question; the model\n"
             "shows that each way of breaking the order loses data (clearing after the\n"
-            "sync, applying stale hints), while the ordered host loses nothing.\n"),
+            "sync, applying stale hints), while the ordered host loses nothing.\n"
+            "\n"
+            "Also say, in the description, how this differs from free page reporting,\n"
+            "where the page stays with the device until it uses the buffer.\n"),
         "edits": [(DESC,
+                   "The contents of any stale pages that have not been written to since the\npage was hinted may be lost, and if read the contents of such pages will\nbe uninitialized memory.\n",
+                   "The contents of any stale pages that have not been written to since the\npage was hinted may be lost, and if read the contents of such pages will\nbe uninitialized memory.\n\n"
+                   "A hint does not hand the page to the device: the driver can reuse a hinted\n"
+                   "page at any time, and the hint only says that the page was free at some\n"
+                   "moment after the device set the command ID and before the device used the\n"
+                   "buffer. A device that skips hinted pages when copying guest memory relies\n"
+                   "on its own record of guest writes to copy the pages the guest reused. Free\n"
+                   "page reporting, by contrast, hands the reported pages to the device until\n"
+                   "the device uses the buffer, so the device can discard them.\n"),
+                  (DESC,
                    "The device MUST report a value of VIRTIO_BALLOON_CMD_ID_DONE in\n\\field{free_page_hint_cmd_id} when it no longer has need for the\npreviously hinted pages.\n",
                    "The device MUST report a value of VIRTIO_BALLOON_CMD_ID_DONE in\n\\field{free_page_hint_cmd_id} when it no longer has need for the\npreviously hinted pages.\n\n"
                    "% PROP-FPH-4\nA device that skips hinted pages when copying guest memory MUST track guest\n"
                    "writes from before it sets \\field{free_page_hint_cmd_id} to the command ID of\n"
                    "the hints it applies, and MUST NOT apply a hint after it has discarded the\n"
                    "record of guest writes made since that command ID was set.\n")],
+    },
+    {
+        "slug": "balloon-hint-round-end",
+        "subject": "balloon: say what ends a hinting round, and notify every command ID change",
+        "body": (
+            "The description says a round ends when the driver runs out of pages or\n"
+            "when the device sets free_page_hint_cmd_id to STOP or DONE. Devices also end\n"
+            "a round by setting a new command ID: QEMU publishes STOP before and a new\n"
+            "ID after every dirty-bitmap synchronization (the conformance suite saw IDs\n"
+            "0x80000001 to 0x80000006 over seven synchronizations of one migration).\n"
+            "\n"
+            "Nothing requires a configuration change notification when the field\n"
+            "changes. Linux reads the field only from its configuration change handler,\n"
+            "so a device that changes it silently is never heard: no round starts, or\n"
+            "hints keep coming under a command ID the device no longer accepts. QEMU and\n"
+            "Firecracker notify on every change. Make it a requirement (ambiguities\n"
+            "AMB-FPH-ROUND-END, AMB-FPH-CONFIG-NOTIFY).\n"
+            "\n"
+            "Pages supplied after the driver's STOP are provided with STOP (by the\n"
+            "tagging rule of the earlier patch). Once the device reports STOP itself,\n"
+            "they match the current value of the field, and \"MUST ignore pages provided\n"
+            "with a command ID that does not match\" no longer excludes them. Say that\n"
+            "STOP never makes a page a hint. Linux also sends STOP when the device ends\n"
+            "the round; recommend it, since it tells the device no more hints follow.\n"),
+        "edits": [(DESC,
+                   "\\item A round of hinting ends either when the driver is no longer able to\n"
+                   "  supply more pages for hinting as described above, or when the device\n"
+                   "  updates \\field{free_page_hint_cmd_id} configuration field to contain either\n"
+                   "  VIRTIO_BALLOON_CMD_ID_STOP or VIRTIO_BALLOON_CMD_ID_DONE.\n",
+                   "\\item A round of hinting ends either when the driver is no longer able to\n"
+                   "  supply more pages for hinting as described above, or when the device\n"
+                   "  updates \\field{free_page_hint_cmd_id} configuration field to contain\n"
+                   "  VIRTIO_BALLOON_CMD_ID_STOP, VIRTIO_BALLOON_CMD_ID_DONE or a new command\n"
+                   "  ID, whichever comes first. The device sends a configuration change\n"
+                   "  notification each time it updates \\field{free_page_hint_cmd_id}.\n"),
+                  (DESC,
+                   "If the driver is unable to supply pages, it MUST complete hinting by adding\n"
+                   "an output buffer containing the command ID VIRTIO_BALLOON_CMD_ID_STOP.\n",
+                   "If the driver is unable to supply pages, it MUST complete hinting by adding\n"
+                   "an output buffer containing the command ID VIRTIO_BALLOON_CMD_ID_STOP.\n\n"
+                   "% PROP-FPH-7\nIf the driver stops supplying pages because \\field{free_page_hint_cmd_id}\n"
+                   "no longer contains the command ID it sent, it SHOULD add an output buffer\n"
+                   "containing VIRTIO_BALLOON_CMD_ID_STOP.\n"),
+                  (DESC,
+                   "VIRTIO_BALLOON_CMD_ID_STOP any time that it will not be able to make use\n"
+                   "of the hints provided by the driver.\n",
+                   "VIRTIO_BALLOON_CMD_ID_STOP any time that it will not be able to make use\n"
+                   "of the hints provided by the driver.\n\n"
+                   "% PROP-FPH-5\nThe device MUST send a configuration change notification each time it\n"
+                   "changes \\field{free_page_hint_cmd_id}.\n\n"
+                   "% PROP-FPH-6\nThe device MUST ignore pages that are provided with\n"
+                   "VIRTIO_BALLOON_CMD_ID_STOP, also while \\field{free_page_hint_cmd_id}\n"
+                   "contains VIRTIO_BALLOON_CMD_ID_STOP.\n")],
+    },
+    {
+        "slug": "balloon-hint-whole-pages",
+        "subject": "balloon: a hint covers the whole pages inside its buffer",
+        "body": (
+            "The driver \"maps a series of pages and adds them ... as individual\n"
+            "scatter-gather input buffer entries\", but nothing gives the page size or\n"
+            "says what a buffer that starts or ends inside a page hints. A device that\n"
+            "rounds the start of a buffer down skips, when migrating, the part of a page\n"
+            "the driver never hinted, and that part is lost.\n"
+            "\n"
+            "Linux hints whole blocks of 2^order pages. QEMU 7.2 skips neither page that\n"
+            "a hint buffer offset into a page touches, while a whole-page hint in the\n"
+            "same round is skipped (a qtest reproducer in virtio-balloon-ref,\n"
+            "ambiguity AMB-FPH-ALIGNMENT). Require both sides to agree on 4096-byte\n"
+            "pages, the unit of the balloon's other queues.\n"),
+        "edits": [(DESC,
+                   "The driver MUST use an output buffer size of 4 bytes for all output\n"
+                   "buffers submitted to the free_page_vq.\n",
+                   "The driver MUST use an output buffer size of 4 bytes for all output\n"
+                   "buffers submitted to the free_page_vq.\n\n"
+                   "% PROP-FPH-8\nThe driver MUST supply pages as input buffers whose guest physical address\n"
+                   "and length are both multiples of 4096 bytes.\n"),
+                  (DESC,
+                   "If the content of a previously hinted page has not been modified by the\n",
+                   "% PROP-FPH-9\nThe device MUST treat as hinted only the 4096-byte pages, aligned on 4096\n"
+                   "bytes, that lie entirely within an input buffer.\n\n"
+                   "If the content of a previously hinted page has not been modified by the\n")],
+    },
+    {
+        "slug": "balloon-used-lengths",
+        "subject": "balloon: used lengths on free_page_vq and reporting_vq",
+        "body": (
+            "The device writes nothing into hint and report buffers through the\n"
+            "virtqueue, so the used length is 0 by the general rule for used buffers.\n"
+            "Devices differ anyway: QEMU reports 0 on both queues (on free_page_vq\n"
+            "since 6.2), Cloud Hypervisor reports the byte count of report buffers.\n"
+            "Require 0 on free_page_vq, where every current device agrees, recommend it\n"
+            "on reporting_vq, and tell drivers not to depend on the reporting_vq length\n"
+            "(ambiguities AMB-FPH-USED-LEN, AMB-REPORT-DIRECTION).\n"),
+        "edits": [(DESC,
+                   "\\paragraph{Legacy Interface: Free Page Hinting}",
+                   "% PROP-FPH-10\nThe device MUST set the used length of every buffer it uses on the\n"
+                   "free_page_vq to 0.\n\n"
+                   "\\paragraph{Legacy Interface: Free Page Hinting}"),
+                  (DESC,
+                   "The driver SHOULD avoid reading/writing reported pages if\nnot strictly necessary.\n",
+                   "The driver SHOULD avoid reading/writing reported pages if\nnot strictly necessary.\n\n"
+                   "% PROP-FPR-1\nThe driver MUST NOT depend on the used length of buffers on the\n"
+                   "reporting_vq.\n"),
+                  (DESC,
+                   "MUST NOT modify the the content of a reported page to a value other than\n"
+                   "\\field{poison_val}.\n",
+                   "MUST NOT modify the the content of a reported page to a value other than\n"
+                   "\\field{poison_val}.\n\n"
+                   "% PROP-FPR-2\nThe device SHOULD set the used length of every buffer it uses on the\n"
+                   "reporting_vq to 0.\n")],
+    },
+    {
+        "slug": "balloon-poison-and-hints",
+        "subject": "balloon: poison hinted pages again before the guest reuses them",
+        "body": (
+            "A hinted page may have been skipped by a migration: on the destination it\n"
+            "holds whatever the destination's memory held (zeros with QEMU), not\n"
+            "poison_val. The hinting text has the driver initialize hinted pages it\n"
+            "releases before DONE, but not those it releases after DONE, and the Page\n"
+            "Poison text does not mention hinting. A guest that checks the poison value\n"
+            "when it allocates a page then reports corruption after the migration.\n"
+            "\n"
+            "Linux is safe because it returns hinted pages through its page allocator,\n"
+            "which writes the poison value (or zeros, with init_on_free) on free. State\n"
+            "that as the rule. The alternative, making the device keep poison_val in\n"
+            "hinted pages as reporting does, would make every host fill skipped pages\n"
+            "with poison_val on the destination; QEMU does not (ambiguity\n"
+            "AMB-FPH-POISON).\n"),
+        "edits": [(DESC,
+                   "The driver MUST NOT modify \\field{poison_val} while the DRIVER_OK bit is set.\n",
+                   "The driver MUST NOT modify \\field{poison_val} while the DRIVER_OK bit is set.\n\n"
+                   "% PROP-PP-1\nIf VIRTIO_BALLOON_F_FREE_PAGE_HINT has also been negotiated, the driver\n"
+                   "MUST initialize a previously hinted page with \\field{poison_val} before it\n"
+                   "releases the page for use by the guest.\n")],
     },
 ]

@@ -1,0 +1,100 @@
+"""Traceability read from the source: which model rules name each requirement (``refmodel``), which
+conformance rules check it (``conformance``), and which tests verify it (``@pytest.mark.verifies``).
+
+Everything is found by parsing the code (``ast``): a rule is the function or method containing a
+string literal that is exactly a catalogue ID, so the docs and the tests cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import attrs
+
+from spec.catalogue import catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Modules that name requirements without checking them: the traceability tables themselves and the
+#: deliberately broken implementations (``breaks = "ID"``).
+_NOT_CHECKS = {"checks.py", "mutants.py", "virtq_mutants.py", "trace.py", "registry.py"}
+
+
+@attrs.frozen
+class Site:
+    path: str  # relative to the repository root
+    line: int
+    qualname: str  # module.Class.function, or module for module-level code
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+class _Finder(ast.NodeVisitor):
+    def __init__(self, module: str, path: str, ids: set[str], out: dict[str, list[Site]]) -> None:
+        self.module, self.path, self.ids, self.out = module, path, ids, out
+        self.stack: list[str] = []
+        self.seen: set[tuple[str, str]] = set()
+
+    def _scope(self, node: ast.AST, name: str) -> None:
+        self.stack.append(name)
+        self.generic_visit(node)
+        self.stack.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._scope(node, node.name)
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._scope(node, node.name)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if isinstance(node.value, str) and node.value in self.ids:
+            qual = ".".join([self.module, *self.stack])
+            if (node.value, qual) not in self.seen:  # one site per rule, at its first mention
+                self.seen.add((node.value, qual))
+                self.out[node.value].append(Site(self.path, node.lineno, qual))
+
+
+def _scan(package: str, skip: set[str] = frozenset()) -> dict[str, list[Site]]:
+    ids = set(catalogue())
+    out: dict[str, list[Site]] = defaultdict(list)
+    base = ROOT / package
+    for path in sorted(base.rglob("*.py")):
+        if path.name in skip:
+            continue
+        rel = path.relative_to(ROOT)
+        module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+        _Finder(module, str(rel), ids, out).visit(ast.parse(path.read_text(), str(rel)))
+    return dict(out)
+
+
+def model_rules() -> dict[str, list[Site]]:
+    """Requirement ID -> the reference model's functions that enforce or apply it."""
+    return _scan("refmodel")
+
+
+def conformance_checks() -> dict[str, list[Site]]:
+    """Requirement ID -> the conformance machines' rules that check it (or record why they cannot)."""
+    return _scan("conformance", _NOT_CHECKS)
+
+
+def verifying_tests() -> dict[str, list[str]]:
+    """Requirement ID -> pytest node IDs marked ``@pytest.mark.verifies(ID, ...)``. Empty when the tests
+    are not next to the package (an installed wheel)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for dec in node.decorator_list:
+                if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
+                        and dec.func.attr == "verifies"):
+                    for arg in dec.args:
+                        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                            out[arg.value].append(f"tests/{path.name}::{node.name}")
+    return dict(out)
