@@ -11,9 +11,46 @@ when ``track_contents`` is set (the small guests of the property tests).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 
 from .constants import BALLOON_PAGE_SIZE
+
+
+class PageState(enum.Enum):
+    FREE = "free"
+    ALLOCATED = "allocated"  # in use by the workload
+    HINTED = "hinted"  # held by the balloon driver for a hinting round
+    ISOLATED = "isolated"  # off the free lists, in a free page report
+
+
+class PageEvent(enum.Enum):
+    ALLOC = "guest allocates"
+    FREE = "guest frees"
+    HINT = "driver takes it for a hint"
+    RELEASE_HINT = "driver releases it (DONE, or early)"
+    REUSE_HINT = "guest reuses it before DONE, writing it"
+    REPORT = "driver puts it in a report"
+    REPORT_USED = "device uses the report buffer"
+
+
+PS, PE = PageState, PageEvent
+#: Every state change of a guest page; the docs draw the page lifecycle from this table.
+PAGE_TRANSITIONS: dict[tuple[PageState, PageEvent], PageState] = {
+    (PS.FREE, PE.ALLOC): PS.ALLOCATED,
+    (PS.ALLOCATED, PE.FREE): PS.FREE,
+    (PS.FREE, PE.HINT): PS.HINTED,
+    (PS.HINTED, PE.RELEASE_HINT): PS.FREE,
+    (PS.HINTED, PE.REUSE_HINT): PS.ALLOCATED,  # FPH-DRV-7; the write is FPH-DRV-9
+    (PS.FREE, PE.REPORT): PS.ISOLATED,
+    (PS.ISOLATED, PE.REPORT_USED): PS.FREE,  # BAL-FPR-DRV-3: not reused before the device used it
+}
+#: When the device may change a page's contents, by state: the two semantics.
+DEVICE_MAY_DISCARD: dict[PageState, str] = {
+    PS.HINTED: "lock-free: until the guest writes the page again; the host's dirty log must catch that write",
+    PS.ISOLATED: "locked: until the device uses the report buffer; the guest does not touch the page meanwhile",
+}
+_SOURCE = {event: src for (src, event) in PAGE_TRANSITIONS}  # each event leaves exactly one state
 
 
 def range_mask(start: int, count: int) -> int:
@@ -51,6 +88,21 @@ class GuestPages:
     def free(self) -> int:
         return self.all & ~(self.allocated | self.hinted | self.isolated)
 
+    def in_state(self, state: PageState) -> int:
+        return self.free if state is PS.FREE else getattr(self, state.value)
+
+    def _move(self, mask: int, event: PageEvent) -> None:
+        """Apply one row of :data:`PAGE_TRANSITIONS` to every page in ``mask``."""
+        src = _SOURCE[event]
+        dst = PAGE_TRANSITIONS[src, event]
+        if mask & ~self.in_state(src):
+            page = bits(mask & ~self.in_state(src))[0]
+            raise ValueError(f"page {page} is not {src.value}: cannot '{event.value}'")
+        if src is not PS.FREE:
+            setattr(self, src.value, getattr(self, src.value) & ~mask)
+        if dst is not PS.FREE:
+            setattr(self, dst.value, getattr(self, dst.value) | mask)
+
     def page_addr(self, page: int) -> int:
         return page * BALLOON_PAGE_SIZE
 
@@ -61,7 +113,7 @@ class GuestPages:
         if not free:
             return None
         page = (free & -free).bit_length() - 1
-        self.allocated |= 1 << page
+        self._move(1 << page, PE.ALLOC)
         return page
 
     def write(self, page: int) -> int:
@@ -76,9 +128,7 @@ class GuestPages:
         return self._version
 
     def free_page(self, page: int) -> None:
-        if not self.allocated >> page & 1:
-            raise ValueError(f"page {page} is not allocated")
-        self.allocated &= ~(1 << page)
+        self._move(1 << page, PE.FREE)
 
     # -- balloon driver --------------------------------------------------------------------------------
     def take_free_block(self, order: int) -> int | None:
@@ -88,32 +138,29 @@ class GuestPages:
         free = self.free
         for start in range(0, self.n_pages - size + 1, size):
             if free >> start & block == block:
-                self.hinted |= block << start
+                self._move(block << start, PE.HINT)
                 return start
         return None
 
     def release_hinted(self, mask: int) -> None:
-        """Hinted pages go back to the free lists (DONE, or early release under memory pressure)."""
-        self.hinted &= ~mask
+        """Hinted pages go back to the free lists (DONE, or early release under memory pressure). Pages
+        of ``mask`` that are not hinted are left alone."""
+        self._move(mask & self.hinted, PE.RELEASE_HINT)
 
     def reuse_hinted(self, page: int) -> None:
         """A hinted page is taken by the allocator before DONE (FPH-DRV-7, the Linux shrinker path).
 
         FPH-DRV-9: the driver initializes it, which is a write.
         """
-        if not self.hinted >> page & 1:
-            raise ValueError(f"page {page} is not hinted")
-        self.hinted &= ~(1 << page)
-        self.allocated |= 1 << page
+        self._move(1 << page, PE.REUSE_HINT)
         self.write(page)
 
     def isolate(self, mask: int) -> None:
-        if mask & ~self.free:
-            raise ValueError("only free pages can be isolated for a report")
-        self.isolated |= mask
+        self._move(mask, PE.REPORT)
 
     def unisolate(self, mask: int) -> None:
-        self.isolated &= ~mask
+        """The device used the report buffer; pages of ``mask`` not isolated are left alone."""
+        self._move(mask & self.isolated, PE.REPORT_USED)
 
     # -- what devices do to RAM ----------------------------------------------------------------------------
     def device_discard(self, mask: int, fill: int = 0) -> None:

@@ -24,7 +24,9 @@ def site(tmp_path_factory):
 
 
 def test_every_page_is_reachable_from_the_index(site):
-    pages = {p.relative_to(site).as_posix() for p in site.rglob("*.html")} - {"genindex.html", "search.html"}
+    # genindex, search and sphinx-needs' permalink redirector are machinery, not pages.
+    pages = {p.relative_to(site).as_posix() for p in site.rglob("*.html")} - {"genindex.html", "search.html",
+                                                                           "permalink.html"}
     seen, todo = set(), ["index.html"]
     while todo:
         page = todo.pop()
@@ -46,6 +48,7 @@ def test_every_page_is_reachable_from_the_index(site):
 
 
 def test_diagrams_and_catalogue_come_from_the_model(site):
+    from refmodel.guest import PageState
     from refmodel.hinting import DeviceHintState
     from spec.catalogue import catalogue
 
@@ -55,6 +58,24 @@ def test_diagrams_and_catalogue_come_from_the_model(site):
     drawn = "".join((site / "generated" / svg).read_text() if (site / "generated" / svg).exists()
                     else (site / svg).read_text() for svg in set(svgs))
     assert all(state.name in drawn for state in DeviceHintState)
+    assert all(state.name in drawn for state in PageState)  # the page lifecycle: hinting and reporting
     cat = (site / "generated" / "catalogue.html").read_text()
     missing = [r for r in catalogue() if r not in cat]
     assert not missing, missing[:5]
+
+
+def test_traceability_links_requirements_to_rules_checks_and_tests(site):
+    """sphinx-needs links, read from the source: a requirement's page shows the conformance rule that
+    checks it and the tests marked ``verifies``; the uncovered table lists every NOT_YET requirement."""
+    from conformance.checks import NOT_YET
+    from conformance.trace import conformance_checks, verifying_tests
+
+    cat = (site / "generated" / "catalogue.html").read_text()
+    check = conformance_checks()["BAL-FPH-DEV-3"][0].qualname
+    assert f"check.{check}" in cat
+    for node in verifying_tests()["PROP-FPH-9"]:
+        assert "test." + node.replace("/", ".").replace("::", ".") in cat
+    trace = (site / "generated" / "traceability.html").read_text()
+    uncovered = trace[trace.index("Requirements not covered"):trace.index("Coverage by status")]
+    assert all(req_id in uncovered for req_id in NOT_YET)
+    assert "BAL-FPH-DEV-3" not in uncovered  # checked

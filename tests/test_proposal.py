@@ -82,3 +82,38 @@ def test_every_checkable_proposal_statement_has_evidence_or_a_reason():
         assert r.id in tests or r.id in NOT_YET or base in {**DEVICE_CHECKS, **DRIVER_CHECKS}, r.id
     for prop, base in PROPOSAL_CHECKED_AS.items():
         assert catalogue()[prop].role == catalogue()[base].role, (prop, base)
+
+
+needs_pdflatex = pytest.mark.skipif(shutil.which("pdflatex") is None and not os.getenv("CI"),
+                                    reason="pdflatex is not installed (tools/test installs it)")
+
+
+@needs_upstream
+@needs_pdflatex
+def test_patched_balloon_section_typesets(tmp_path):
+    """The series applied to upstream compiles with the spec's own macros, and every balloon
+    cross-reference resolves, the conformance entries for the new sections included."""
+    from spec.proposal.latex import apply_series, typeset
+
+    apply_series(DEFAULT_UPSTREAM, tmp_path)
+    labels = typeset(tmp_path, tmp_path / "out.pdf")
+    assert "drivernormative:Device Types / Memory Balloon Device / Virtqueues" in labels
+    assert "devicenormative:Device Types / Memory Balloon Device / Virtqueues" in labels
+    assert (tmp_path / "out.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+@needs_upstream
+@needs_pdflatex
+@pytest.mark.parametrize("damage, message", [
+    ("\\field{free_page_hint_cmd_id", "pdflatex failed: !"),
+    ("\\ref{devicenormative:Device Types / Memory Balloon Device / Nowhere}", "unresolved balloon reference"),
+])
+def test_a_patch_that_breaks_the_latex_is_reported_in_one_line(tmp_path, damage, message):
+    from spec.proposal.latex import LatexError, apply_series, typeset
+
+    apply_series(DEFAULT_UPSTREAM, tmp_path)
+    desc = tmp_path / FILES[0]
+    desc.write_text(desc.read_text().replace("% PROP-FPH-9\n", f"% PROP-FPH-9\n{damage}\n"))
+    with pytest.raises(LatexError, match=message) as e:
+        typeset(tmp_path, tmp_path / "out.pdf")
+    assert "\n" not in str(e.value)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, note, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
-from refmodel.errors import PeerSpecViolation
+from refmodel.errors import BrokenSide, LocalSpecViolation, PeerSpecViolation
 from refmodel.guest import bits
 from refmodel.scenario import SeedSystem
 
@@ -129,6 +129,7 @@ def _reply(s, payload):
     s.vq_drv.publish()
 
 
+@pytest.mark.verifies("SEED-DRV-1", "SEED-DRV-2")
 @pytest.mark.parametrize("payload, req", [
     ((16).to_bytes(8, "little") + bytes(8), "SEED-DRV-1"),       # bmap_len says 16, 8 bytes follow
     ((4096).to_bytes(8, "little") + bytes(4096), "SEED-DRV-2"),  # a bitmap longer than guest memory
@@ -151,3 +152,20 @@ def test_unsolicited_reply_is_a_peer_violation():
     with pytest.raises(PeerSpecViolation) as exc:
         s.device.process()
     assert exc.value.req_id == "SEED-DRV-3"
+
+
+@pytest.mark.verifies("SEED-DEV-2")
+def test_ordered_host_keeps_one_request_outstanding():
+    """A reply carries nothing that pairs it with a request, so the ordered host never asks twice."""
+    s = SeedSystem(8, ordered=True)
+    s.migration_start()
+    s.host_request()
+    with pytest.raises(LocalSpecViolation) as exc:
+        s.device.request()
+    assert exc.value.req_id == "SEED-DEV-2"
+    with pytest.raises(BrokenSide):  # a side that broke the protocol stays broken
+        s.device.request()
+    fresh = SeedSystem(8, ordered=True)
+    fresh.migration_start()
+    assert fresh.host_request() and fresh.driver_reply() and fresh.device_process() == 1
+    assert fresh.host_request()  # answered: the next request is allowed

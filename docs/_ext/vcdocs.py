@@ -14,6 +14,7 @@ from typing import Any
 
 from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET
 from refmodel.ambiguities import AMBIGUITIES
+from refmodel.guest import DEVICE_MAY_DISCARD, PAGE_TRANSITIONS
 from refmodel.hinting import DEVICE_TRANSITIONS, DRIVER_TRANSITIONS
 from refmodel.status import STATUS_TRANSITIONS
 from spec.catalogue import catalogue
@@ -49,33 +50,127 @@ def diagrams() -> str:
     out += ["Free page hinting, driver side", "------------------------------", "",
             "From ``refmodel.hinting.DRIVER_TRANSITIONS``.", "",
             _dot("hinting, driver", DRIVER_TRANSITIONS, lambda e: e.value)]
+    out += ["A guest page: hinting and reporting (§5.5.6.5, §5.5.6.7)",
+            "--------------------------------------------------------", "",
+            "From ``refmodel.guest.PAGE_TRANSITIONS``, which the model's page allocator goes through for every",
+            "change. The two semantics are the two states in which the device may change a page's contents",
+            "(``DEVICE_MAY_DISCARD``):", ""]
+    out += [f"* **{state.value}**: {_esc(why)}." for state, why in DEVICE_MAY_DISCARD.items()]
+    out += ["", _dot("guest page", PAGE_TRANSITIONS, lambda e: e.value)]
     return "\n".join(out)
 
 
+def _status(r: Any, tests: dict[str, list[str]]) -> str:
+    """How a requirement is covered: checked, tested, not yet, not checkable, legacy, or no check."""
+    from conformance.checks import PROPOSAL_CHECKED_AS
+
+    if r.legacy:
+        return "legacy"
+    if not r.checkable:
+        return "not checkable"
+    if r.id in DEVICE_CHECKS or r.id in DRIVER_CHECKS or r.id in PROPOSAL_CHECKED_AS:
+        return "checked"
+    if r.id in NOT_YET:
+        return "not yet"
+    return "tested" if r.id in tests else "no check"
+
+
+def _coverage() -> dict[str, int]:
+    from conformance.trace import verifying_tests
+
+    tests = verifying_tests()
+    counts: dict[str, int] = defaultdict(int)
+    for r in catalogue().values():
+        counts[_status(r, tests)] += 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _need_id(kind: str, qualname: str) -> str:
+    return f"{kind}.{qualname}"
+
+
 def catalogue_page() -> str:
+    """Every requirement as a sphinx-needs ``req``, with its coverage status and how it is checked."""
+    from conformance.checks import PROPOSAL_CHECKED_AS
+    from conformance.trace import verifying_tests
+
+    tests = verifying_tests()
     out = ["Requirement catalogue", "=====================", "",
-           "Every normative statement the suite knows, from ``spec/requirements.toml``. *Checked by* names the",
-           "check in the conformance machines; requirements without one say why. IDs ending in ``-D<n>`` are",
-           "derived: implied by the text without a keyword.", ""]
+           "Every normative statement the suite knows, from ``spec/requirements.toml``. Each one links to the",
+           "model rules that enforce it, the conformance rules that check it and the tests that verify it",
+           "(:doc:`traceability`). IDs ending in ``-D<n>`` are derived: implied by the text without a keyword.", ""]
     by_section: dict[str, list] = defaultdict(list)
     for r in catalogue().values():
         by_section[r.profile if r.profile != "virtio-1.4" else r.section.split(".")[0]].append(r)
     for key in sorted(by_section, key=lambda k: (not k[0].isdigit(), k.zfill(4))):
         title = f"Section {key}" if key[0].isdigit() else f"Profile {key}"
-        out += [title, "-" * len(title), "", ".. list-table::", "   :header-rows: 1", "   :widths: 14 8 9 10 39 20", "",
-                "   * - ID", "     - §", "     - role", "     - keyword", "     - requirement", "     - checked by"]
+        out += [title, "-" * len(title), ""]
         for r in by_section[key]:
+            status = _status(r, tests)
+            out += [f".. req:: {_title(r.text)}", f"   :id: {r.id}", f"   :section: {r.section}",
+                    f"   :role: {r.role}", f"   :keyword: {r.keyword}", f"   :profile: {r.profile}",
+                    f"   :status: {status}", "", f"   {_esc(r.text)}", ""]
             table = DEVICE_CHECKS if r.role == "device" else DRIVER_CHECKS
-            where = table.get(r.id) or (f"not yet: {NOT_YET[r.id]}" if r.id in NOT_YET else "")
-            if not r.checkable:
-                where = f"not checkable: {r.reason}"
-            elif r.legacy:
-                where = "legacy interface: not modelled"
-            elif not where:
-                where = "model tests (``tests/``)" if r.profile != "virtio-1.4" else "no check"
-            out += [f"   * - ``{r.id}``", f"     - {r.section}", f"     - {r.role}", f"     - {r.keyword}",
-                    f"     - {_esc(r.text)}", f"     - {_esc(where)}"]
-        out.append("")
+            if r.id in table:
+                out += [f"   **Checked by:** {_esc(table[r.id])}.", ""]
+            if r.id in PROPOSAL_CHECKED_AS:
+                out += [f"   **Checked as:** :need:`{PROPOSAL_CHECKED_AS[r.id]}` (the check tests the tighter "
+                        "reading).", ""]
+            if status == "not yet":
+                out += [f"   **Not checked yet:** {_esc(NOT_YET[r.id])}.", ""]
+            if r.reason:
+                out += [f"   **Why not checkable:** {_esc(r.reason)}", ""]
+            if r.derived:
+                out += [f"   **Derived from:** {_esc(r.derived)}", ""]
+    return "\n".join(out)
+
+
+def _title(text: str, limit: int = 90) -> str:
+    one = " ".join(text.split()).replace("`", "'").replace("*", "")
+    return one if len(one) <= limit else one[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def traceability_page() -> str:
+    """Model rules, conformance rules and tests as needs linked to the requirements, and the matrix."""
+    from conformance.trace import conformance_checks, model_rules, verifying_tests
+
+    def by_site(index: dict[str, list]) -> dict[str, tuple[Any, list[str]]]:
+        sites: dict[str, tuple[Any, list[str]]] = {}
+        for req_id, found in sorted(index.items()):
+            for site in found:
+                sites.setdefault(site.qualname, (site, []))[1].append(req_id)
+        return sites
+
+    out = ["Traceability", "============", "",
+           "Read from the source when these pages were built (``conformance/trace.py``): a *model rule* is a",
+           "function of ``refmodel`` that names the requirement, a *conformance rule* one of ``conformance``, and",
+           "a *test* one marked ``@pytest.mark.verifies``. Links are sphinx-needs links; each requirement in",
+           ":doc:`catalogue` lists them back.", "",
+           "Requirements not covered", "------------------------", "",
+           "Everything without a check: not checkable through any interface, not checked yet (with the",
+           "reason in the catalogue), legacy, or covered only by tests.", "",
+           ".. needtable::", "   :types: req", '   :filter: status != "checked"',
+           "   :columns: id, title, section, role, keyword, status", "   :style: table", "",
+           "Coverage by status", "------------------", "",
+           *[f"* {status}: {n}" for status, n in _coverage().items()], "",
+           "Full matrix", "-----------", "",
+           ".. needtable::", "   :types: req", "   :columns: id, section, status, enforces_back as \"model rules\", "
+           "checks_back as \"conformance rules\", verifies_back as \"tests\"", "   :style: table", ""]
+    for kind, title, index, link in (("rule", "Model rules", model_rules(), "enforces"),
+                                     ("check", "Conformance rules", conformance_checks(), "checks")):
+        out += [title, "-" * len(title), ""]
+        for qual, (site, ids) in sorted(by_site(index).items()):
+            out += [f".. {kind}:: {qual}", f"   :id: {_need_id(kind, qual)}", f"   :{link}: {', '.join(ids)}", "",
+                    f"   ``{site.where}``", ""]
+    out += ["Tests", "-----", ""]
+    tests: dict[str, list[str]] = defaultdict(list)
+    for req_id, nodes in verifying_tests().items():
+        for node in nodes:
+            tests[node].append(req_id)
+    for node, ids in sorted(tests.items()):
+        name = node.split("::")[-1]
+        out += [f".. test:: {name}", f"   :id: {_need_id('test', node.replace('/', '.').replace('::', '.'))}",
+                f"   :verifies: {', '.join(sorted(set(ids)))}", "", f"   ``{node}``", ""]
     return "\n".join(out)
 
 
@@ -153,10 +248,30 @@ def proposal_page() -> str:
            "marked with its catalogue ID (profile ``proposal`` in :doc:`catalogue`). The ``Fixes:`` lines say that",
            "no virtio-spec issue has been opened yet: open one, rebuild with ``--fixes URL``, then send with",
            "``git send-email spec/proposal/*.patch``.", ""]
+    out += _typeset_proposal()
     for patch in sorted(root.glob("0*.patch")):
         out += [patch.name, "-" * len(patch.name), "", f".. literalinclude:: ../../spec/proposal/{patch.name}",
                 "   :language: diff", ""]
     return "\n".join(out)
+
+
+def _typeset_proposal() -> list[str]:
+    """The patched balloon section as a PDF (``spec.proposal.latex``), when pdflatex is installed."""
+    import tempfile
+
+    from spec.proposal.build import DEFAULT_UPSTREAM
+    from spec.proposal.latex import LatexError, apply_series, typeset
+
+    target = Path(__file__).resolve().parents[1] / "generated" / "balloon-proposal.pdf"
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            apply_series(DEFAULT_UPSTREAM, Path(d))
+            typeset(Path(d), target)
+    except (LatexError, OSError) as e:
+        return [f"The typeset section could not be built here ({_esc(str(e))}); "
+                "``python -m spec.proposal.latex`` builds it where pdflatex is installed.", ""]
+    return ["The balloon section with the series applied, typeset with the spec's own macros by",
+            "``python -m spec.proposal.latex``: :download:`balloon-proposal.pdf <balloon-proposal.pdf>`.", ""]
 
 
 def _svg_bars(rows: list[tuple[str, float, str]], unit: str) -> str:
@@ -225,9 +340,9 @@ def migration_page(target: Path) -> str:
         for mode, r in by.items():
             out += [f"   * - {mode}", f"     - {r['mb']:.1f}", f"     - {r['full_pages']:,}", f"     - {r['wall']:.2f}",
                     f"     - {r['full_pages'] / r['ideal']:.2f}"]
-        out += [f"   * - model, no hints", "     -", f"     - {d['model_off']:,}", "     -",
+        out += ["   * - model, no hints", "     -", f"     - {d['model_off']:,}", "     -",
                 f"     - {d['model_off'] / hint['ideal']:.2f}",
-                f"   * - model, every held hint before the bulk pass", "     -", f"     - {d['model_hint']:,}", "     -",
+                "   * - model, every held hint before the bulk pass", "     -", f"     - {d['model_hint']:,}", "     -",
                 f"     - {d['model_hint'] / hint['ideal']:.2f}", ""]
         stem = path.stem
         (target / f"{stem}-bars.svg").write_text(_svg_bars([
@@ -280,7 +395,8 @@ def linux_hidden() -> str:
 def generate(app: Any) -> None:
     target = Path(app.srcdir) / "generated"
     target.mkdir(exist_ok=True)
-    for name, make in (("diagrams", diagrams), ("catalogue", catalogue_page), ("ambiguities", ambiguities_page),
+    for name, make in (("diagrams", diagrams), ("catalogue", catalogue_page), ("traceability", traceability_page),
+                       ("ambiguities", ambiguities_page),
                        ("verdicts", verdicts_page), ("results", results_page),
                        ("proposal", proposal_page)):
         text = make()

@@ -164,8 +164,10 @@ COMMITS = [
             "tagging rule of the earlier patch). Once the device reports STOP itself,\n"
             "they match the current value of the field, and \"MUST ignore pages provided\n"
             "with a command ID that does not match\" no longer excludes them. Say that\n"
-            "STOP never makes a page a hint. Linux also sends STOP when the device ends\n"
-            "the round; recommend it, since it tells the device no more hints follow.\n"),
+            "STOP never makes a page a hint; QEMU 7.2 already ignores a hint queued\n"
+            "behind the driver's STOP (reproducer hint-after-stop). Linux also sends STOP\n"
+            "when the device ends the round; recommend it, since it tells the device no\n"
+            "more hints follow.\n"),
         "edits": [(DESC,
                    "\\item A round of hinting ends either when the driver is no longer able to\n"
                    "  supply more pages for hinting as described above, or when the device\n"
