@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conformance.linux.qemu_guest import build  # noqa: E402
 from conformance.qemu.qmp import QmpClient  # noqa: E402
-from refmodel.guest import GuestPages  # noqa: E402
-from refmodel.migration import Migration  # noqa: E402
+from refmodel.migration import predict_full_pages  # noqa: E402
 
 PAGE = 4096
 BLOCK = 1 << 10  # Linux hints order-10 blocks (4 MiB)
@@ -139,17 +138,8 @@ def predict(n_pages: int, ideal: int, fill: int, hinted: int) -> int:
             buf[b * BLOCK // 8:(b + 1) * BLOCK // 8] = b"\xff" * (BLOCK // 8)
         return int.from_bytes(buf, "little")
 
-    guest = GuestPages(n_pages, track_contents=False)
-    guest.allocated = mask(used)
-    nonzero = guest.allocated | mask(nonzero_free)
-    m = Migration(guest)
-    m.start()
-    m.apply_hint(mask(hint_blocks) & guest.free)
-    m.sync()
-    full = (m.to_send & nonzero).bit_count()
-    m.send()
-    m.switchover()
-    return full
+    allocated = mask(used)
+    return predict_full_pages(n_pages, allocated | mask(nonzero_free), mask(hint_blocks) & ~allocated)
 
 
 def main() -> None:

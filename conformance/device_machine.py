@@ -26,7 +26,7 @@ from refmodel.virtq import virtq_need_event
 
 from .checks import RING_DEVICE_CHECKS
 from .harness import Guarded, ImplementationError
-from .machine_base import GuestMachine, live, note
+from .machine_base import GuestMachine, live, note, skip_if_ended, started
 
 F = Feature
 OPTIONAL = (F.VIRTIO_BALLOON_F_MUST_TELL_HOST, F.VIRTIO_BALLOON_F_STATS_VQ, F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
@@ -250,8 +250,9 @@ class DeviceConformance(GuestMachine):
         return [f for f in CONFIG_FIELDS if f.feature is None or has(self.features, f.feature)]
 
     # -- rules: the device and the driver run -----------------------------------------------------------
-    @precondition(live)
+    @precondition(started)
     @rule(rounds=st.integers(1, 3))
+    @skip_if_ended
     def cycle(self, rounds: int) -> None:
         """The device does its work, interrupts reach the driver, the driver does its work."""
         with self.tolerate():
@@ -263,17 +264,19 @@ class DeviceConformance(GuestMachine):
             self._device_run()
             self._driver_run()
 
-    @precondition(live)
+    @precondition(started)
     @rule(num_pages=st.integers(0, 40), cycles=CYCLES)
+    @skip_if_ended
     def set_target(self, num_pages: int, cycles: int) -> None:
         with self.tolerate():
             self._config_op("set_target", num_pages)
             self._cycles(cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
 
-    @precondition(live)
+    @precondition(started)
     @rule(name=st.sampled_from(["inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq"]),
           enabled=st.booleans())
+    @skip_if_ended
     def used_notifications(self, name: str, enabled: bool) -> None:
         vq = self.drv.vqs.get(name)
         if vq is not None:
@@ -286,8 +289,9 @@ class DeviceConformance(GuestMachine):
                 self.os.mem.write_u16(vq.addrs.avail + used_event_offset(vq.queue_size), 0x5A5A)
         note(f"driver {'asks for' if enabled else 'suppresses'} used buffer notifications on {name}")
 
-    @precondition(live)
+    @precondition(started)
     @rule(name=st.sampled_from(["inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq"]))
+    @skip_if_ended
     def spurious_notify(self, name: str) -> None:
         """An available buffer notification with nothing new (SPLIT-DEV-21)."""
         with self.tolerate():
@@ -303,10 +307,11 @@ class DeviceConformance(GuestMachine):
 
     # -- rules: hinting ------------------------------------------------------------------------------------
     def _hinting(self) -> bool:
-        return live(self) and self.has(F.VIRTIO_BALLOON_F_FREE_PAGE_HINT) and "hinting" in self.caps
+        return started(self) and self.has(F.VIRTIO_BALLOON_F_FREE_PAGE_HINT) and "hinting" in self.caps
 
     @precondition(_hinting)
     @rule(cycles=CYCLES)
+    @skip_if_ended
     def hint_start(self, cycles: int) -> None:
         with self.tolerate():
             self._config_op("hint_start")
@@ -321,6 +326,7 @@ class DeviceConformance(GuestMachine):
 
     @precondition(lambda self: self._hinting() and "hint_stop" in self.caps)
     @rule(cycles=CYCLES)
+    @skip_if_ended
     def hint_stop(self, cycles: int) -> None:
         with self.tolerate():
             self._config_op("hint_stop")
@@ -332,6 +338,7 @@ class DeviceConformance(GuestMachine):
 
     @precondition(_hinting)
     @rule(cycles=CYCLES)
+    @skip_if_ended
     def hint_done(self, cycles: int) -> None:
         with self.tolerate():
             self._config_op("hint_done")
@@ -343,8 +350,9 @@ class DeviceConformance(GuestMachine):
             note(f"host is done with the hints (DONE), then {cycles} cycle(s)")
 
     # -- rules: stats, reporting, memory pressure ---------------------------------------------------------
-    @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_STATS_VQ) and "stats" in self.caps)
+    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_STATS_VQ) and "stats" in self.caps)
     @rule()
+    @skip_if_ended
     def request_stats(self) -> None:
         stats: dict[int, int] = {}
         with self.tolerate():
@@ -362,16 +370,18 @@ class DeviceConformance(GuestMachine):
                              "(in another order)")
             note(f"host asks for statistics: {stats}")
 
-    @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING))
+    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING))
     @rule()
+    @skip_if_ended
     def report(self) -> None:
         n = 0
         with self.tolerate():
             n = self.drv.report()
         note(f"driver reports {n} free page(s)")
 
-    @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM))
+    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM))
     @rule(count=st.integers(1, 8))
+    @skip_if_ended
     def oom(self, count: int) -> None:
         n = 0
         with self.tolerate():
@@ -379,8 +389,9 @@ class DeviceConformance(GuestMachine):
         note(f"memory pressure: the driver deflates {n} page(s)")
 
     # -- rules: reset ------------------------------------------------------------------------------------------
-    @precondition(live)
+    @precondition(started)
     @rule()
+    @skip_if_ended
     def reset_and_reprobe(self) -> None:
         with self.tolerate():
             self.dev.write_status(0)

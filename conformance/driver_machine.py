@@ -23,7 +23,7 @@ from refmodel.hinting import DeviceHintState
 from .checks import RING_DRIVER_CHECKS
 from .device_machine import OPTIONAL
 from .harness import Guarded, ImplementationError
-from .machine_base import GuestMachine, live, note
+from .machine_base import GuestMachine, live, note, skip_if_ended, started
 
 F = Feature
 N_PAGES = 128
@@ -152,16 +152,18 @@ class DriverConformance(GuestMachine):
                 self._cycle()
 
     # -- rules --------------------------------------------------------------------------------------------
-    @precondition(live)
+    @precondition(started)
     @rule(rounds=st.integers(1, 3))
+    @skip_if_ended
     def cycle(self, rounds: int) -> None:
         with self.tolerate():
             for _ in range(rounds):
                 self._cycle()
         note(f"cycle x{rounds}: balloon {self.ref.ballooned.bit_count()} pages, actual {self.ref.config.get('actual')}")
 
-    @precondition(live)
+    @precondition(started)
     @rule(config=st.booleans())
+    @skip_if_ended
     def spurious_interrupt(self, config: bool) -> None:
         """Interrupts for every queue (and maybe config) with nothing new (SPLIT-DRV-16)."""
         with self.tolerate():
@@ -170,37 +172,42 @@ class DriverConformance(GuestMachine):
             self.R.saw("SPLIT-DRV-16")
         note(f"spurious interrupt for every queue{' and config' if config else ''}")
 
-    @precondition(live)
+    @precondition(started)
     @rule(num_pages=st.integers(0, 40), cycles=CYCLES)
+    @skip_if_ended
     def set_target(self, num_pages: int, cycles: int) -> None:
         self._host("set_target", num_pages, cycles=cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
 
 
     def _hinting(self) -> bool:
-        return live(self) and self.has(F.VIRTIO_BALLOON_F_FREE_PAGE_HINT)
+        return started(self) and self.has(F.VIRTIO_BALLOON_F_FREE_PAGE_HINT)
 
     @precondition(_hinting)
     @rule(cycles=CYCLES)
+    @skip_if_ended
     def hint_start(self, cycles: int) -> None:
         self._host("hint_start", cycles=cycles)
         note(f"host publishes command ID {self.ref.hint.cmd_id if self.ref.hint else None}, {cycles} cycle(s)")
 
     @precondition(_hinting)
     @rule(cycles=CYCLES)
+    @skip_if_ended
     def hint_stop(self, cycles: int) -> None:
         self._host("hint_stop", cycles=cycles)
         note(f"host publishes STOP, {cycles} cycle(s)")
 
     @precondition(_hinting)
     @rule(cycles=CYCLES)
+    @skip_if_ended
     def hint_done(self, cycles: int) -> None:
         self._host("hint_done", cycles=cycles)
         self.done_pending = True
         note(f"host publishes DONE, {cycles} cycle(s)")
 
-    @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_STATS_VQ))
+    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_STATS_VQ))
     @rule()
+    @skip_if_ended
     def request_stats(self) -> None:
         with self.tolerate():
             returned = self.ref.request_stats()
@@ -215,24 +222,27 @@ class DriverConformance(GuestMachine):
                 self.R.check("BAL-ST-DRV-4", bool(self.ref.stats_tags), "stats buffer without entries")
         note("host asks for statistics")
 
-    @precondition(lambda self: live(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING) and "report" in self.caps)
+    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING) and "report" in self.caps)
     @rule()
+    @skip_if_ended
     def report(self) -> None:
         n = 0
         with self.tolerate():
             n = self._step(self.drv.report)
         note(f"driver reports {n} free page(s)")
 
-    @precondition(lambda self: live(self) and "oom" in self.caps)
+    @precondition(lambda self: started(self) and "oom" in self.caps)
     @rule(count=st.integers(1, 8))
+    @skip_if_ended
     def oom(self, count: int) -> None:
         n = 0
         with self.tolerate():
             n = self._step(self.drv.oom, count)
         note(f"memory pressure: the driver gives back {n} page(s)")
 
-    @precondition(live)
+    @precondition(started)
     @rule()
+    @skip_if_ended
     def settle(self) -> None:
         """Run until nothing changes, then check what a quiet driver must have done."""
         with self.tolerate():

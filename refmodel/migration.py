@@ -179,3 +179,18 @@ class Migration:
         if self.dest is None or self.guest.expected is None:
             raise ValueError("contents are not tracked for this guest")
         return [p for p in bits(self.guest.allocated) if self.dest[p] != self.guest.expected[p]]
+
+
+def predict_full_pages(n_pages: int, nonzero: int, hinted: int, dirtied: int = 0) -> int:
+    """Full pages a precopy migration sends when every hint in ``hinted`` lands before the bulk pass:
+    the non-zero pages no hint covers (a zero page travels as a flag, not a page), then, after one
+    dirty-log sync, every page in ``dirtied`` (written during the migration) once more. A lower bound
+    for a real host, whose hints arrive while the bulk pass already runs."""
+    m = Migration(GuestPages(n_pages, track_contents=False))
+    m.start()
+    m.apply_hint(hinted)
+    bulk = (m.to_send & nonzero).bit_count()
+    m.send()
+    m.log_writes(dirtied)
+    m.sync()
+    return bulk + m.to_send.bit_count()

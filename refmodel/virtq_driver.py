@@ -227,8 +227,9 @@ class SplitQueueDriver(Sticky):
         used_idx = mem.read_u16(self.addrs.used + USED_IDX)
         delta = u16(used_idx - self.last_used_idx)
         if delta > len(self._in_flight):
-            raise PeerSpecViolation("SPLIT-DEV-D3", f"used idx moved by {delta} with "
-                                    f"{len(self._in_flight)} buffers in flight")
+            raise PeerSpecViolation("SPLIT-DEV-D3", f"used idx moved by {delta} ({self.last_used_idx} -> {used_idx}) "
+                                    f"with {len(self._in_flight)} buffers in flight (used ring at "
+                                    f"{self.addrs.used:#x})")
         out = []
         for _ in range(delta):
             slot_addr = self.addrs.used + used_ring_entry(self.last_used_idx % qs)

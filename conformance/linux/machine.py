@@ -22,7 +22,7 @@ from refmodel.memory import GuestMemory
 from ..device_machine import OPTIONAL
 from ..driver_machine import CYCLES, UNDEFINED_BIT, DriverConformance
 from ..harness import Guarded, ImplementationError
-from ..machine_base import live, note
+from ..machine_base import live, note, skip_if_ended, started
 from ..vhost_user.protocol import DEFAULT_PROTOCOL_FEATURES, ProtocolFeature
 
 F = Feature
@@ -161,14 +161,16 @@ class LinuxDriverConformance(DriverConformance):
         self._verify_workload()
 
     # -- rules that differ -------------------------------------------------------------------------------
-    @precondition(live)
+    @precondition(started)
     @rule(num_pages=st.integers(0, 6144), cycles=CYCLES)
+    @skip_if_ended
     def set_target(self, num_pages: int, cycles: int) -> None:
         self._host("set_target", num_pages, cycles=cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
 
     @precondition(lambda self: DriverConformance._hinting(self))
     @rule(cycles=CYCLES)
+    @skip_if_ended
     def hint_done(self, cycles: int) -> None:
         with self.tolerate():
             hint = self.ref.hint
@@ -183,8 +185,9 @@ class LinuxDriverConformance(DriverConformance):
                 self._check_hints_released()
         note(f"host publishes DONE, {cycles} cycle(s)")
 
-    @precondition(live)
+    @precondition(started)
     @rule(seconds=st.sampled_from([1.0, 2.5]))
+    @skip_if_ended
     def serve(self, seconds: float) -> None:
         """The host only serves for a while: Linux reports free pages on its own clock (2 s delay)."""
         with self.tolerate():
@@ -193,8 +196,9 @@ class LinuxDriverConformance(DriverConformance):
                 self._cycle()
         note(f"the host serves the guest for {seconds} s: {self.ref.reported.bit_count()} page(s) reported so far")
 
-    @precondition(live)
+    @precondition(started)
     @rule(count=st.integers(1, 8), top=st.booleans())
+    @skip_if_ended
     def workload_alloc_write(self, count: int, top: bool) -> None:
         name = f"w{len(self.files)}x{count}"
         pages = count * 128 * (2 if top else 1)
@@ -203,8 +207,9 @@ class LinuxDriverConformance(DriverConformance):
                 self.files[name] = pages
         note(f"the guest writes {pages} pages of random data to {name}")
 
-    @precondition(lambda self: live(self) and self.files)
+    @precondition(lambda self: started(self) and self.files)
     @rule(data=st.data())
+    @skip_if_ended
     def workload_free(self, data: st.DataObject) -> None:
         names = sorted(self.files)
         name = names[data.draw(st.integers(0, 1 << 16)) % len(names)]

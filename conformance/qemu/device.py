@@ -20,9 +20,11 @@ from refmodel.virtq import QueueAddresses
 
 from . import virtio_pci as vp
 from .process import DEFAULT_BINARY, QemuError, QemuProcess
+from .qmp import QmpError
 
 BALLOON_PATH = "/machine/peripheral/balloon0"
 STATSQ = 2
+FREE_PAGE_VQ = 3  # QEMU always offers STATS_VQ, and compacts by offered features
 UNSET_STAT = (1 << 64) - 1
 #: QEMU's guest-stats names, by tag (include/standard-headers/linux/virtio_balloon.h order).
 QEMU_STAT_NAMES = ("stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-minor-faults", "stat-free-memory",
@@ -52,6 +54,7 @@ class QemuBalloon:
         self._stats_update: int | None = None  # guest-stats last-update when statistics were last asked for
         self._set_stats_polling(0)  # no timer left running from an earlier example
         self._cancel_migration()
+        self._wait_free_page_vq_idle()
         self.write_status(0)
         self.set_target(0)
         self.mem._view[:] = bytes(self.mem.size)  # a clean guest for every example
@@ -152,6 +155,24 @@ class QemuBalloon:
         if self._migration_status() in ("setup", "active", "pre-switchover", "device"):
             self.q.qmp.execute("migrate_cancel")
             self._wait("migration cancel", lambda: self._migration_status() in ("cancelled", "failed"))
+
+    def _wait_free_page_vq_idle(self, seconds: float = 2.0) -> None:
+        """Before the reset that starts a session: let QEMU's iothread finish with the previous session's
+        free_page_vq. A reset that lands while it pops corrupts the queue (reproducer reset-during-round,
+        known deviation SPLIT-DEV-D3); that is a finding when the driver resets, not when we set up."""
+        deadline, last = time.monotonic() + seconds, None
+        while time.monotonic() < deadline:
+            try:
+                st = self.q.qmp.execute("x-query-virtio-queue-status", path=f"{BALLOON_PATH}/virtio-backend",
+                                        queue=FREE_PAGE_VQ)
+            except QmpError:
+                time.sleep(0.02)  # no such command (another QEMU build): a short grace instead
+                return
+            now = (st.get("last-avail-idx"), st.get("used-idx"), st.get("inuse"))
+            if now == last and not st.get("inuse") and st.get("last-avail-idx") == st.get("shadow-avail-idx"):
+                return
+            last = now
+            time.sleep(0.005)
 
     def _ensure_running(self) -> None:
         """A migration that finished leaves the VM paused (postmigrate); hinting needs it running."""

@@ -19,6 +19,7 @@ from refmodel.balloon_driver import BalloonDriver
 from refmodel.constants import BALLOON_PAGE_SIZE
 from refmodel.guest import bits
 from refmodel.guest_os import GuestOS, page_pattern
+from refmodel.migration import predict_full_pages
 
 from . import virtio_pci as vp
 from .device import RESERVED_PAGES, QemuBalloon
@@ -42,10 +43,24 @@ class MigrationResult:
     dirty_syncs: int = 0  # QEMU's ram.dirty-sync-count
     ids_by_sync: tuple[tuple[int, int], ...] = ()  # (dirty-sync-count, command ID the driver read), in order
     stale_tag: bool = False  # the driver echoed an ID one below the published one (never issued)
+    model_pages: int = 0  # full pages the model sends for the same pages, hints and writes (all hints first)
 
     @property
     def ideal_pages(self) -> int:
         return self.in_use_pages + self.dirtied_pages
+
+
+def _nonzero_pages(q: QemuProcess) -> int:
+    """The pages of q's RAM holding anything but zeros, as a mask (QEMU sends zero pages as a flag)."""
+    zero, view, out = bytes(BALLOON_PAGE_SIZE), memoryview(q.mem.read(0, q.mem.size)), bytearray()
+    for base in range(0, len(view), 8 * BALLOON_PAGE_SIZE):
+        byte = 0
+        for bit in range(8):
+            off = base + bit * BALLOON_PAGE_SIZE
+            if off < len(view) and view[off:off + BALLOON_PAGE_SIZE] != zero:
+                byte |= 1 << bit
+        out.append(byte)
+    return int.from_bytes(out, "little")
 
 
 def _qtest_write_page(qemu: QemuProcess, page: int, data: bytes) -> None:
@@ -162,6 +177,7 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
         for _ in range(in_use_pages):
             os_.workload_alloc_write()
         pair.fill_noise(bits(os_.pages.free))
+        nonzero = _nonzero_pages(src)
         pair.start()
         start = pair.started
         ids: list[int] = []
@@ -169,7 +185,7 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
         in_use = sorted(os_.workload)
         churned = 0
         dirtied: set[int] = set()
-        rewritten = hinted_total = 0
+        rewritten = hinted_total = hinted_union = 0
         while (info := pair.step(timeout)) is not None:
             if info.get("status") == "pre-switchover":
                 time.sleep(0.001)
@@ -196,6 +212,7 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
                     _qtest_write_page(src, page, page_pattern(os_.workload[page]))
                     dirtied.add(page)
             hinted_total = max(hinted_total, os_.pages.hinted.bit_count())
+            hinted_union |= os_.pages.hinted
             # The guest takes back hinted pages and writes them, as Linux may before DONE (FPH-DRV-7).
             if rewritten < rewrite and os_.pages.hinted:
                 page = bits(os_.pages.hinted & -os_.pages.hinted)[0]
@@ -214,6 +231,8 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
         return MigrationResult(hints, ram_mib, int(ram.get("transferred", 0)), int(ram.get("normal", 0)),
                                len(os_.workload), len(dirtied), hinted_total, rewritten, lost, tuple(ids),
                                dev.read_config(8, 4) == 1 if hints else True, seconds,
-                               int(ram.get("dirty-sync-count", 0)), tuple(by_sync), stale_tag)
+                               int(ram.get("dirty-sync-count", 0)), tuple(by_sync), stale_tag,
+                               predict_full_pages(os_.pages.n_pages, nonzero, 0 if stale_tag else hinted_union,
+                                                  sum(1 << p for p in dirtied)))
     finally:
         pair.close()

@@ -7,6 +7,7 @@ is 1 when QEMU diverges from the model. The docstrings name the QEMU code involv
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -18,10 +19,11 @@ from refmodel.constants import BALLOON_PAGE_SIZE
 from refmodel.guest import bits, range_mask
 from refmodel.guest_os import GuestOS
 from refmodel.hinting import DriverHintState, FreePageHintDriver
-from refmodel.layout import USED_IDX, used_ring_entry
+from refmodel.errors import PeerSpecViolation
+from refmodel.layout import AVAIL_IDX, USED_IDX, used_ring_entry
 from refmodel.memory import GuestMemory
 
-from .device import QemuBalloon
+from .device import BALLOON_PATH, RESERVED_PAGES, QemuBalloon, QemuFactory
 from .migration import MigrationPair
 from .process import QemuError
 
@@ -202,9 +204,85 @@ def used_lengths(binary: str | None = None) -> Reproduction:
         pair.close()
 
 
+def _queue_status(factory: QemuFactory, index: int) -> dict:
+    assert factory.qemu is not None
+    return factory.qemu.qmp.execute("x-query-virtio-queue-status", path=f"{BALLOON_PATH}/virtio-backend",
+                                    queue=index) or {}
+
+
+def reset_during_round(binary: str | None = None, *, attempts: int = 200, queue_size: int = 256,
+                       seed: int = 0) -> Reproduction:
+    """SPLIT-DEV-D3: reset the device while QEMU's iothread works on free_page_vq, set the queues up again
+    and look at what QEMU does with the new free_page_vq.
+
+    The model: after a reset the device consumes only buffers made available after it, so its used
+    idx never passes the driver's avail idx. QEMU 7.2 and 10.0: while a round is active
+    (``FREE_PAGE_HINT_S_START``), ``virtio_ballloon_get_free_page_hints`` polls free_page_vq in the
+    iothread without the BQL; ``virtio_reset`` zeroes the queue's indices (``__virtio_queue_reset``)
+    without taking ``free_page_lock``. A reset that lands inside ``virtqueue_pop`` leaves
+    ``last_avail_idx`` one ahead of ``shadow_avail_idx``; from then on the queue never reads as empty
+    and QEMU pops ring slots the driver never made available (its used idx runs ahead of the avail
+    idx), or the iothread spins holding the lock and ``migrate_cancel`` never completes. Timing
+    decides, so the reproducer tries up to ``attempts`` times (a 256-entry queue full of hints keeps
+    the iothread busy long enough); it reports the first hit.
+    """
+    rng = random.Random(seed)
+    factory = QemuFactory(binary)
+    try:
+        for attempt in range(1, attempts + 1):
+            drv = BalloonDriver(queue_size=queue_size, hint_burst=queue_size - 1)
+            phase = "the previous attempt (a new session)"
+            try:
+                dev = factory()
+                os_ = GuestOS.over(dev.mem, reserved=RESERVED_PAGES)
+                phase = "the round"
+                if not drv.probe(dev, os_):
+                    raise QemuError("the reference driver could not initialize the device")
+                dev.hint_start()
+                for _ in range(rng.randint(1, 4)):  # echo, then queue hints: the iothread pops them
+                    irq = dev.take_interrupts()
+                    drv.interrupt(irq.queues, irq.config)
+                    drv.run()
+                phase = "the reset"
+                dev.write_status(0)
+                drv.remove()
+                if not drv.probe(dev, os_):
+                    raise QemuError("the device refused the features after the reset")
+                time.sleep(0.005)
+                vq = drv.vqs["free_page_vq"]
+                made = dev.mem.read_u16(vq.addrs.avail + AVAIL_IDX)
+                st = _queue_status(factory, drv.index_of["free_page_vq"])
+                if st.get("last-avail-idx") != made:
+                    return Reproduction(
+                        "reset-during-round", "SPLIT-DEV-D3", RESET_EXPECTED,
+                        f"attempt {attempt}: after the reset the driver made {made} buffer(s) available on "
+                        f"free_page_vq; QEMU's queue reads last-avail-idx {st.get('last-avail-idx')}, "
+                        f"shadow-avail-idx {st.get('shadow-avail-idx')}, used-idx {st.get('used-idx')}", True)
+                phase = "the next round"
+                dev.hint_start()
+                for _ in range(3):
+                    irq = dev.take_interrupts()
+                    drv.interrupt(irq.queues, irq.config)
+                    drv.run()
+            except PeerSpecViolation as e:
+                return Reproduction("reset-during-round", "SPLIT-DEV-D3", RESET_EXPECTED,
+                                    f"attempt {attempt}, after {phase}: {e.req_id}: {e.detail}", True)
+            except QemuError as e:
+                return Reproduction("reset-during-round", "SPLIT-DEV-D3", RESET_EXPECTED,
+                                    f"attempt {attempt}, after {phase}: QEMU wedged: {e}", True)
+        return Reproduction("reset-during-round", "SPLIT-DEV-D3", RESET_EXPECTED,
+                            f"no inconsistency in {attempts} attempts", False)
+    finally:
+        factory.close()
+
+
+RESET_EXPECTED = ("after a reset mid-round the device consumes only buffers made available after it: "
+                  "free_page_vq's last-avail-idx equals the driver's avail idx")
+
 REPRODUCERS = {"unaligned-hint": unaligned_hint, "cmd-id-mid-round": cmd_id_mid_round,
                "used-lengths": used_lengths,
-               "hint-after-stop": hint_after_stop}
+               "hint-after-stop": hint_after_stop,
+               "reset-during-round": reset_during_round}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -322,16 +322,19 @@ def migration_page(target: Path) -> str:
     import json
 
     root = Path(__file__).resolve().parents[2] / "results"
-    out = ["Real-guest migrations", "=====================", "",
-           "Linux's own driver in a QEMU TCG guest, migrated with free page hinting on, off, and with free page",
-           "reporting, beside the model's prediction for the same workload. Made by",
-           "``bench/bench_linux_migration.py --json results/migration-linux-....json``; see :doc:`../linux`.", ""]
-    for path in sorted(root.glob("migration-*.json")):
+    out = ["Migrations", "==========", ""]
+    out += _qtest_migrations(root, target)
+    out += ["Real-guest migrations", "---------------------", "",
+            "Linux's own driver in a QEMU TCG guest, migrated with free page hinting on, off, and with free page",
+            "reporting, beside the model's prediction for the same workload. Made by",
+            "``bench/bench_linux_migration.py --json results/migration-linux-....json``; see :doc:`../linux`.", ""]
+    before = len(out)
+    for path in sorted(root.glob("migration-linux-*.json")):
         d = json.loads(path.read_text())
         by = {r["mode"]: r for r in d["runs"]}
         a, hint = d["args"], by["hint"]
         title = f"{d['qemu'].split('(')[0].strip()}, guest {hint['kernel']}"
-        out += [title, "-" * len(title), "",
+        out += [title, "~" * len(title), "",
                 f"{a['mem_mib']} MiB guest, {a['keep_mib']} MiB kept in use, {a['fill_mib']} MiB written and freed "
                 f"{a['settle']:g} s before the migration; migration to ``exec:cat`` with no bandwidth cap. "
                 f"Full pages are the ones QEMU sends whole (zero pages go as a flag).", "",
@@ -374,9 +377,45 @@ def migration_page(target: Path) -> str:
                    "favour the memory just written and freed, the non-zero part).")
                 + " Reporting saves only what Linux had reported, and QEMU discarded, before the migration "
                 "began.", ""]
-    if len(out) == 7:
-        out += ["No committed migration results.", ""]
+    if len(out) == before:
+        out += ["No committed real-guest migration results.", ""]
     return "\n".join(out)
+
+
+def _qtest_migrations(root: Path, target: Path) -> list[str]:
+    """The reference driver over qtest (bench/bench_qemu.py --json): measured, model and ideal."""
+    import json
+
+    out = ["Reference driver over qtest", "---------------------------", "",
+           "Two QEMUs under qtest, the reference driver hinting on the source, free memory filled with non-zero",
+           "bytes, a few hinted pages taken back and rewritten while the migration runs; the destination's RAM",
+           "is compared page by page. *Model* is ``refmodel.migration.predict_full_pages`` for the same pages,",
+           "hints and writes, with every hint applied before the bulk pass. Made by",
+           "``bench/bench_qemu.py --json results/migration-qtest-....json``.", ""]
+    paths = sorted(root.glob("migration-qtest-*.json"))
+    if not paths:
+        return out + ["No committed results.", ""]
+    for path in paths:
+        d = json.loads(path.read_text())
+        out += [f"``{path.name}`` ({d['qemu']}; qtest adapter: {d['requests_per_s']:,} virtqueue requests/s)", "",
+                ".. list-table::", "   :header-rows: 1", "", "   * - guest", "     - hints", "     - MB sent",
+                "     - full pages", "     - model", "     - ideal", "     - x ideal", "     - measured / model",
+                "     - lost pages"]
+        for r in d["runs"]:
+            out += [f"   * - {r['ram_mib']} MiB", f"     - {'on' if r['hints'] else 'off'}", f"     - {r['mb']:.1f}",
+                    f"     - {r['full_pages']:,}", f"     - {r['model_pages']:,}", f"     - {r['ideal']:,}",
+                    f"     - {r['full_pages'] / r['ideal']:.2f}", f"     - {r['full_pages'] / r['model_pages']:.3f}",
+                    f"     - {r['lost']}"]
+        out.append("")
+        for mib in sorted({r["ram_mib"] for r in d["runs"]}):
+            by = {r["hints"]: r for r in d["runs"] if r["ram_mib"] == mib}
+            name = f"{path.stem}-{mib}.svg"
+            (target / name).write_text(_svg_bars([
+                ("ideal", by[True]["ideal"], "#555"), ("model: hints", by[True]["model_pages"], "#8ab"),
+                ("measured: hints", by[True]["full_pages"], "#27a"), ("model: no hints", by[False]["model_pages"], "#bbb"),
+                ("measured: no hints", by[False]["full_pages"], "#777")], "pages"))
+            out += [f".. image:: {name}", f"   :alt: full pages sent, {mib} MiB guest", ""]
+    return out
 
 
 def linux_hidden() -> str:
