@@ -74,7 +74,9 @@ def main() -> None:
 
         q = QemuProcess()
         try:
-            version = (q.qmp.execute("query-version") or {}).get("package", "").strip()
+            v = q.qmp.execute("query-version") or {}
+            num = v.get("qemu", {})
+            version = f"QEMU {num.get('major')}.{num.get('minor')}.{num.get('micro')} ({v.get('package', '').strip()})"
         finally:
             q.close()
         args.json.write_text(json.dumps({"qemu": version, "requests_per_s": round(rps), "runs": [
