@@ -45,7 +45,8 @@ class BalloonDriver(Sticky):
 
     def __init__(self, *, features: int = SUPPORTED, numbering: QueueNumbering = QueueNumbering.COMPACT_BY_OFFERED,
                  poison_val: int = 0x5A5A5A5A, queue_size: int = 16, batch: int = 8, report_pages: int = 4,
-                 hint_burst: int = 4, hint_order: int = 0, stats_tags: tuple[int, ...] = STATS_TAGS,
+                 hint_burst: int = 4, hint_order: int = 0, hint_min_order: int | None = None,
+                 stats_tags: tuple[int, ...] = STATS_TAGS,
                  before_driver_ok: Any = None) -> None:
         self.features, self.numbering, self.poison_val = features, numbering, poison_val
         self.queue_size, self.batch, self.report_pages, self.hint_burst = queue_size, batch, report_pages, hint_burst
@@ -65,6 +66,7 @@ class BalloonDriver(Sticky):
         self._stats_in_flight = False
         self.stats_tags = stats_tags
         self.hint_order = hint_order  # hint blocks of 2^order pages (Linux: MAX_ORDER - 1, 4 MiB)
+        self.hint_min_order = hint_min_order  # then smaller blocks, down to this order (Linux: none)
         self.last_stats: dict[int, int] = {}
         self.released: list[int] = []  # every page given back to the OS after a deflate, in order
         self.owned: list[tuple[int, int]] = []  # (first page, count) of rings and buffers
@@ -163,6 +165,7 @@ class BalloonDriver(Sticky):
         index = self.index_of["free_page_vq"]
         self.hint = FreePageHintDriver(lambda: self.dev.read_config(CFG_CMD_ID, 4), self.vqs["free_page_vq"],
                                        self.os.pages, id_area=area, stop_buf=area + 64, order=self.hint_order,
+                                       min_order=self.hint_min_order,
                                        kick=lambda: self.dev.notify(index))
 
     # -- events ---------------------------------------------------------------------------------------

@@ -219,10 +219,13 @@ class FreePageHintDriver(Sticky):
     """
 
     def __init__(self, read_cmd_id: Callable[[], int], vq: SplitQueueDriver, guest: GuestPages, *,
-                 id_area: int, stop_buf: int, id_slots: int = 8, order: int = 0,
+                 id_area: int, stop_buf: int, id_slots: int = 8, order: int = 0, min_order: int | None = None,
                  kick: Callable[[], None] | None = None) -> None:
         self.read_cmd_id, self.vq, self.guest, self.kick = read_cmd_id, vq, guest, kick
         self.stop_buf, self.order = stop_buf, order
+        # Blocks of 2^order pages first; then, once none is free, smaller ones down to 2^min_order (the
+        # free memory left in partly used blocks). Linux hints only 2^(MAX_ORDER-1): min_order = order.
+        self.min_order = order if min_order is None else min_order
         self._id_free = [id_area + CMD_ID_SIZE * i for i in range(id_slots)]
         self._pending: list[tuple[int, object]] = []  # ID/STOP buffers waiting for ring space, in order
         self.state = RS.IDLE
@@ -303,16 +306,18 @@ class FreePageHintDriver(Sticky):
         self._reap()
         if self._pending:
             return False  # an ID or STOP is still waiting for ring space; hints go after it
-        start = self.guest.take_free_block(self.order)
+        order, start = self.order, None
+        while order >= self.min_order and (start := self.guest.take_free_block(order)) is None:
+            order -= 1
         if start is None:
             self._stop()
             return False
         if self.vq.num_free < 2:  # keep a slot for STOP, as Linux keeps one for the ID
-            self.guest.release_hinted(range_mask(start, 1 << self.order))
+            self.guest.release_hinted(range_mask(start, 1 << order))
             return False
-        self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << self.order)])
+        self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)])
         assert self.served is not None
-        self.sent_under[self.served] = self.sent_under.get(self.served, 0) | range_mask(start, 1 << self.order)
+        self.sent_under[self.served] = self.sent_under.get(self.served, 0) | range_mask(start, 1 << order)
         self._publish()
         self._go(RE.SEND_HINT)
         return True

@@ -120,3 +120,19 @@ def test_hint_tables_cover_every_host_event_from_every_state():
     # the driver never goes back to HINTING for the same round without a new ID
     assert all(new is not DriverHintState.HINTING or old is not DriverHintState.HINTING or ev.name == "SEND_HINT"
                for (old, ev), new in DRIVER_TRANSITIONS.items())
+
+
+def test_driver_falls_back_to_smaller_blocks_once_no_large_block_is_free():
+    """With order 2 and min_order 0 the driver hints 4-page blocks first, then the free pages left in
+    the partly used block [0, 4); with min_order 2 (Linux's way) those stay unhinted."""
+    for min_order, left, applied in ((0, 0, 15), (2, 0b1110, 12)):
+        s = HintingSystem(16)
+        s.driver.order, s.driver.min_order = 2, min_order
+        assert s.guest.alloc() == 0  # page 0 in use
+        s.device.start()
+        s.driver_config_change()
+        s.device.process()  # the echo
+        while s.driver.hint_one():
+            s.device.process()
+        assert s.guest.free == left, (min_order, bin(s.guest.free))
+        assert s.device.applied_pages == applied, min_order

@@ -152,7 +152,7 @@ class MigrationPair:
 def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite: int = 32,
             bandwidth: int = 64 << 20, binary: str | None = None, timeout: float = 120.0,
             stale_tag: bool = False, churn_seconds: float = 0.0, churn_pages: int = 64,
-            hint_order: int = 8) -> MigrationResult:
+            hint_order: int = 8, hint_min_order: int | None = 0) -> MigrationResult:
     """One migration. With ``stale_tag`` the driver tags its hints with an ID QEMU never published,
     so QEMU must ignore them (BAL-FPH-DEV-3) and send every page anyway. For ``churn_seconds`` the guest
     rewrites ``churn_pages`` in-use pages per step, so the migration runs several dirty-log syncs."""
@@ -161,7 +161,7 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
         dev, os_ = pair.source_balloon()
         src, dst = pair.src, pair.dst
         assert dst is not None
-        drv = BalloonDriver(hint_burst=4096, hint_order=hint_order, queue_size=64)
+        drv = BalloonDriver(hint_burst=4096, hint_order=hint_order, hint_min_order=hint_min_order, queue_size=64)
         if not drv.probe(dev, os_):
             raise QemuError("the source balloon refused the reference driver's features")
         published: list[int] = []
