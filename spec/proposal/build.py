@@ -52,10 +52,13 @@ where following them loses data:
 {summary}
 Evidence: an executable model of the device, the driver and a live-migration
 host (virtio-balloon-ref), whose property tests find a short history that
-loses guest data for each rule left out, and a conformance suite run against
-QEMU 7.2 (Debian 12) over qtest, real migrations included. Each new normative sentence
-carries a requirement ID in a comment, for review; the IDs are not meant to be
-merged.
+loses guest data when the host's ordering or the command ID rule of patches
+3 and 5 is left out; a conformance suite run against
+QEMU 7.2 and 10.0 over qtest, real migrations included, with a standalone
+reproducer for each QEMU behaviour cited; and Linux 6.1's driver, unmodified,
+under User-Mode Linux against the model's device. Each new normative sentence
+carries a requirement ID in a comment, for review; the IDs are not meant to
+be merged.
 
 Fixes: {fixes}
 
