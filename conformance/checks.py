@@ -104,9 +104,10 @@ NOT_YET: dict[str, str] = {
     "BAL-FPH-D3": "checked by the reference device's hint parser only for page alignment so far",
     "BAL-FPH-D4": "the reference device never modifies hinted pages; needs a device that does (FPH-DEV-4)",
     # The proposal's statements (profile "proposal") that no check or test covers yet.
-    "PROP-FPH-7": "a SHOULD with no time bound; the Linux machine could check that STOP comes before the "
-                  "next echo",
-    "PROP-FPH-8": "the reference device ignores part pages but does not yet flag a driver that sends them",
+    "PROP-FPH-7": "a SHOULD with no time bound, so observed rather than judged: the report's observation "
+                  "round_ended_by_device says whether the driver closed every round the device ended with a STOP",
+    "PROP-FPH-8": "observed rather than judged (a 1.4 run does not fail a proposal statement): the report's "
+                  "observation hint_buffers says whether every hint buffer was whole 4 KiB pages",
     "PROP-FPR-1": "needs a reference device option that returns the byte count as used length (as Cloud "
                   "Hypervisor does)",
 }

@@ -310,6 +310,20 @@ class DriverConformance(GuestMachine):
 
     # -- invariants --------------------------------------------------------------------------------------------
     @invariant()
+    def observe_hinting_choices(self) -> None:
+        """Where the spec is silent, record what the driver does (the proposal's PROP-FPH-8 and -7): the
+        report keeps each property that held in every example."""
+        hint = getattr(getattr(self, "ref", None), "hint", None)
+        if hint is None:
+            return
+        if hint.whole_page_hints or hint.part_page_hints:
+            self.R.narrow("hint_buffers", {"whole 4 KiB pages"} if not hint.part_page_hints else set())
+        if hint.device_ended_rounds and not hint.stop_owed:
+            self.R.narrow("round_ended_by_device",
+                          {"driver sends STOP"} if hint.stops_after_device_end == hint.device_ended_rounds
+                          else set())
+
+    @invariant()
     def workload_pages_intact(self) -> None:
         if not live(self):
             return

@@ -7,7 +7,11 @@ JSON shape (scripts depend on it)::
      "requirements": [{"id", "verdict", "role", "section", "keyword", "text", "reason",
                        "known_deviation", "counterexample"?: [str], "implementation"?: str}],
      "errors": [{"implementation", "kind", "detail", "counterexample"}],
+     "observations": {topic: [str]},
      "summary": {verdict: count}, "seconds": float}
+
+``observations`` records what the implementation chose where the spec leaves a choice: per topic, the
+interpretations or properties that held in every example (an empty list: none held throughout).
 
 ``verdict`` is one of ``pass``, ``fail``, ``not-applicable``, ``not-checkable``, ``skipped``.
 """

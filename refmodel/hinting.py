@@ -119,8 +119,17 @@ class FreePageHintDevice(Sticky):
         self.received_pages = 0  # pages in every hint buffer, applied or not (the driver holds them)
         self.ignored_hints = 0
         self.config_notifications = 0
+        # What the driver chose where the spec is silent (observations, not violations):
+        self.part_page_hints = 0  # hint buffers not on 4 KiB boundaries (AMB-FPH-ALIGNMENT, PROP-FPH-8)
+        self.whole_page_hints = 0
+        self.device_ended_rounds = 0  # rounds the device ended (new ID, STOP, DONE) while the driver hinted
+        self.stops_after_device_end = 0  # ... that the driver closed with a STOP buffer (PROP-FPH-7)
+        self.stop_owed = False
 
     def _go(self, event: DeviceHintEvent) -> None:
+        if self.state is DS.ACTIVE and event in (DE.START, DE.STOP, DE.DONE) and not self.stop_owed:
+            self.stop_owed = True  # the device ended a round the driver was hinting in
+            self.device_ended_rounds += 1
         self.state = DEVICE_TRANSITIONS[self.state, event]
 
     def _publish(self, value: int) -> None:
@@ -181,6 +190,10 @@ class FreePageHintDevice(Sticky):
                 raise PeerSpecViolation("BAL-FPH-DRV-2", "hint buffer not preceded by a command ID out-buffer")
             pages = hinted_pages(chain, self.n_pages)
             self.received_pages += pages.bit_count()
+            if all(b.addr % BALLOON_PAGE_SIZE == 0 and b.len % BALLOON_PAGE_SIZE == 0 for b in chain.writable):
+                self.whole_page_hints += 1
+            else:
+                self.part_page_hints += 1
             if self.accept_stale or (self.state is DS.ACTIVE and self.tag == self.cmd_id):
                 self.applied_pages += pages.bit_count()
                 self.apply(pages)
@@ -188,6 +201,9 @@ class FreePageHintDevice(Sticky):
                 self.ignored_hints += 1  # BAL-FPH-DEV-3
 
     def _recv_id(self, cid: int) -> None:
+        if self.stop_owed:
+            self.stop_owed = False
+            self.stops_after_device_end += cid == VIRTIO_BALLOON_CMD_ID_STOP
         if cid == VIRTIO_BALLOON_CMD_ID_STOP:
             # BAL-FPH-DEV-2 would now allow reusing every earlier ID; the model never does, since an
             # echo of an older ID can sit in the ring behind this STOP (AMB-FPH-ID-REUSE).

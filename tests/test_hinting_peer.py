@@ -136,3 +136,24 @@ def test_driver_falls_back_to_smaller_blocks_once_no_large_block_is_free():
             s.device.process()
         assert s.guest.free == left, (min_order, bin(s.guest.free))
         assert s.device.applied_pages == applied, min_order
+
+
+def test_device_records_part_page_hints_and_rounds_the_driver_did_not_stop():
+    """Observations for the proposal (PROP-FPH-8, PROP-FPH-7), not violations: the device counts hint
+    buffers off 4 KiB boundaries, and rounds it ended that the driver closed with a STOP."""
+    s, vq, mem = rig()
+    out(vq, mem, 2)
+    vq.add(writable=[(0x800, 4096)])
+    vq.add(writable=[(0x2000, 4096)])
+    vq.publish()
+    s.device.process()
+    assert (s.device.part_page_hints, s.device.whole_page_hints) == (1, 1)
+    s.device.start()  # id 3 ends the active round
+    assert s.device.stop_owed and s.device.device_ended_rounds == 1
+    out(vq, mem, 3, addr=ID_BUF + 8)  # the driver echoes the new ID without a STOP first
+    s.device.process()
+    assert not s.device.stop_owed and s.device.stops_after_device_end == 0
+    s.device.start()  # id 4 ends round 3
+    out(vq, mem, VIRTIO_BALLOON_CMD_ID_STOP, addr=ID_BUF + 16)
+    s.device.process()
+    assert (s.device.device_ended_rounds, s.device.stops_after_device_end) == (2, 1)
