@@ -208,3 +208,14 @@ def test_reproducer_reset_during_a_round_corrupts_qemus_free_page_vq():
     r = reset_during_round(attempts=600)
     assert r.diverges, r
     assert "SPLIT-DEV-D3" in r.observed or "last-avail-idx" in r.observed or "wedged" in r.observed, r
+
+
+def test_a_corrupted_free_page_vq_is_recognised_from_qemus_queue_status():
+    """The wedge the reset/iothread race leaves (last-avail-idx run past the avail idx QEMU last read)
+    becomes the known deviation SPLIT-DEV-D3, not a harness error; a consistent queue is left alone."""
+    from conformance.qemu.device import corrupted_queue
+
+    assert corrupted_queue({"last-avail-idx": 15333, "shadow-avail-idx": 0, "vring-num": 2})
+    assert corrupted_queue({"last-avail-idx": 65535, "shadow-avail-idx": 2, "vring-num": 16}) is None  # wrapped
+    assert corrupted_queue({"last-avail-idx": 3, "shadow-avail-idx": 5, "vring-num": 16}) is None
+    assert corrupted_queue({}) is None

@@ -15,6 +15,7 @@ from typing import Any
 
 from refmodel.balloon_device import Interrupts
 from refmodel.constants import BALLOON_PAGE_SIZE
+from refmodel.errors import PeerSpecViolation
 from refmodel.layout import USED_IDX
 from refmodel.virtq import QueueAddresses
 
@@ -154,7 +155,22 @@ class QemuBalloon:
     def _cancel_migration(self) -> None:
         if self._migration_status() in ("setup", "active", "pre-switchover", "device"):
             self.q.qmp.execute("migrate_cancel")
-            self._wait("migration cancel", lambda: self._migration_status() in ("cancelled", "failed"))
+            try:
+                self._wait("migration cancel", lambda: self._migration_status() in ("cancelled", "failed"))
+            except QemuError:
+                why = corrupted_queue(self._free_page_vq_status())
+                if why is None:
+                    raise
+                self.q.wedged = True  # the factory starts a fresh QEMU for the next session
+                raise PeerSpecViolation("SPLIT-DEV-D3", f"migrate_cancel never completed: {why} (the "
+                                        "reset/iothread race, reproducer reset-during-round)") from None
+
+    def _free_page_vq_status(self) -> dict[str, Any]:
+        try:
+            return self.q.qmp.execute("x-query-virtio-queue-status", path=f"{BALLOON_PATH}/virtio-backend",
+                                      queue=FREE_PAGE_VQ) or {}
+        except QmpError:
+            return {}  # another QEMU build without the command
 
     def _wait_free_page_vq_idle(self, seconds: float = 2.0) -> None:
         """Before the reset that starts a session: let QEMU's iothread finish with the previous session's
@@ -162,10 +178,8 @@ class QemuBalloon:
         known deviation SPLIT-DEV-D3); that is a finding when the driver resets, not when we set up."""
         deadline, last = time.monotonic() + seconds, None
         while time.monotonic() < deadline:
-            try:
-                st = self.q.qmp.execute("x-query-virtio-queue-status", path=f"{BALLOON_PATH}/virtio-backend",
-                                        queue=FREE_PAGE_VQ)
-            except QmpError:
+            st = self._free_page_vq_status()
+            if not st:
                 time.sleep(0.02)  # no such command (another QEMU build): a short grace instead
                 return
             now = (st.get("last-avail-idx"), st.get("used-idx"), st.get("inuse"))
@@ -239,6 +253,17 @@ class QemuBalloon:
         self.q.qmp.execute("balloon", value=target)
 
 
+def corrupted_queue(status: dict[str, Any]) -> str | None:
+    """What is wrong with a queue, from QEMU's x-query-virtio-queue-status, or None. A consistent queue
+    has nothing popped ahead of what it last read of the avail idx."""
+    if not status:
+        return None
+    last, shadow = status.get("last-avail-idx"), status.get("shadow-avail-idx")
+    if last is None or shadow is None or (shadow - last) % 65536 <= status.get("vring-num", 0):
+        return None
+    return f"free_page_vq reads last-avail-idx {last} past shadow-avail-idx {shadow}"
+
+
 class QemuFactory:
     """Starts QEMU once (lazily) and hands out a fresh session per example."""
 
@@ -256,7 +281,7 @@ class QemuFactory:
         self.version: str | None = None  # filled when QEMU starts (QMP query-version)
 
     def __call__(self) -> QemuBalloon:
-        if self.qemu is None or not self.qemu.alive:
+        if self.qemu is None or not self.qemu.alive or self.qemu.wedged:
             if self.qemu is not None:
                 self.qemu.close()
             opts = {"device": self.device} if self.device else {}

@@ -47,6 +47,7 @@ class QemuProcess:
         if path is None:
             raise QemuError(f"QEMU binary {binary!r} not found (install qemu-system-x86 or pass --qemu-binary)")
         self.binary, self.ram_bytes = path, ram_mib << 20
+        self.wedged = False  # set when QEMU stops answering migration commands (see device.corrupted_queue)
         self.dir = Path(tempfile.mkdtemp(prefix="virtio-conformance-qemu-"))
         ram_dir = Path(os.environ.get("VIRTIO_CONFORMANCE_RAM_DIR", self.dir))
         self.ram_path = ram_dir / f"{self.dir.name}.ram"

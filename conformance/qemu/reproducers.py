@@ -16,10 +16,10 @@ import attrs
 
 from refmodel.balloon_driver import BalloonDriver
 from refmodel.constants import BALLOON_PAGE_SIZE
+from refmodel.errors import PeerSpecViolation
 from refmodel.guest import bits, range_mask
 from refmodel.guest_os import GuestOS
 from refmodel.hinting import DriverHintState, FreePageHintDriver
-from refmodel.errors import PeerSpecViolation
 from refmodel.layout import AVAIL_IDX, USED_IDX, used_ring_entry
 from refmodel.memory import GuestMemory
 
