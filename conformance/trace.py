@@ -8,6 +8,9 @@ string literal that is exactly a catalogue ID, so the docs and the tests cannot 
 from __future__ import annotations
 
 import ast
+import io
+import re
+import tokenize
 from collections import defaultdict
 from pathlib import Path
 
@@ -59,7 +62,51 @@ class _Finder(ast.NodeVisitor):
                 self.out[node.value].append(Site(self.path, node.lineno, qual))
 
 
-def _scan(package: str, skip: set[str] = frozenset()) -> dict[str, list[Site]]:
+_ID = re.compile(r"\b[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+\b")
+
+
+def _scopes(tree: ast.AST, module: str) -> list[tuple[int, int, str]]:
+    """(first line, last line, qualname) of every function and class, innermost last."""
+    out: list[tuple[int, int, str]] = []
+
+    def walk(node: ast.AST, stack: list[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                qual = [*stack, child.name]
+                out.append((child.lineno, child.end_lineno or child.lineno, ".".join([module, *qual])))
+                walk(child, qual)
+            else:
+                walk(child, stack)
+
+    walk(tree, [])
+    return out
+
+
+def _mentions(source: str, tree: ast.AST, module: str, ids: set[str]) -> list[tuple[str, int, str]]:
+    """IDs named in comments and docstrings, with the function they sit in (its implementation says
+    which rule it applies, e.g. ``# BAL-FPH-DEV-3`` beside the tag check)."""
+    scopes = _scopes(tree, module)
+    places: list[tuple[int, str]] = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            places.append((tok.start[0], tok.string))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                places.append((node.body[0].lineno, doc))
+    out = []
+    for line, text in places:
+        inner = [q for a, b, q in scopes if a <= line <= b]
+        if not inner:
+            continue  # module-level prose, not a rule
+        for req_id in _ID.findall(text):
+            if req_id in ids:
+                out.append((req_id, line, inner[-1]))
+    return out
+
+
+def _scan(package: str, skip: set[str] = frozenset(), *, mentions: bool = False) -> dict[str, list[Site]]:
     ids = set(catalogue())
     out: dict[str, list[Site]] = defaultdict(list)
     base = ROOT / package
@@ -68,13 +115,22 @@ def _scan(package: str, skip: set[str] = frozenset()) -> dict[str, list[Site]]:
             continue
         rel = path.relative_to(ROOT)
         module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
-        _Finder(module, str(rel), ids, out).visit(ast.parse(path.read_text(), str(rel)))
+        source = path.read_text()
+        tree = ast.parse(source, str(rel))
+        finder = _Finder(module, str(rel), ids, out)
+        finder.visit(tree)
+        if mentions:
+            for req_id, line, qual in _mentions(source, tree, module, ids):
+                if (req_id, qual) not in finder.seen:
+                    finder.seen.add((req_id, qual))
+                    out[req_id].append(Site(str(rel), line, qual))
     return dict(out)
 
 
 def model_rules() -> dict[str, list[Site]]:
-    """Requirement ID -> the reference model's functions that enforce or apply it."""
-    return _scan("refmodel")
+    """Requirement ID -> the reference model's functions that enforce or apply it: they raise it, or name
+    it in a comment or docstring beside the code that applies it."""
+    return _scan("refmodel", mentions=True)
 
 
 def conformance_checks() -> dict[str, list[Site]]:

@@ -79,3 +79,13 @@ def test_traceability_links_requirements_to_rules_checks_and_tests(site):
     uncovered = trace[trace.index("Requirements not covered"):trace.index("Coverage by status")]
     assert all(req_id in uncovered for req_id in NOT_YET)
     assert "BAL-FPH-DEV-3" not in uncovered  # checked
+
+
+def test_model_rules_include_code_that_names_its_requirement_in_a_comment():
+    """The reference device's tag check carries '# BAL-FPH-DEV-3' rather than raising it; it is still the
+    model rule for that requirement. Module-level prose is not a rule."""
+    from conformance.trace import model_rules
+
+    rules = model_rules()
+    assert "refmodel.hinting.FreePageHintDevice._handle_untrusted" in {s.qualname for s in rules["BAL-FPH-DEV-3"]}
+    assert "refmodel.hinting" not in {s.qualname for s in rules["BAL-FPH-DEV-3"]}  # its module docstring
