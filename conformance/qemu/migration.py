@@ -105,6 +105,7 @@ class MigrationPair:
 
     def start(self) -> None:
         self.started = time.monotonic()
+        self.switching = False
         self.src.qmp.execute("migrate", uri=self.uri)
 
     def info(self) -> dict:
@@ -123,6 +124,7 @@ class MigrationPair:
         if status in ("completed", "failed", "cancelled"):
             return None
         if status == "pre-switchover":
+            self.switching = True  # the final dirty-log sync follows: no guest write may come after this
             self.src.qmp.execute("migrate-continue", state="pre-switchover")
         elif time.monotonic() - self.started > timeout:
             raise QemuError(f"migration still {status} after {timeout:g} s")
@@ -188,7 +190,7 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
         dirtied: set[int] = set()
         rewritten = hinted_total = hinted_union = 0
         while (info := pair.step(timeout)) is not None:
-            if info.get("status") == "pre-switchover":
+            if pair.switching:  # QEMU reads "device" after the pause: the guest is stopped for good
                 time.sleep(0.001)
                 continue
             syncs = int(info.get("ram", {}).get("dirty-sync-count", 0))
