@@ -1,8 +1,9 @@
 """Traceability read from the source: which model rules name each requirement (``refmodel``), which
 conformance rules check it (``conformance``), and which tests verify it (``@pytest.mark.verifies``).
 
-Everything is found by parsing the code (``ast``): a rule is the function or method containing a
-string literal that is exactly a catalogue ID, so the docs and the tests cannot drift from the code.
+Everything is found by parsing the code (``ast``), once per process: a rule is the function or method
+containing a string literal that is exactly a catalogue ID, so the docs and the tests cannot drift from
+the code. Callers must not modify the returned dicts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import re
 import tokenize
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 import attrs
@@ -127,17 +129,20 @@ def _scan(package: str, skip: set[str] = frozenset(), *, mentions: bool = False)
     return dict(out)
 
 
+@cache
 def model_rules() -> dict[str, list[Site]]:
     """Requirement ID -> the reference model's functions that enforce or apply it: they raise it, or name
     it in a comment or docstring beside the code that applies it."""
     return _scan("refmodel", mentions=True)
 
 
+@cache
 def conformance_checks() -> dict[str, list[Site]]:
     """Requirement ID -> the conformance machines' rules that check it (or record why they cannot)."""
     return _scan("conformance", _NOT_CHECKS)
 
 
+@cache
 def verifying_tests() -> dict[str, list[str]]:
     """Requirement ID -> pytest node IDs marked ``@pytest.mark.verifies(ID, ...)``. Empty when the tests
     are not next to the package (an installed wheel)."""

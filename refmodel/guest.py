@@ -95,9 +95,8 @@ class GuestPages:
         """Apply one row of :data:`PAGE_TRANSITIONS` to every page in ``mask``."""
         src = _SOURCE[event]
         dst = PAGE_TRANSITIONS[src, event]
-        if mask & ~self.in_state(src):
-            page = bits(mask & ~self.in_state(src))[0]
-            raise ValueError(f"page {page} is not {src.value}: cannot '{event.value}'")
+        if stray := mask & ~self.in_state(src):
+            raise ValueError(f"page {bits(stray & -stray)[0]} is not {src.value}: cannot '{event.value}'")
         if src is not PS.FREE:
             setattr(self, src.value, getattr(self, src.value) & ~mask)
         if dst is not PS.FREE:

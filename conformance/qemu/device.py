@@ -158,19 +158,21 @@ class QemuBalloon:
             try:
                 self._wait("migration cancel", lambda: self._migration_status() in ("cancelled", "failed"))
             except QemuError:
-                why = corrupted_queue(self._free_page_vq_status())
+                why = corrupted_queue(self.queue_status(FREE_PAGE_VQ))
                 if why is None:
                     raise
                 self.q.wedged = True  # the factory starts a fresh QEMU for the next session
                 raise PeerSpecViolation("SPLIT-DEV-D3", f"migrate_cancel never completed: {why} (the "
                                         "reset/iothread race, reproducer reset-during-round)") from None
 
-    def _free_page_vq_status(self) -> dict[str, Any]:
+    def queue_status(self, index: int) -> dict[str, Any]:
+        """QEMU's own view of a queue (QMP x-query-virtio-queue-status: last-avail-idx, used-idx, ...);
+        empty on a QEMU build without the command."""
         try:
             return self.q.qmp.execute("x-query-virtio-queue-status", path=f"{BALLOON_PATH}/virtio-backend",
-                                      queue=FREE_PAGE_VQ) or {}
+                                      queue=index) or {}
         except QmpError:
-            return {}  # another QEMU build without the command
+            return {}
 
     def _wait_free_page_vq_idle(self, seconds: float = 2.0) -> None:
         """Before the reset that starts a session: let QEMU's iothread finish with the previous session's
@@ -178,7 +180,7 @@ class QemuBalloon:
         known deviation SPLIT-DEV-D3); that is a finding when the driver resets, not when we set up."""
         deadline, last = time.monotonic() + seconds, None
         while time.monotonic() < deadline:
-            st = self._free_page_vq_status()
+            st = self.queue_status(FREE_PAGE_VQ)
             if not st:
                 time.sleep(0.02)  # no such command (another QEMU build): a short grace instead
                 return

@@ -23,7 +23,7 @@ from refmodel.hinting import DriverHintState, FreePageHintDriver
 from refmodel.layout import AVAIL_IDX, USED_IDX, used_ring_entry
 from refmodel.memory import GuestMemory
 
-from .device import BALLOON_PATH, RESERVED_PAGES, QemuBalloon, QemuFactory
+from .device import RESERVED_PAGES, QemuBalloon, QemuFactory
 from .migration import MigrationPair
 from .process import QemuError
 
@@ -204,12 +204,6 @@ def used_lengths(binary: str | None = None) -> Reproduction:
         pair.close()
 
 
-def _queue_status(factory: QemuFactory, index: int) -> dict:
-    assert factory.qemu is not None
-    return factory.qemu.qmp.execute("x-query-virtio-queue-status", path=f"{BALLOON_PATH}/virtio-backend",
-                                    queue=index) or {}
-
-
 def reset_during_round(binary: str | None = None, *, attempts: int = 200, queue_size: int = 256,
                        seed: int = 0) -> Reproduction:
     """SPLIT-DEV-D3: reset the device while QEMU's iothread works on free_page_vq, set the queues up again
@@ -251,7 +245,7 @@ def reset_during_round(binary: str | None = None, *, attempts: int = 200, queue_
                 time.sleep(0.005)
                 vq = drv.vqs["free_page_vq"]
                 made = dev.mem.read_u16(vq.addrs.avail + AVAIL_IDX)
-                st = _queue_status(factory, drv.index_of["free_page_vq"])
+                st = dev.queue_status(drv.index_of["free_page_vq"])
                 if st.get("last-avail-idx") != made:
                     return Reproduction(
                         "reset-during-round", "SPLIT-DEV-D3", RESET_EXPECTED,

@@ -12,7 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET
+from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, PROPOSAL_CHECKED_AS
+from conformance.trace import conformance_checks, model_rules, verifying_tests
 from refmodel.ambiguities import AMBIGUITIES
 from refmodel.guest import DEVICE_MAY_DISCARD, PAGE_TRANSITIONS
 from refmodel.hinting import DEVICE_TRANSITIONS, DRIVER_TRANSITIONS
@@ -62,8 +63,6 @@ def diagrams() -> str:
 
 def _status(r: Any, tests: dict[str, list[str]]) -> str:
     """How a requirement is covered: checked, tested, not yet, not checkable, legacy, or no check."""
-    from conformance.checks import PROPOSAL_CHECKED_AS
-
     if r.legacy:
         return "legacy"
     if not r.checkable:
@@ -76,8 +75,6 @@ def _status(r: Any, tests: dict[str, list[str]]) -> str:
 
 
 def _coverage() -> dict[str, int]:
-    from conformance.trace import verifying_tests
-
     tests = verifying_tests()
     counts: dict[str, int] = defaultdict(int)
     for r in catalogue().values():
@@ -91,9 +88,6 @@ def _need_id(kind: str, qualname: str) -> str:
 
 def catalogue_page() -> str:
     """Every requirement as a sphinx-needs ``req``, with its coverage status and how it is checked."""
-    from conformance.checks import PROPOSAL_CHECKED_AS
-    from conformance.trace import verifying_tests
-
     tests = verifying_tests()
     out = ["Requirement catalogue", "=====================", "",
            "Every normative statement the suite knows, from ``spec/requirements.toml``. Each one links to the",
@@ -132,8 +126,6 @@ def _title(text: str, limit: int = 90) -> str:
 
 def traceability_page() -> str:
     """Model rules, conformance rules and tests as needs linked to the requirements, and the matrix."""
-    from conformance.trace import conformance_checks, model_rules, verifying_tests
-
     def by_site(index: dict[str, list]) -> dict[str, tuple[Any, list[str]]]:
         sites: dict[str, tuple[Any, list[str]]] = {}
         for req_id, found in sorted(index.items()):
