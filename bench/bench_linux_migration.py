@@ -1,10 +1,10 @@
 """Real-guest migrations under QEMU TCG: Linux's own driver with free page hinting on, off, and with
 free page reporting, side by side in one run, beside the model's prediction for the same workload.
 
-The guest (Debian's cloud kernel, built by conformance.linux.qemu_guest) keeps KEEP MiB in use and
+The guest (Debian's cloud kernel, built by conformance.adapters.linux.qemu_guest) keeps KEEP MiB in use and
 writes then frees FILL MiB, so its free memory is non-zero. Each migration goes to ``exec:cat`` with
 no bandwidth cap. Figures: MB sent, pages sent in full, seconds; the ideal is the pages the guest had
-in use (RAM size - MemFree). The model (``refmodel.migration.Migration``) predicts the full pages
+in use (RAM size - MemFree). The model (``refmodel.system.migration.Migration``) predicts the full pages
 for the same workload with no hints and with every page the driver held as a hint applied before the
 bulk pass; the gap between that and the measured hint run is the freed memory whose hint came after
 the bulk pass had sent it. Ends with one key=value line.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conformance.linux.qemu_guest import build  # noqa: E402
-from conformance.qemu.qmp import QmpClient  # noqa: E402
-from refmodel.migration import predict_full_pages  # noqa: E402
+from conformance.adapters.linux.qemu_guest import build  # noqa: E402
+from conformance.adapters.qemu.qmp import QmpClient  # noqa: E402
+from refmodel.system.migration import predict_full_pages  # noqa: E402
 
 PAGE = 4096
 BLOCK = 1 << 10  # Linux hints order-10 blocks (4 MiB)

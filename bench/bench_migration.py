@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from refmodel.guest import GuestPages  # noqa: E402
-from refmodel.migration import Migration  # noqa: E402
+from refmodel.system.guest import GuestPages  # noqa: E402
+from refmodel.system.migration import Migration  # noqa: E402
 
 BLOCK_ORDER = 10  # 4 MiB hint blocks
 

@@ -1,6 +1,6 @@
 """Real QEMU: virtqueue requests/s through the qtest adapter, and live-migration bytes with and without
 the reference driver's free page hints at two guest sizes, beside the model's prediction for the same
-pages, hints and writes (``refmodel.migration.predict_full_pages``, every hint before the bulk pass)
+pages, hints and writes (``refmodel.system.migration.predict_full_pages``, every hint before the bulk pass)
 and the ideal (pages in use + pages dirtied). Targets (issue 5): >= 500 requests/s; with hints
 <= 1.1x the ideal. Asserts nothing. ``--json FILE`` writes the figures for the docs' plots.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conformance.qemu.device import RESERVED_PAGES, QemuFactory  # noqa: E402
-from conformance.qemu.migration import migrate  # noqa: E402
-from refmodel.balloon_driver import BalloonDriver  # noqa: E402
-from refmodel.guest_os import GuestOS  # noqa: E402
+from conformance.adapters.qemu.device import RESERVED_PAGES, QemuFactory  # noqa: E402
+from conformance.adapters.qemu.migration import migrate  # noqa: E402
+from refmodel.balloon.driver import BalloonDriver  # noqa: E402
+from refmodel.system.guest_os import GuestOS  # noqa: E402
 
 
 def requests_per_second(requests: int) -> float:
@@ -70,7 +70,7 @@ def main() -> None:
           f"measured / model: {h.normal_pages / h.model_pages:.3f} with hints, {n.normal_pages / n.model_pages:.3f} "
           "without")
     if args.json:
-        from conformance.qemu.process import QemuProcess
+        from conformance.adapters.qemu.process import QemuProcess
 
         q = QemuProcess()
         try:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from refmodel.memory import GuestMemory  # noqa: E402
-from refmodel.virtq import QueueAddresses  # noqa: E402
-from refmodel.virtq_device import SplitQueueDevice  # noqa: E402
-from refmodel.virtq_driver import SplitQueueDriver  # noqa: E402
+from refmodel.virtio.memory import GuestMemory  # noqa: E402
+from refmodel.virtio.virtq import QueueAddresses  # noqa: E402
+from refmodel.virtio.split.device import SplitQueueDevice  # noqa: E402
+from refmodel.virtio.split.driver import SplitQueueDriver  # noqa: E402
 
 QS = 256
 BATCH = 64

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from spec.catalogue import CatalogueError, catalogue
 
-from .registry import BUILTIN, DutError, resolve
-from .report import print_table, write_json, write_junit
-from .runner import RunResult, run
+from conformance.registry import BUILTIN, DutError, resolve
+from conformance.report import print_table, write_json, write_junit
+from conformance.runner import RunResult, run
 
 
 def load_known_deviations(path: str | None) -> frozenset[str]:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from .cli import load_known_deviations
-from .registry import BUILTIN, DutError, resolve
-from .runner import RunResult, Verdict, run
+from conformance.cli import load_known_deviations
+from conformance.registry import BUILTIN, DutError, resolve
+from conformance.runner import RunResult, Verdict, run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

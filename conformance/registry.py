@@ -17,17 +17,17 @@ from typing import Any
 
 import attrs
 
-from refmodel.balloon_device import BalloonDevice
-from refmodel.balloon_driver import BalloonDriver
+from refmodel.balloon.device import BalloonDevice
+from refmodel.balloon.driver import BalloonDriver
 
-from refmodel.virtq_device import SplitQueueDevice
-from refmodel.virtq_driver import SplitQueueDriver
+from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.driver import SplitQueueDriver
 
-from . import mutants, virtq_mutants
-from .device_machine import DeviceConformance
-from .driver_machine import DriverConformance
-from .machine_base import ConformanceMachine
-from .virtq_machines import DeviceQueueConformance, DriverQueueConformance
+from conformance.mutants import balloon as mutants, virtq as virtq_mutants
+from conformance.machines.device import DeviceConformance
+from conformance.machines.driver import DriverConformance
+from conformance.machines.base import ConformanceMachine
+from conformance.machines.virtq import DeviceQueueConformance, DriverQueueConformance
 
 ROLES = ("device", "driver")
 
@@ -57,17 +57,17 @@ def _ids(breaks: str | tuple[str, ...]) -> tuple[str, ...]:
 def _builtins() -> dict[tuple[str, str], Implementation]:
     out = {
         ("reference", "device"): Implementation("reference", "device", lambda mem: BalloonDevice(mem),
-                                                "the reference device (refmodel.balloon_device)"),
+                                                "the reference device (refmodel.balloon.device)"),
         ("reference", "driver"): Implementation("reference", "driver", lambda: BalloonDriver(),
-                                                "the reference driver (refmodel.balloon_driver)"),
+                                                "the reference driver (refmodel.balloon.driver)"),
     }
     # Virtqueue level: one split virtqueue implementation, checked on SPLIT-* only.
     out["virtq-reference", "device"] = Implementation(
         "virtq-reference", "device", SplitQueueDevice, "the reference device-side split virtqueue "
-        "(refmodel.virtq_device)", machine=DeviceQueueConformance)
+        "(refmodel.virtio.split.device)", machine=DeviceQueueConformance)
     out["virtq-reference", "driver"] = Implementation(
         "virtq-reference", "driver", SplitQueueDriver, "the reference driver-side split virtqueue "
-        "(refmodel.virtq_driver)", machine=DriverQueueConformance)
+        "(refmodel.virtio.split.driver)", machine=DriverQueueConformance)
     for role, group, machine in (("device", virtq_mutants.DEVICE_QUEUE_MUTANTS, DeviceQueueConformance),
                                  ("driver", virtq_mutants.DRIVER_QUEUE_MUTANTS, DriverQueueConformance)):
         for cls in group:
@@ -129,8 +129,8 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
     if (dut, role) in BUILTIN:
         return BUILTIN[dut, role]
     if dut == "qemu":
-        from .qemu.device import QemuFactory
-        from .qemu.process import QemuError
+        from conformance.adapters.qemu.device import QemuFactory
+        from conformance.adapters.qemu.process import QemuError
 
         if role != "device":
             raise DutError("--dut qemu is a device; use --role device")
@@ -140,9 +140,9 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
             raise DutError(f"--dut qemu: {e}") from None
         return Implementation("qemu", "device", factory, f"QEMU virtio-balloon-pci ({qemu_binary or 'from PATH'})")
     if dut == "linux":
-        from .linux.adapter import LinuxFactory
-        from .linux.guest import GuestError
-        from .linux.machine import LinuxDriverConformance
+        from conformance.adapters.linux.adapter import LinuxFactory
+        from conformance.adapters.linux.guest import GuestError
+        from conformance.adapters.linux.machine import LinuxDriverConformance
 
         if role != "driver":
             raise DutError("--dut linux is a driver; use --role driver")
@@ -152,9 +152,9 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
             raise DutError(f"--dut linux: {e}") from None
         return Implementation("linux", "driver", factory, factory.version, machine=LinuxDriverConformance)
     if dut.startswith("c:"):
-        from .c_adapter import CAbiError, device_factory
+        from conformance.adapters.c.adapter import CAbiError, device_factory
 
-        from .c_adapter import driver_factory
+        from conformance.adapters.c.adapter import driver_factory
 
         make = device_factory if role == "device" else driver_factory
         try:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .runner import VERDICTS, RunResult
+from conformance.runner import VERDICTS, RunResult
 
 
 def to_json(results: Sequence[RunResult]) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation
-from refmodel.features import Feature
+from refmodel.virtio.features import Feature
 from spec.catalogue import Requirement, catalogue
 
-from .checks import DEVICE_CHECKS, DRIVER_CHECKS, Recorder
-from .harness import ImplementationError
-from .profiles import profile, shrink_budget
-from .registry import Implementation, machine_for
+from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, Recorder
+from conformance.harness import ImplementationError
+from conformance.profiles import profile, shrink_budget
+from conformance.registry import Implementation, machine_for
 
 VERDICTS = ("pass", "fail", "not-applicable", "not-checkable", "skipped")
 
@@ -73,7 +73,7 @@ class RunResult:
 def _notes(exc: BaseException, cls: type) -> tuple[str, ...]:
     """Hypothesis' shrunk steps as a script that runs as is; our own notes become comments."""
     impl = cls.implementation  # type: ignore[attr-defined]
-    lines = ["from conformance.registry import machine_for, resolve", "from refmodel.features import Feature",
+    lines = ["from conformance.registry import machine_for, resolve", "from refmodel.virtio.features import Feature",
              f"{cls.__name__} = machine_for(resolve({impl.name!r}, {impl.role!r}))", ""]
     for note in getattr(exc, "__notes__", ()):
         for line in str(note).splitlines():

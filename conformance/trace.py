@@ -23,7 +23,7 @@ from spec.catalogue import catalogue
 ROOT = Path(__file__).resolve().parents[1]
 #: Modules that name requirements without checking them: the traceability tables themselves and the
 #: deliberately broken implementations (``breaks = "ID"``).
-_NOT_CHECKS = {"checks.py", "mutants.py", "virtq_mutants.py", "trace.py", "registry.py"}
+_NOT_CHECKS = ("conformance/checks.py", "conformance/mutants/", "conformance/trace.py", "conformance/registry.py")
 
 
 @attrs.frozen
@@ -108,14 +108,14 @@ def _mentions(source: str, tree: ast.AST, module: str, ids: set[str]) -> list[tu
     return out
 
 
-def _scan(package: str, skip: set[str] = frozenset(), *, mentions: bool = False) -> dict[str, list[Site]]:
+def _scan(package: str, skip: tuple[str, ...] = (), *, mentions: bool = False) -> dict[str, list[Site]]:
     ids = set(catalogue())
     out: dict[str, list[Site]] = defaultdict(list)
     base = ROOT / package
     for path in sorted(base.rglob("*.py")):
-        if path.name in skip:
-            continue
         rel = path.relative_to(ROOT)
+        if str(rel).startswith(tuple(skip)):
+            continue
         module = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
         source = path.read_text()
         tree = ast.parse(source, str(rel))
@@ -147,7 +147,7 @@ def verifying_tests() -> dict[str, list[str]]:
     """Requirement ID -> pytest node IDs marked ``@pytest.mark.verifies(ID, ...)``. Empty when the tests
     are not next to the package (an installed wheel)."""
     out: dict[str, list[str]] = defaultdict(list)
-    for path in sorted((ROOT / "tests").glob("test_*.py")):
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in tree.body:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -157,5 +157,5 @@ def verifying_tests() -> dict[str, list[str]]:
                         and dec.func.attr == "verifies"):
                     for arg in dec.args:
                         if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                            out[arg.value].append(f"tests/{path.name}::{node.name}")
+                            out[arg.value].append(f"{path.relative_to(ROOT)}::{node.name}")
     return dict(out)

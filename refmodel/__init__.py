@@ -1,24 +1,32 @@
-"""Sans-I/O reference model of virtio-balloon and the split virtqueue it runs on.
+"""Sans-I/O reference model of virtio-balloon and the virtqueues it runs on.
 
-Read top-down: ``errors`` (what can go wrong), ``constants`` and ``features`` (what is negotiated),
-``status`` (the lifecycle table), ``config`` (§5.5.4), ``memory`` and ``layout`` (bytes),
-``virtq`` / ``virtq_driver`` / ``virtq_device`` (§2.7), ``ambiguities`` (every choice the spec left open).
+The subpackages follow the spec's layers; read them top-down:
+
+- ``errors`` (what can go wrong) and ``ambiguities`` (every choice the spec left open);
+- ``virtio`` (§2–§4): ``features`` (negotiation), ``status`` (the lifecycle table), ``memory``,
+  ``transport`` (what a driver calls on a device), ``virtq`` (buffers and chains), and ``split`` (§2.7:
+  ``layout``, ``driver``, ``device``);
+- ``balloon`` (§5.5): ``constants``, ``config``, ``queues``, one module per operation (``inflate``,
+  ``stats``, ``hinting``, ``reporting``, ``poison``), the ``device`` and ``driver`` that compose them, and
+  the 2016 ``seed2016`` protocol;
+- ``system``: guest pages (``guest``), the guest OS, the migration host, whole scenarios.
+
 This package never imports ``conformance``, ``hypothesis`` or ``pytest``.
 """
 
-from .ambiguities import AMBIGUITIES, Ambiguity
-from .config import CONFIG_FIELDS, BalloonConfigSpace, VirtioBalloonConfig
-from .constants import (VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP, DeviceStatus)
-from .errors import (BrokenSide, LayoutError, LocalSpecViolation, MemoryAccessError, NotNegotiated,
+from refmodel.ambiguities import AMBIGUITIES, Ambiguity
+from refmodel.balloon.config import CONFIG_FIELDS, BalloonConfigSpace, VirtioBalloonConfig
+from refmodel.virtio.constants import (VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP, DeviceStatus)
+from refmodel.errors import (BrokenSide, LayoutError, LocalSpecViolation, MemoryAccessError, NotNegotiated,
                      PeerSpecViolation, SpecViolation, VirtioModelError)
-from .features import (BALLOON_QUEUES, Feature, NegotiationVerdict, QueueNumbering, balloon_queue_indices,
+from refmodel.virtio.features import (BALLOON_QUEUES, Feature, NegotiationVerdict, QueueNumbering, balloon_queue_indices,
                        check_negotiation, check_offer, mask_of, names_of)
-from .layout import VirtqAvailHeader, VirtqDesc, VirtqUsedElem, VirtqUsedHeader
-from .memory import GuestMemory
-from .status import DeviceStatusMachine, Role, StatusEvent, StatusState
-from .virtq import Buffer, Chain, QueueAddresses, UsedBuffer, virtq_need_event
-from .virtq_device import SplitQueueDevice
-from .virtq_driver import IndirectArena, QueueFull, SplitQueueDriver
+from refmodel.virtio.split.layout import VirtqAvailHeader, VirtqDesc, VirtqUsedElem, VirtqUsedHeader
+from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.status import DeviceStatusMachine, Role, StatusEvent, StatusState
+from refmodel.virtio.virtq import Buffer, Chain, QueueAddresses, UsedBuffer, virtq_need_event
+from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.driver import IndirectArena, QueueFull, SplitQueueDriver
 
 __all__ = [
     "AMBIGUITIES", "Ambiguity", "BALLOON_QUEUES", "BalloonConfigSpace", "BrokenSide", "Buffer", "CONFIG_FIELDS",

@@ -12,15 +12,15 @@ import sys
 
 from spec.catalogue import catalogue
 
-from .errors import PeerSpecViolation
-from .features import (BALLOON_FEATURES, Feature, QueueNumbering, balloon_queue_indices, check_negotiation,
+from refmodel.errors import PeerSpecViolation
+from refmodel.virtio.features import (BALLOON_FEATURES, Feature, QueueNumbering, balloon_queue_indices, check_negotiation,
                        mask_of)
-from .layout import DESC_FMT
-from .memory import GuestMemory
-from .status import DeviceStatusMachine, Role, StatusEvent
-from .virtq import QueueAddresses
-from .virtq_device import SplitQueueDevice
-from .virtq_driver import IndirectArena, SplitQueueDriver
+from refmodel.virtio.split.layout import DESC_FMT
+from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.status import DeviceStatusMachine, Role, StatusEvent
+from refmodel.virtio.virtq import QueueAddresses
+from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.driver import IndirectArena, SplitQueueDriver
 
 
 def _roundtrip(queue_size: int, event_idx: bool, indirect: bool, start: int) -> int:

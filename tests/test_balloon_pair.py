@@ -3,12 +3,12 @@ transport calls; and the device's verdicts on a driver's garbage."""
 
 import pytest
 
-from refmodel.balloon_device import DEFAULT_OFFER, BalloonDevice
-from refmodel.balloon_driver import BalloonDriver
-from refmodel.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
+from refmodel.balloon.driver import BalloonDriver
+from refmodel.virtio.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
-from refmodel.features import Feature, QueueNumbering
-from refmodel.guest_os import GuestOS, poison_pattern
+from refmodel.virtio.features import Feature, QueueNumbering
+from refmodel.system.guest_os import GuestOS, poison_pattern
 
 F = Feature
 

@@ -115,7 +115,7 @@ def test_main_returns_exit_codes_in_process(capsys):
 
 def test_a_third_party_virtqueue_runs_at_the_virtqueue_level(tmp_path):
     report = tmp_path / "q.json"
-    assert main(["run", "--level", "virtqueue", "--dut", "refmodel.virtq_device:SplitQueueDevice", "--role",
+    assert main(["run", "--level", "virtqueue", "--dut", "refmodel.virtio.split.device:SplitQueueDevice", "--role",
                  "device", "--profile", "dev", "--quiet", "--report", str(report)]) == 0
     data = json.loads(report.read_text())
     verdicts = {r["id"]: r["verdict"] for r in data["requirements"]}

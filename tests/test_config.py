@@ -1,9 +1,9 @@
 import pytest
 
-from refmodel.config import BalloonConfigSpace
+from refmodel.balloon.config import BalloonConfigSpace
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation
-from refmodel.features import Feature, mask_of
-from refmodel.status import Role
+from refmodel.virtio.features import Feature, mask_of
+from refmodel.virtio.status import Role
 
 HINT_POISON = mask_of([Feature.VIRTIO_F_VERSION_1, Feature.VIRTIO_BALLOON_F_FREE_PAGE_HINT,
                        Feature.VIRTIO_BALLOON_F_PAGE_POISON])

@@ -77,9 +77,9 @@ def test_every_rule_skips_once_the_example_ended_and_no_precondition_reads_ended
     """An asynchronous implementation meets a known deviation at timing-dependent steps. If preconditions
     read ``ended``, the rules Hypothesis may choose differ between a run and its replay, and it stops the
     search (FlakyStrategyDefinition); so rules skip their body instead."""
-    from conformance.device_machine import DeviceConformance
-    from conformance.driver_machine import DriverConformance
-    from conformance.linux.machine import LinuxDriverConformance
+    from conformance.machines.device import DeviceConformance
+    from conformance.machines.driver import DriverConformance
+    from conformance.adapters.linux.machine import LinuxDriverConformance
 
     for cls in (DeviceConformance, DriverConformance, LinuxDriverConformance):
         rules = cls.setup_state().rules

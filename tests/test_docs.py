@@ -48,8 +48,8 @@ def test_every_page_is_reachable_from_the_index(site):
 
 
 def test_diagrams_and_catalogue_come_from_the_model(site):
-    from refmodel.guest import PageState
-    from refmodel.hinting import DeviceHintState
+    from refmodel.system.guest import PageState
+    from refmodel.balloon.hinting import DeviceHintState
     from spec.catalogue import catalogue
 
     diagrams = (site / "generated" / "diagrams.html").read_text()
@@ -87,5 +87,5 @@ def test_model_rules_include_code_that_names_its_requirement_in_a_comment():
     from conformance.trace import model_rules
 
     rules = model_rules()
-    assert "refmodel.hinting.FreePageHintDevice._handle_untrusted" in {s.qualname for s in rules["BAL-FPH-DEV-3"]}
-    assert "refmodel.hinting" not in {s.qualname for s in rules["BAL-FPH-DEV-3"]}  # its module docstring
+    assert "refmodel.balloon.hinting.FreePageHintDevice._handle_untrusted" in {s.qualname for s in rules["BAL-FPH-DEV-3"]}
+    assert "refmodel.balloon.hinting" not in {s.qualname for s in rules["BAL-FPH-DEV-3"]}  # its module docstring

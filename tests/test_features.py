@@ -1,6 +1,6 @@
 import pytest
 
-from refmodel.features import (BALLOON_FEATURES, Feature, QueueNumbering, balloon_queue_indices,
+from refmodel.virtio.features import (BALLOON_FEATURES, Feature, QueueNumbering, balloon_queue_indices,
                                check_negotiation, check_offer, mask_of, names_of, numberings_agree)
 
 F = Feature

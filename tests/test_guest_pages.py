@@ -1,9 +1,9 @@
-"""The guest page lifecycle table (refmodel.guest.PAGE_TRANSITIONS) drives the page allocator: every
+"""The guest page lifecycle table (refmodel.system.guest.PAGE_TRANSITIONS) drives the page allocator: every
 state change goes through it, and an illegal one names the state and the event."""
 
 import pytest
 
-from refmodel.guest import DEVICE_MAY_DISCARD, PAGE_TRANSITIONS, GuestPages, PageEvent, PageState
+from refmodel.system.guest import DEVICE_MAY_DISCARD, PAGE_TRANSITIONS, GuestPages, PageEvent, PageState
 
 
 def test_each_event_leaves_exactly_one_state():

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, note, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, \
     run_state_machine_as_test
 
-from refmodel.guest import bits
-from refmodel.migration import SAFE, UNSAFE_POLICIES, HostPolicy, MigrationState
-from refmodel.scenario import HintingSystem
+from refmodel.system.guest import bits
+from refmodel.system.migration import SAFE, UNSAFE_POLICIES, HostPolicy, MigrationState
+from refmodel.system.scenario import HintingSystem
 
 
 class NothingLost(RuleBasedStateMachine):

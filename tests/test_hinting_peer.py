@@ -3,11 +3,11 @@ requirement, and the device's own IDs follow BAL-FPH-D1 / BAL-FPH-DEV-2."""
 
 import pytest
 
-from refmodel.constants import VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP
+from refmodel.virtio.constants import VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP
 from refmodel.errors import BrokenSide, PeerSpecViolation
-from refmodel.hinting import (DEVICE_TRANSITIONS, DRIVER_TRANSITIONS, DeviceHintEvent, DeviceHintState,
+from refmodel.balloon.hinting import (DEVICE_TRANSITIONS, DRIVER_TRANSITIONS, DeviceHintEvent, DeviceHintState,
                               DriverHintState)
-from refmodel.scenario import HintingSystem
+from refmodel.system.scenario import HintingSystem
 
 ID_BUF = 0x3000
 

@@ -6,8 +6,8 @@ The traces are the shrunk histories the property tests print, written out as cal
 
 import pytest
 
-from refmodel.migration import SAFE, UNSAFE_POLICIES
-from refmodel.scenario import HintingSystem
+from refmodel.system.migration import SAFE, UNSAFE_POLICIES
+from refmodel.system.scenario import HintingSystem
 
 
 def stale_hint(s):

@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from refmodel import layout as L
-from refmodel.config import CONFIG_SIZE, VirtioBalloonConfig
+from refmodel.virtio.split import layout as L
+from refmodel.balloon.config import CONFIG_SIZE, VirtioBalloonConfig
 from refmodel.errors import LayoutError
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from conformance.harness import ImplementationError
 from conformance.registry import machine_for, resolve
-from refmodel.constants import BALLOON_PAGE_SIZE
+from refmodel.virtio.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
-from refmodel.features import Feature
+from refmodel.virtio.features import Feature
 
 pytestmark = pytest.mark.skipif(shutil.which("linux.uml") is None and not os.getenv("CI"),
                                 reason="linux.uml is not installed (tools/test installs user-mode-linux)")
@@ -147,8 +147,8 @@ def test_a_guest_that_never_gets_ready_fails_in_bounded_time_with_its_console(tm
     fake.write_text("#!/bin/sh\ncase \"$1\" in --version) echo 6.1.176; exit 0;; esac\n"
                     "echo 'fake kernel: stuck before init'; exec sleep 600\n")
     fake.chmod(0o755)
-    from conformance.linux.adapter import LinuxDriver
-    from refmodel.balloon_device import BalloonDevice
+    from conformance.adapters.linux.adapter import LinuxDriver
+    from refmodel.balloon.device import BalloonDevice
 
     drv = LinuxDriver(uml=str(fake), boot_timeout=3)
     try:

@@ -3,8 +3,8 @@ import mmap
 import pytest
 
 from refmodel.errors import MemoryAccessError
-from refmodel.layout import VirtqDesc
-from refmodel.memory import GuestMemory
+from refmodel.virtio.split.layout import VirtqDesc
+from refmodel.virtio.memory import GuestMemory
 
 
 def test_bounds_and_base():

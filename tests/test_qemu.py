@@ -13,11 +13,11 @@ from pathlib import Path
 import attrs
 import pytest
 
-from conformance.qemu.device import QemuFactory
+from conformance.adapters.qemu.device import QemuFactory
 from conformance.registry import resolve
 from conformance.runner import run
 
-KNOWN = Path(__file__).resolve().parents[1] / "conformance" / "known_deviations" / "qemu.txt"
+KNOWN = Path(__file__).resolve().parents[1] / "conformance" / "adapters" / "qemu" / "known_deviations.txt"
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None and not os.getenv("CI"),
                                 reason="qemu-system-x86_64 is not installed (tools/test installs it)")
@@ -82,7 +82,7 @@ def test_missing_qemu_binary_is_a_one_line_error():
 
 def test_qemu_known_deviations_file_names_the_divergence():
     from conformance.cli import load_known_deviations
-    from conformance.qemu.reproducers import REPRODUCERS
+    from conformance.adapters.qemu.reproducers import REPRODUCERS
 
     known = load_known_deviations(str(KNOWN))
     assert known == {"BAL-FPH-D5", "SPLIT-DEV-D3"}
@@ -94,7 +94,7 @@ def test_qemu_known_deviations_file_names_the_divergence():
 
 
 def test_real_migration_with_hints_loses_nothing_and_saves_bytes():
-    from conformance.qemu.migration import migrate
+    from conformance.adapters.qemu.migration import migrate
 
     # 16 MiB/s leaves the guest time to take back and rewrite hinted pages while the migration runs.
     hinted, plain = migrate(hints=True, bandwidth=16 << 20), migrate(hints=False, bandwidth=16 << 20)
@@ -109,7 +109,7 @@ def test_real_migration_with_hints_loses_nothing_and_saves_bytes():
 
 
 def test_malformed_requests_are_recorded_and_qemu_survives():
-    from conformance.qemu.probes import PROBES, run_probes
+    from conformance.adapters.qemu.probes import PROBES, run_probes
 
     results = {r.name: r for r in run_probes()}
     assert set(results) == set(PROBES)
@@ -123,7 +123,7 @@ def test_malformed_requests_are_recorded_and_qemu_survives():
 def test_hints_tagged_with_a_stale_id_do_not_suppress_sending():
     """BAL-FPH-DEV-3 on real QEMU: hints after an echo of an ID QEMU never published are ignored, so every
     page travels, and nothing is lost."""
-    from conformance.qemu.migration import migrate
+    from conformance.adapters.qemu.migration import migrate
 
     stale = migrate(hints=True, bandwidth=16 << 20, stale_tag=True)
     assert stale.lost == () and stale.hinted_pages > 0  # the driver did hint, under the wrong tag
@@ -134,7 +134,7 @@ def test_hints_tagged_with_a_stale_id_do_not_suppress_sending():
 def test_a_new_command_id_after_every_dirty_log_sync():
     """QEMU publishes a fresh, larger command ID after each dirty-log sync while the guest runs (the
     syncs with the guest stopped end in DONE), and pages rewritten all along arrive intact."""
-    from conformance.qemu.migration import migrate
+    from conformance.adapters.qemu.migration import migrate
 
     r = migrate(hints=True, bandwidth=16 << 20, churn_seconds=4)
     ids = [cid for _, cid in r.ids_by_sync if cid >= 0x80000001]
@@ -161,7 +161,7 @@ def test_qemu_statistics_cycle_when_asked_for():
 @pytest.mark.verifies("BAL-FPH-D5", "PROP-FPH-2")
 def test_reproducer_field_reads_stop_mid_round_matches_the_known_deviation():
     """The standalone reproducer for BAL-FPH-D5 still shows it, and the known-deviations file names it."""
-    from conformance.qemu.reproducers import cmd_id_mid_round
+    from conformance.adapters.qemu.reproducers import cmd_id_mid_round
 
     r = cmd_id_mid_round()
     assert r.requirement == "BAL-FPH-D5" and r.diverges, r
@@ -172,7 +172,7 @@ def test_reproducer_field_reads_stop_mid_round_matches_the_known_deviation():
 def test_qemu_treats_only_whole_pages_inside_a_hint_as_hinted():
     """PROP-FPH-9 on real QEMU: a hint buffer offset into a page skips neither page it touches, while a
     whole-page control hint in the same round is skipped (so the round was live)."""
-    from conformance.qemu.reproducers import unaligned_hint
+    from conformance.adapters.qemu.reproducers import unaligned_hint
 
     r = unaligned_hint(offset=2048)
     assert r.requirement == "PROP-FPH-9" and not r.diverges, r
@@ -182,7 +182,7 @@ def test_qemu_treats_only_whole_pages_inside_a_hint_as_hinted():
 @pytest.mark.verifies("PROP-FPH-10", "PROP-FPR-2")
 def test_qemu_used_lengths_on_free_page_vq_and_reporting_vq_are_zero():
     """PROP-FPH-10 / PROP-FPR-2 on real QEMU: 0 for a command-ID buffer, a hint and a report."""
-    from conformance.qemu.reproducers import used_lengths
+    from conformance.adapters.qemu.reproducers import used_lengths
 
     r = used_lengths()
     assert r.requirement == "PROP-FPH-10" and not r.diverges, r
@@ -192,7 +192,7 @@ def test_qemu_used_lengths_on_free_page_vq_and_reporting_vq_are_zero():
 def test_qemu_ignores_a_hint_after_the_drivers_stop():
     """A hint queued behind the driver's STOP is not applied (its page arrives intact), while a hint
     before the STOP in the same kick is."""
-    from conformance.qemu.reproducers import hint_after_stop
+    from conformance.adapters.qemu.reproducers import hint_after_stop
 
     r = hint_after_stop()
     assert r.requirement == "PROP-FPH-6" and not r.diverges, r
@@ -203,7 +203,7 @@ def test_qemu_ignores_a_hint_after_the_drivers_stop():
 def test_reproducer_reset_during_a_round_corrupts_qemus_free_page_vq():
     """The known deviation SPLIT-DEV-D3 is a race in QEMU; its reproducer still meets it (mean ~80
     attempts of 0.2 s; 600 allowed, so a miss is a fixed QEMU rather than bad luck, p < 0.1%)."""
-    from conformance.qemu.reproducers import reset_during_round
+    from conformance.adapters.qemu.reproducers import reset_during_round
 
     r = reset_during_round(attempts=600)
     assert r.diverges, r
@@ -213,7 +213,7 @@ def test_reproducer_reset_during_a_round_corrupts_qemus_free_page_vq():
 def test_a_corrupted_free_page_vq_is_recognised_from_qemus_queue_status():
     """The wedge the reset/iothread race leaves (last-avail-idx run past the avail idx QEMU last read)
     becomes the known deviation SPLIT-DEV-D3, not a harness error; a consistent queue is left alone."""
-    from conformance.qemu.device import corrupted_queue
+    from conformance.adapters.qemu.device import corrupted_queue
 
     assert corrupted_queue({"last-avail-idx": 15333, "shadow-avail-idx": 0, "vring-num": 2})
     assert corrupted_queue({"last-avail-idx": 65535, "shadow-avail-idx": 2, "vring-num": 16}) is None  # wrapped

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, note, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, \
     run_state_machine_as_test
 
-from refmodel.guest import bits
-from refmodel.migration import SAFE, UNSAFE_REPORTING_POLICIES, HostPolicy
-from refmodel.scenario import ReportingSystem
+from refmodel.system.guest import bits
+from refmodel.system.migration import SAFE, UNSAFE_REPORTING_POLICIES, HostPolicy
+from refmodel.system.scenario import ReportingSystem
 
 
 class ReportingNothingLost(RuleBasedStateMachine):

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, note, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
 from refmodel.errors import BrokenSide, LocalSpecViolation, PeerSpecViolation
-from refmodel.guest import bits
-from refmodel.scenario import SeedSystem
+from refmodel.system.guest import bits
+from refmodel.system.scenario import SeedSystem
 
 
 def stale_bitmap(s):

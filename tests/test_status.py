@@ -4,9 +4,9 @@ import itertools
 
 import pytest
 
-from refmodel.constants import DeviceStatus as DS
+from refmodel.virtio.constants import DeviceStatus as DS
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation
-from refmodel.status import (ILLEGAL, STATUS_TRANSITIONS, DeviceStatusMachine, Role, StatusEvent,
+from refmodel.virtio.status import (ILLEGAL, STATUS_TRANSITIONS, DeviceStatusMachine, Role, StatusEvent,
                              StatusState)
 
 

@@ -10,9 +10,9 @@ import tempfile
 
 import pytest
 
-from conformance.vhost_user import protocol as P
-from conformance.vhost_user.backend import VhostUserBackend
-from refmodel.balloon_device import DEFAULT_OFFER, BalloonDevice
+from conformance.adapters.vhost_user import protocol as P
+from conformance.adapters.vhost_user.backend import VhostUserBackend
+from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
 
 
 @pytest.mark.parametrize("data, field", [

@@ -7,13 +7,13 @@ driver (or device) would, and checks the other side's verdict. Nothing else may 
 import pytest
 from hypothesis import given, strategies as st
 
-from refmodel.constants import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
+from refmodel.virtio.constants import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 from refmodel.errors import BrokenSide, LocalSpecViolation, PeerSpecViolation
-from refmodel.layout import DESC_FMT, USED_ELEM_FMT, used_ring_entry
-from refmodel.memory import GuestMemory
-from refmodel.virtq import QueueAddresses
-from refmodel.virtq_device import SplitQueueDevice
-from refmodel.virtq_driver import IndirectArena, SplitQueueDriver
+from refmodel.virtio.split.layout import DESC_FMT, USED_ELEM_FMT, used_ring_entry
+from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.virtq import QueueAddresses
+from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.driver import IndirectArena, SplitQueueDriver
 
 QS = 4
 MEM = 1 << 16

@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 from refmodel.errors import PeerSpecViolation
-from refmodel.memory import GuestMemory
-from refmodel.virtq import QueueAddresses, u16, virtq_need_event
-from refmodel.virtq_device import SplitQueueDevice
-from refmodel.virtq_driver import SplitQueueDriver
+from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.virtq import QueueAddresses, u16, virtq_need_event
+from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.driver import SplitQueueDriver
 
 
 @given(event=st.integers(0, 0xFFFF), old=st.integers(0, 0xFFFF), step=st.integers(1, 0x7FFF))

@@ -3,10 +3,10 @@
 from hypothesis import note, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from refmodel.memory import GuestMemory
-from refmodel.virtq import QueueAddresses
-from refmodel.virtq_device import SplitQueueDevice
-from refmodel.virtq_driver import IndirectArena, QueueFull, SplitQueueDriver
+from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.virtq import QueueAddresses
+from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.driver import IndirectArena, QueueFull, SplitQueueDriver
 
 DATA = 0x40000  # per-token 256-byte payload slots
 OUT = 0x80000   # per-token 256-byte writable slots

@@ -15,9 +15,9 @@ from typing import Any
 from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, PROPOSAL_CHECKED_AS
 from conformance.trace import conformance_checks, model_rules, verifying_tests
 from refmodel.ambiguities import AMBIGUITIES
-from refmodel.guest import DEVICE_MAY_DISCARD, PAGE_TRANSITIONS
-from refmodel.hinting import DEVICE_TRANSITIONS, DRIVER_TRANSITIONS
-from refmodel.status import STATUS_TRANSITIONS
+from refmodel.system.guest import DEVICE_MAY_DISCARD, PAGE_TRANSITIONS
+from refmodel.balloon.hinting import DEVICE_TRANSITIONS, DRIVER_TRANSITIONS
+from refmodel.virtio.status import STATUS_TRANSITIONS
 from spec.catalogue import catalogue
 
 
@@ -43,17 +43,17 @@ def diagrams() -> str:
            "Drawn at build time from the transition tables, so the pictures are the model. Self-loops for",
            "input a side ignores are left out.", ""]
     out += ["Device status lifecycle (§2.1, §3.1)", "-------------------------------------", "",
-            "From ``refmodel.status.STATUS_TRANSITIONS``; events say which side causes them.", "",
+            "From ``refmodel.virtio.status.STATUS_TRANSITIONS``; events say which side causes them.", "",
             _dot("status", STATUS_TRANSITIONS, lambda e: f"{e.role.value}: {e.value[1]}")]
     out += ["Free page hinting, device side (§5.5.6.5)", "-----------------------------------------", "",
-            "From ``refmodel.hinting.DEVICE_TRANSITIONS``.", "",
+            "From ``refmodel.balloon.hinting.DEVICE_TRANSITIONS``.", "",
             _dot("hinting, device", DEVICE_TRANSITIONS, lambda e: e.value)]
     out += ["Free page hinting, driver side", "------------------------------", "",
-            "From ``refmodel.hinting.DRIVER_TRANSITIONS``.", "",
+            "From ``refmodel.balloon.hinting.DRIVER_TRANSITIONS``.", "",
             _dot("hinting, driver", DRIVER_TRANSITIONS, lambda e: e.value)]
     out += ["A guest page: hinting and reporting (§5.5.6.5, §5.5.6.7)",
             "--------------------------------------------------------", "",
-            "From ``refmodel.guest.PAGE_TRANSITIONS``, which the model's page allocator goes through for every",
+            "From ``refmodel.system.guest.PAGE_TRANSITIONS``, which the model's page allocator goes through for every",
             "change. The two semantics are the two states in which the device may change a page's contents",
             "(``DEVICE_MAY_DISCARD``):", ""]
     out += [f"* **{state.value}**: {_esc(why)}." for state, why in DEVICE_MAY_DISCARD.items()]
@@ -381,7 +381,7 @@ def _qtest_migrations(root: Path, target: Path) -> list[str]:
     out = ["Reference driver over qtest", "---------------------------", "",
            "Two QEMUs under qtest, the reference driver hinting on the source, free memory filled with non-zero",
            "bytes, a few hinted pages taken back and rewritten while the migration runs; the destination's RAM",
-           "is compared page by page. *Model* is ``refmodel.migration.predict_full_pages`` for the same pages,",
+           "is compared page by page. *Model* is ``refmodel.system.migration.predict_full_pages`` for the same pages,",
            "hints and writes, with every hint applied before the bulk pass. Made by",
            "``bench/bench_qemu.py --json results/migration-qtest-....json``.", ""]
     paths = sorted(root.glob("migration-qtest-*.json"))
@@ -419,7 +419,7 @@ def _qtest_migrations(root: Path, target: Path) -> list[str]:
 
 def linux_hidden() -> str:
     """The requirements the vhost-user transport hides from the reference device, with why."""
-    from conformance.linux.machine import UNOBSERVABLE
+    from conformance.adapters.linux.machine import UNOBSERVABLE
     from spec.catalogue import catalogue
 
     cat = catalogue()

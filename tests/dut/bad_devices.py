@@ -3,7 +3,7 @@ return garbage. The suite must report each and carry on, never hang or crash."""
 
 import time
 
-from refmodel.balloon_device import BalloonDevice
+from refmodel.balloon.device import BalloonDevice
 
 
 class HangsOnRun(BalloonDevice):

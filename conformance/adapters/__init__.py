@@ -1,0 +1,1 @@
+"""Adapters that reach real implementations: C ABI, QEMU, Linux, vhost-user."""

@@ -1,0 +1,240 @@
+"""The driver conformance machine, with the real Linux driver under test in a UML guest.
+
+It keeps every rule and check of :class:`~conformance.machines.driver.DriverConformance` that reads
+only the reference device, and replaces what read the model guest's pages with what the guest agent
+can tell: MemFree, and checksums of workload files kept in guest RAM.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import initialize, invariant, precondition, rule
+
+from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
+from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.virtio.features import Feature, QueueNumbering, balloon_queue_indices, names_of
+from refmodel.balloon.hinting import DeviceHintState
+from refmodel.virtio.memory import GuestMemory
+
+from conformance.machines.device import OPTIONAL
+from conformance.machines.driver import CYCLES, UNDEFINED_BIT, DriverConformance
+from conformance.harness import Guarded, ImplementationError
+from conformance.machines.base import live, note, skip_if_ended, started
+from conformance.adapters.vhost_user.protocol import DEFAULT_PROTOCOL_FEATURES, ProtocolFeature
+
+F = Feature
+QUEUES = ("inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq")
+#: virtio_uml sizes every vring at 256 and vhost-user has no per-queue maximum to offer.
+QUEUE_SIZE = 256
+#: Free memory the guest keeps for itself (watermarks, the agent); below it a short balloon is legal.
+RESERVE = 24 << 20
+#: Pages that may move between two MemFree readings for reasons of the guest's own.
+SLACK_PAGES = 512
+#: How long a kick may trail the avail idx write it announces (two separate steps in a real guest).
+KICK_GRACE = 1.0
+#: How long Linux may take to give hinted pages back after DONE (a work item frees them).
+RELEASE_WAIT = 3.0
+
+
+_NO_STATUS = ("vhost-user carries no device status (Linux 6.1's virtio_uml keeps it in the guest); the "
+              "reference device is given a replayed sequence, so this cannot be judged")
+#: Requirements this transport hides from the reference device, and why (verdict: not-checkable).
+UNOBSERVABLE = {
+    **dict.fromkeys(("STATUS-DRV-1", "STATUS-DRV-2", "STATUS-DRV-3", "INIT-DRV-1", "INIT-DRV-4", "INIT-DRV-6",
+                     "RESET-DRV-1"), _NO_STATUS),
+    "INIT-DRV-2": _NO_STATUS + " (config writes before the memory table are refused by the backend instead)",
+    "INIT-DRV-5": "vhost-user carries no DRIVER_OK; kicks are held until the guest's sysfs shows it",
+    "BAL-PP-DRV-2": "vhost-user carries no DRIVER_OK: a poison_val write late in probe cannot be told from an "
+                    "early one",
+    "BAL-PP-DRV-1": "deflated pages go back to Linux's allocator at once; their fill cannot be read from outside",
+}
+
+
+class LinuxDriverConformance(DriverConformance):
+    """Subclass with ``factory`` returning a :class:`~conformance.adapters.linux.adapter.LinuxDriver`."""
+
+    timeout = 90.0
+    unobservable = UNOBSERVABLE
+    settle_stable = 6  # cycles of at least QUIET each: a work item Linux has queued gets to run
+
+    @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), undefined_bit=st.booleans(),
+                init_on_free=st.booleans(), inband=st.booleans(), reply_ack=st.booleans())
+    def boot(self, drop: frozenset[Feature], undefined_bit: bool, init_on_free: bool, inband: bool,
+             reply_ack: bool) -> None:
+        offered = DEFAULT_OFFER & ~sum(f.mask for f in drop) | (UNDEFINED_BIT if undefined_bit else 0)
+        proto = DEFAULT_PROTOCOL_FEATURES & ~(0 if reply_ack else ProtocolFeature.REPLY_ACK)
+        proto |= ProtocolFeature.INBAND_NOTIFICATIONS if inband else 0
+        self.ref: Any = None
+        self.files: dict[str, int] = {}
+        self.left_balloon = 0
+        self.done_pending = False
+        self.avail_seen: dict[str, int] = {}
+        self.touched_checked = 0
+        self.hint_baseline: tuple[int, int, int] | None = None  # (MemFree, pages held, balloon) at DONE
+        self.released_at = 0  # pages hinted in all, when the last DONE went out
+        self.booted = False
+        raw = type(self).factory()
+        self.linux = raw
+        self.caps = frozenset(getattr(raw, "capabilities", ()))
+        self.drv: Any = Guarded(raw, "driver", self.timeout)
+        note(f"Linux guest{' with init_on_free=1' if init_on_free else ''}; device offers {names_of(offered)}; "
+             f"vhost-user protocol features {int(proto):#x}")
+
+        def make(mem: GuestMemory) -> BalloonDevice:
+            self.ref = BalloonDevice(mem, offered, queue_max=dict.fromkeys(QUEUES, QUEUE_SIZE),
+                                     numbering=QueueNumbering.COMPACT_BY_NEGOTIATED)
+            return self.ref
+
+        with self.tolerate():
+            release = self.drv.start(offered, make, init_on_free=init_on_free, protocol_features=int(proto))
+            note(f"kernel {release} booted")
+            ok = self._step(self.drv.probe)
+            if self.ref is None:
+                raise ImplementationError("driver.probe", "the driver never sent the memory table")
+            self._check_negotiation(offered, ok)
+            self._observe_numbering(offered)
+            self.booted = ok
+            self.R.saw("INIT-DRV-1")
+
+    def teardown(self) -> None:
+        linux = getattr(self, "linux", None)
+        if linux is not None:
+            linux.close()
+
+    def _observe_numbering(self, offered: int) -> None:
+        """Which queue-numbering interpretation (AMB-VQ-NUMBERING) the vring indexes Linux used fit."""
+        used = {i for i, v in self.linux.backend.vrings.items() if v.enabled}
+        fits = {n.value for n in QueueNumbering
+                if set(balloon_queue_indices(n, offered, self.features).values()) == used}
+        self.R.narrow("queue_numbering", fits)
+        note(f"vrings {sorted(used)} fit queue numbering {sorted(fits)}")
+
+    def _check_kicks(self) -> None:
+        """As the base check, but a real driver writes avail idx and kicks in two steps: give a kick that
+        is on its way up to KICK_GRACE seconds before calling it missing."""
+        def unannounced() -> bool:
+            for name, q in self.ref.queues.items():
+                avail = self.ref.mem.read_u16(q.addrs.avail + 2)
+                if not q.event_idx and avail != self.avail_seen.get(name, 0) and self.ref.kicked_at.get(name) != avail:
+                    return True
+            return False
+
+        end = time.monotonic() + KICK_GRACE
+        while unannounced() and time.monotonic() < end:
+            self._step(self.drv.serve, 0.05)
+        super()._check_kicks()
+
+    # -- what a real guest can tell ----------------------------------------------------------------
+    def _settle_state(self) -> tuple[Any, ...]:
+        ref = self.ref
+        return (ref.ballooned, ref.config.get("actual"), ref.stats_updates, ref.reported,
+                ref.hint.state if ref.hint else None, ref.hint.received_pages if ref.hint else 0,
+                tuple(ref.mem.read_u16(q.addrs.avail + 2) for q in ref.queues.values()))
+
+    def _free_pages(self) -> int:
+        return max(self.drv.meminfo()["MemFree"] - RESERVE, 0) // BALLOON_PAGE_SIZE
+
+    def _check_hints_released(self) -> None:
+        """MemFree must grow by the pages hinted since the last DONE, less what the balloon took meanwhile.
+        Linux frees them from a work item, so give it up to RELEASE_WAIT seconds."""
+        if self.hint_baseline is None:
+            return
+        free_before, held, balloon_before = self.hint_baseline
+        end = time.monotonic() + RELEASE_WAIT
+        while True:
+            grown = (self.drv.meminfo()["MemFree"] - free_before) // BALLOON_PAGE_SIZE
+            gained = grown + self.ref.ballooned.bit_count() - balloon_before
+            if gained >= held - SLACK_PAGES or time.monotonic() > end:
+                break
+            self._cycle()
+        self.R.check("BAL-FPH-DRV-10", gained >= held - SLACK_PAGES,
+                     f"{held} page(s) hinted since the last DONE; {RELEASE_WAIT:g} s after DONE MemFree had grown "
+                     f"by {grown} pages and the balloon by {gained - grown}")
+        self.hint_baseline = None
+
+    def _guest_quiet_checks(self) -> None:
+        # Deflated pages go straight back to Linux's allocator, so their poison fill cannot be read.
+        self.left_balloon = 0
+        self._verify_workload()
+
+    # -- rules that differ -------------------------------------------------------------------------------
+    @precondition(started)
+    @rule(num_pages=st.integers(0, 6144), cycles=CYCLES)
+    @skip_if_ended
+    def set_target(self, num_pages: int, cycles: int) -> None:
+        self._host("set_target", num_pages, cycles=cycles)
+        note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
+
+    @precondition(lambda self: DriverConformance._hinting(self))
+    @rule(cycles=CYCLES)
+    @skip_if_ended
+    def hint_done(self, cycles: int) -> None:
+        with self.tolerate():
+            hint = self.ref.hint
+            self.hint_baseline = (self.drv.meminfo()["MemFree"], hint.received_pages - self.released_at,
+                                  self.ref.ballooned.bit_count())
+            self.released_at = hint.received_pages
+        self._host("hint_done", cycles=cycles)
+        with self.tolerate():
+            for _ in range(2):  # Linux gives the pages back from a work item: let it run
+                self._cycle()
+            if self.ref.hint.state is DeviceHintState.DONE:
+                self._check_hints_released()
+        note(f"host publishes DONE, {cycles} cycle(s)")
+
+    @precondition(started)
+    @rule(seconds=st.sampled_from([1.0, 2.5]))
+    @skip_if_ended
+    def serve(self, seconds: float) -> None:
+        """The host only serves for a while: Linux reports free pages on its own clock (2 s delay)."""
+        with self.tolerate():
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                self._cycle()
+        note(f"the host serves the guest for {seconds} s: {self.ref.reported.bit_count()} page(s) reported so far")
+
+    @precondition(started)
+    @rule(count=st.integers(1, 8), top=st.booleans())
+    @skip_if_ended
+    def workload_alloc_write(self, count: int, top: bool) -> None:
+        name = f"w{len(self.files)}x{count}"
+        pages = count * 128 * (2 if top else 1)
+        with self.tolerate():
+            if self._step(self.drv.alloc, name, pages):
+                self.files[name] = pages
+        note(f"the guest writes {pages} pages of random data to {name}")
+
+    @precondition(lambda self: started(self) and self.files)
+    @rule(data=st.data())
+    @skip_if_ended
+    def workload_free(self, data: st.DataObject) -> None:
+        names = sorted(self.files)
+        name = names[data.draw(st.integers(0, 1 << 16)) % len(names)]
+        with self.tolerate():
+            self._step(self.drv.free, name)
+            del self.files[name]
+        note(f"the guest frees {name}")
+
+    def _verify_workload(self) -> None:
+        if not self.files:
+            return
+        bad = self._step(self.drv.verify)
+        touched = self.ref.touched[self.touched_checked:]
+        self.touched_checked = len(self.ref.touched)
+        if bad:
+            for req in dict.fromkeys(t.req_id for t in touched):
+                self.R.check(req, False, f"guest file(s) {bad} changed; the device had just changed pages for "
+                             f"{req}")
+            raise ImplementationError("driver", f"guest file(s) {bad} changed, and not by the device")
+        for req in {t.req_id for t in touched}:
+            self.R.saw(req)
+
+    @invariant()
+    def workload_pages_intact(self) -> None:
+        if not live(self) or self.ref is None or len(self.ref.touched) == self.touched_checked:
+            return
+        with self.tolerate():
+            self._verify_workload()

@@ -1,0 +1,305 @@
+"""QEMU's virtio-balloon-pci as a device under test: the same calls as the reference device, carried
+out as virtio-pci register accesses over qtest and QMP commands.
+
+One QEMU serves a whole run. Each example gets a fresh :class:`QemuBalloon` session: the device is
+reset, the balloon target cleared, and guest RAM zeroed, so examples do not leak into each other.
+Interrupts come from the ISR register (INTx; MSI-X vectors are set to NO_VECTOR), so a queue
+interrupt cannot be attributed to one queue: the suite is told so through ``capabilities``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+from refmodel.balloon.device import Interrupts
+from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.errors import PeerSpecViolation
+from refmodel.virtio.split.layout import USED_IDX
+from refmodel.virtio.virtq import QueueAddresses
+
+from conformance.adapters.qemu import virtio_pci as vp
+from conformance.adapters.qemu.process import DEFAULT_BINARY, QemuError, QemuProcess
+from conformance.adapters.qemu.qmp import QmpError
+
+BALLOON_PATH = "/machine/peripheral/balloon0"
+STATSQ = 2
+FREE_PAGE_VQ = 3  # QEMU always offers STATS_VQ, and compacts by offered features
+UNSET_STAT = (1 << 64) - 1
+#: QEMU's guest-stats names, by tag (include/standard-headers/linux/virtio_balloon.h order).
+QEMU_STAT_NAMES = ("stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-minor-faults", "stat-free-memory",
+                   "stat-total-memory", "stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc",
+                   "stat-htlb-pgfail")
+#: Guest pages the suite must not use: the first MiB (VGA window, BIOS ROM aliases).
+RESERVED_PAGES = 256
+
+
+class QemuBalloon:
+    """One session on the shared QEMU."""
+
+    #: Hint rounds come from real migrations: START on migrate, DONE on cancel. QEMU has no way to
+    #: publish STOP on request, and which pages it skipped is not observable here (no "hinted_pages");
+    #: INTx cannot name the queue (no "per_queue_interrupts"). Statistics come from QEMU's polling timer
+    #: (guest-stats-polling-interval, 1 s at the least) and its guest-stats property.
+    capabilities = frozenset({"hinting"})
+    reserved_pages = RESERVED_PAGES
+
+    def __init__(self, qemu: QemuProcess, caps: vp.VirtioCaps, *, stats: bool = False) -> None:
+        self.q, self.qt, self.caps = qemu, qemu.qtest, caps
+        if stats:  # opt-in: each request waits for QEMU's 1 s timer, which makes a ci run ~4x longer
+            self.capabilities = self.capabilities | {"stats"}
+        self.mem = qemu.mem
+        self._enabled: dict[int, QueueAddresses] = {}
+        self._irq_config = False
+        self._stats_update: int | None = None  # guest-stats last-update when statistics were last asked for
+        self._set_stats_polling(0)  # no timer left running from an earlier example
+        self._cancel_migration()
+        self._wait_free_page_vq_idle()
+        self.write_status(0)
+        self.set_target(0)
+        self.mem._view[:] = bytes(self.mem.size)  # a clean guest for every example
+        self.qt.irqs.clear()
+
+    def _check_alive(self) -> None:
+        if not self.q.alive:
+            raise QemuError(f"QEMU exited ({self.q.proc.returncode}): {self.q.log_tail()}")
+
+    # -- common configuration ---------------------------------------------------------------------------
+    def _c(self, off: int) -> int:
+        return self.caps.common + off
+
+    def read_device_features(self) -> int:
+        self.qt.writel(self._c(vp.DEVICE_FEATURE_SELECT), 0)
+        lo = self.qt.readl(self._c(vp.DEVICE_FEATURE))
+        self.qt.writel(self._c(vp.DEVICE_FEATURE_SELECT), 1)
+        return lo | self.qt.readl(self._c(vp.DEVICE_FEATURE)) << 32
+
+    def write_driver_features(self, value: int) -> None:
+        for sel in (0, 1):
+            self.qt.writel(self._c(vp.DRIVER_FEATURE_SELECT), sel)
+            self.qt.writel(self._c(vp.DRIVER_FEATURE), value >> 32 * sel & 0xFFFFFFFF)
+
+    def read_status(self) -> int:
+        self._check_alive()
+        return self.qt.readb(self._c(vp.DEVICE_STATUS))
+
+    def write_status(self, value: int) -> None:
+        self.qt.writeb(self._c(vp.DEVICE_STATUS), value)
+        if value == 0:
+            self._enabled.clear()
+            self.qt.writew(self._c(vp.MSIX_CONFIG), vp.NO_VECTOR)
+            self.qt.readb(self.caps.isr)  # drop anything pending from before the reset
+
+    def config_generation(self) -> int:
+        return self.qt.readb(self._c(vp.CONFIG_GENERATION))
+
+    def read_config(self, offset: int, size: int) -> int:
+        addr = self.caps.device + offset
+        return {1: self.qt.readb, 2: self.qt.readw, 4: self.qt.readl}[size](addr)
+
+    def write_config(self, offset: int, size: int, value: int) -> None:
+        addr = self.caps.device + offset
+        {1: self.qt.writeb, 2: self.qt.writew, 4: self.qt.writel}[size](addr, value)
+
+    # -- queues -----------------------------------------------------------------------------------------------
+    def queue_max_size(self, index: int) -> int:
+        if index >= self.qt.readw(self._c(vp.NUM_QUEUES)):
+            return 0
+        self.qt.writew(self._c(vp.QUEUE_SELECT), index)
+        return self.qt.readw(self._c(vp.QUEUE_SIZE))
+
+    def enable_queue(self, index: int, size: int, addrs: QueueAddresses) -> None:
+        self.qt.writew(self._c(vp.QUEUE_SELECT), index)
+        self.qt.writew(self._c(vp.QUEUE_SIZE), size)
+        self.qt.writew(self._c(vp.QUEUE_MSIX_VECTOR), vp.NO_VECTOR)
+        for off, addr in ((vp.QUEUE_DESC, addrs.desc), (vp.QUEUE_DRIVER, addrs.avail), (vp.QUEUE_DEVICE, addrs.used)):
+            self.qt.writel(self._c(off), addr & 0xFFFFFFFF)
+            self.qt.writel(self._c(off) + 4, addr >> 32)
+        self.qt.writew(self._c(vp.QUEUE_ENABLE), 1)
+        self._enabled[index] = addrs
+
+    def notify(self, index: int) -> None:
+        self.qt.writew(self._c(vp.QUEUE_SELECT), index)
+        off = self.qt.readw(self._c(vp.QUEUE_NOTIFY_OFF))
+        self.qt.writew(self.caps.notify + off * self.caps.notify_multiplier, index)
+
+    def take_interrupts(self) -> Interrupts:
+        isr = self.qt.readb(self.caps.isr)  # reading clears it (§4.1.4.5)
+        queues = frozenset(self._enabled) if isr & 1 else frozenset()
+        return Interrupts(queues, bool(isr & 2))
+
+    def run(self) -> None:
+        """QEMU works asynchronously (free_page_vq in an iothread): wait until the used rings are still."""
+        self._check_alive()
+        last, quiet, deadline = None, 0, time.monotonic() + 1.0
+        while time.monotonic() < deadline and quiet < 2:
+            now = tuple(self.mem.read_u16(a.used + USED_IDX) for a in self._enabled.values())
+            quiet = quiet + 1 if now == last else 0
+            last = now
+            time.sleep(0.002)
+
+    # -- host side (QMP) ----------------------------------------------------------------------------------------
+    def _migration_status(self) -> str:
+        return (self.q.qmp.execute("query-migrate") or {}).get("status", "none")
+
+    def _wait(self, what: str, done: Any, seconds: float = 5.0) -> Any:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if (value := done()) is not None and value is not False:
+                return value
+            time.sleep(0.005)
+        raise QemuError(f"QEMU: {what} did not happen within {seconds:g} s")
+
+    def _cancel_migration(self) -> None:
+        if self._migration_status() in ("setup", "active", "pre-switchover", "device"):
+            self.q.qmp.execute("migrate_cancel")
+            try:
+                self._wait("migration cancel", lambda: self._migration_status() in ("cancelled", "failed"))
+            except QemuError:
+                why = corrupted_queue(self.queue_status(FREE_PAGE_VQ))
+                if why is None:
+                    raise
+                self.q.wedged = True  # the factory starts a fresh QEMU for the next session
+                raise PeerSpecViolation("SPLIT-DEV-D3", f"migrate_cancel never completed: {why} (the "
+                                        "reset/iothread race, reproducer reset-during-round)") from None
+
+    def queue_status(self, index: int) -> dict[str, Any]:
+        """QEMU's own view of a queue (QMP x-query-virtio-queue-status: last-avail-idx, used-idx, ...);
+        empty on a QEMU build without the command."""
+        try:
+            return self.q.qmp.execute("x-query-virtio-queue-status", path=f"{BALLOON_PATH}/virtio-backend",
+                                      queue=index) or {}
+        except QmpError:
+            return {}
+
+    def _wait_free_page_vq_idle(self, seconds: float = 2.0) -> None:
+        """Before the reset that starts a session: let QEMU's iothread finish with the previous session's
+        free_page_vq. A reset that lands while it pops corrupts the queue (reproducer reset-during-round,
+        known deviation SPLIT-DEV-D3); that is a finding when the driver resets, not when we set up."""
+        deadline, last = time.monotonic() + seconds, None
+        while time.monotonic() < deadline:
+            st = self.queue_status(FREE_PAGE_VQ)
+            if not st:
+                time.sleep(0.02)  # no such command (another QEMU build): a short grace instead
+                return
+            now = (st.get("last-avail-idx"), st.get("used-idx"), st.get("inuse"))
+            if now == last and not st.get("inuse") and st.get("last-avail-idx") == st.get("shadow-avail-idx"):
+                return
+            last = now
+            time.sleep(0.005)
+
+    def _ensure_running(self) -> None:
+        """A migration that finished leaves the VM paused (postmigrate); hinting needs it running."""
+        if not (self.q.qmp.execute("query-status") or {}).get("running", False):
+            self.q.qmp.execute("cont")
+
+    def _set_stats_polling(self, seconds: int) -> None:
+        self.q.qmp.execute("qom-set", path=BALLOON_PATH, property="guest-stats-polling-interval", value=seconds)
+
+    def _guest_stats(self) -> dict[str, Any]:
+        return self.q.qmp.execute("qom-get", path=BALLOON_PATH, property="guest-stats") or {}
+
+    def request_stats(self) -> bool:
+        """Start QEMU's 1 s polling timer (it returns the held stats buffer when it fires) and wait for the
+        buffer to come back on statsq (index 2: QEMU always offers STATS_VQ). False if none was held."""
+        self._stats_update = self._guest_stats().get("last-update", 0)
+        statsq = self._enabled.get(STATSQ)
+        if statsq is None:
+            return False
+        before = self.mem.read_u16(statsq.used + USED_IDX)
+        self._set_stats_polling(1)
+        try:
+            self._wait("the stats buffer back from the polling timer",
+                       lambda: self.mem.read_u16(statsq.used + USED_IDX) != before, seconds=3.0)
+        except QemuError:
+            return False
+        finally:
+            self._set_stats_polling(0)
+        return True
+
+    def host_stats(self) -> dict[int, int]:
+        """guest-stats once QEMU has taken the refilled buffer (its last-update moves). A tag the driver
+        never sent reads all ones (QEMU's reset value)."""
+        try:
+            got = self._wait("fresh guest-stats", lambda: (g := self._guest_stats()).get("last-update", 0)
+                             != self._stats_update and g, seconds=2.0)
+        except QemuError:
+            got = self._guest_stats()
+        stats = got.get("stats", {})
+        return {tag: int(stats[name]) for tag, name in enumerate(QEMU_STAT_NAMES)
+                if name in stats and int(stats[name]) not in (-1, UNSET_STAT)}
+
+    def _cmd_id(self) -> int:
+        return self.read_config(8, 4)
+
+    def hint_start(self) -> int:
+        """Start a migration (to nowhere, slowly): QEMU publishes a new command ID after its first sync."""
+        before = self._cmd_id()
+        self._cancel_migration()
+        self._ensure_running()
+        self.q.qmp.execute("migrate", uri="exec:cat > /dev/null")
+        return self._wait("a new command ID", lambda: (c := self._cmd_id()) >= 2 and c != before and c)
+
+    def hint_done(self) -> None:
+        """Cancel the migration: QEMU's CLEANUP notifier publishes DONE. Without one, nothing to do."""
+        if self._migration_status() not in ("setup", "active", "pre-switchover", "device"):
+            return
+        self._cancel_migration()
+        self._wait("DONE", lambda: self._cmd_id() == 1)
+
+    def set_target(self, num_pages: int) -> None:
+        # QEMU: num_pages = (ram_size - target) >> 12; target 0 is refused, so clamp to one page.
+        target = max(self.q.ram_bytes - num_pages * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE)
+        self.q.qmp.execute("balloon", value=target)
+
+
+def corrupted_queue(status: dict[str, Any]) -> str | None:
+    """What is wrong with a queue, from QEMU's x-query-virtio-queue-status, or None. A consistent queue
+    has nothing popped ahead of what it last read of the avail idx."""
+    if not status:
+        return None
+    last, shadow = status.get("last-avail-idx"), status.get("shadow-avail-idx")
+    if last is None or shadow is None or (shadow - last) % 65536 <= status.get("vring-num", 0):
+        return None
+    return f"free_page_vq reads last-avail-idx {last} past shadow-avail-idx {shadow}"
+
+
+class QemuFactory:
+    """Starts QEMU once (lazily) and hands out a fresh session per example."""
+
+    provides_memory = True
+
+    def __init__(self, binary: str | None = None, device: str | None = None, *, stats: bool = False,
+                 **kwargs: Any) -> None:
+        self.stats = stats
+        if shutil.which(binary or DEFAULT_BINARY) is None:
+            raise QemuError(f"QEMU binary {binary or DEFAULT_BINARY!r} not found (install qemu-system-x86 "
+                            "or pass --qemu-binary)")
+        self.binary, self.device, self.kwargs = binary, device, kwargs
+        self.qemu: QemuProcess | None = None
+        self.caps: vp.VirtioCaps | None = None
+        self.version: str | None = None  # filled when QEMU starts (QMP query-version)
+
+    def __call__(self) -> QemuBalloon:
+        if self.qemu is None or not self.qemu.alive or self.qemu.wedged:
+            if self.qemu is not None:
+                self.qemu.close()
+            opts = {"device": self.device} if self.device else {}
+            self.qemu = QemuProcess(self.binary, **opts, **self.kwargs)
+            self.caps = vp.setup(vp.find_balloon(self.qemu.qtest))
+            # Hinting starts only in a running VM during a migration; keep that migration slow and
+            # unable to converge, so a hint round lasts as long as an example needs.
+            self.qemu.qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 20, "downtime-limit": 1})
+            self.qemu.qmp.execute("cont")
+            v = self.qemu.qmp.execute("query-version") or {}
+            q = v.get("qemu", {})
+            self.version = f"QEMU {q.get('major')}.{q.get('minor')}.{q.get('micro')} {v.get('package', '').strip()}".strip()
+        assert self.caps is not None
+        return QemuBalloon(self.qemu, self.caps, stats=self.stats)
+
+    def close(self) -> None:
+        if self.qemu is not None:
+            self.qemu.close()
+            self.qemu = None

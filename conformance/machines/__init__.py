@@ -1,0 +1,1 @@
+"""Hypothesis state machines: a device or driver under test checked against the model."""

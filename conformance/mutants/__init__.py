@@ -1,0 +1,1 @@
+"""Deliberately broken implementations, each built to break named requirements."""

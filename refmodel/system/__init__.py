@@ -1,0 +1,1 @@
+"""System models: guest pages, the guest OS, the migration host, whole scenarios."""

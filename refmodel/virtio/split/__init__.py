@@ -1,0 +1,1 @@
+"""The split virtqueue (§2.7): byte layout, driver side and device side."""
