@@ -14,7 +14,7 @@ from conformance.cli import main
 from conformance.registry import resolve
 from conformance.runner import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args, timeout=300):

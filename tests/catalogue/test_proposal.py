@@ -13,7 +13,7 @@ import pytest
 from spec.catalogue import catalogue
 from spec.proposal.build import DEFAULT_UPSTREAM, FILES, build
 
-PROPOSAL = Path(__file__).resolve().parents[1] / "spec" / "proposal"
+PROPOSAL = Path(__file__).resolve().parents[2] / "spec" / "proposal"
 PATCHES = sorted(PROPOSAL.glob("0*.patch"))
 
 needs_upstream = pytest.mark.skipif(not DEFAULT_UPSTREAM.exists() and not os.getenv("CI"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 SMALL_ARGS = {
     "bench_split_ring.py": ["--ops", "200", "--repeat", "1"],
     "bench_migration.py": ["--log2-pages", "20"],

@@ -10,7 +10,7 @@ import pytest
 from conformance.registry import DutError, resolve
 from conformance.runner import run
 
-SRC = Path(__file__).resolve().parents[1] / "conformance" / "adapters" / "c" / "example_device.c"
+SRC = Path(__file__).resolve().parents[2] / "conformance" / "adapters" / "c" / "example_device.c"
 
 
 def build(tmp_path, *defines, src=SRC):

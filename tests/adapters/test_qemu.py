@@ -17,7 +17,7 @@ from conformance.adapters.qemu.device import QemuFactory
 from conformance.registry import resolve
 from conformance.runner import run
 
-KNOWN = Path(__file__).resolve().parents[1] / "conformance" / "adapters" / "qemu" / "known_deviations.txt"
+KNOWN = Path(__file__).resolve().parents[2] / "conformance" / "adapters" / "qemu" / "known_deviations.txt"
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None and not os.getenv("CI"),
                                 reason="qemu-system-x86_64 is not installed (tools/test installs it)")
