@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from conformance.interface import RETURNS
 from refmodel.errors import SpecViolation, VirtioModelError
 
 DEFAULT_TIMEOUT = 10.0
@@ -63,14 +64,6 @@ def deadline(seconds: float, call: str) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         _armed = False
-
-
-#: Expected result types of the transport calls that return something (garbage becomes an error).
-RETURNS: dict[str, type | tuple[type, ...]] = {
-    "read_device_features": int, "read_status": int, "read_config": int, "config_generation": int,
-    "queue_max_size": int, "hint_start": int, "hinted_pages": int, "host_stats": dict,
-    "request_stats": bool, "probe": bool,
-}
 
 
 class Guarded:

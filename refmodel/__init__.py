@@ -16,11 +16,13 @@ This package never imports ``conformance``, ``hypothesis`` or ``pytest``.
 
 from refmodel.ambiguities import AMBIGUITIES, Ambiguity
 from refmodel.balloon.config import CONFIG_FIELDS, BalloonConfigSpace, VirtioBalloonConfig
-from refmodel.virtio.constants import (VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP, DeviceStatus)
+from refmodel.virtio.constants import DeviceStatus
+from refmodel.balloon.constants import VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP
 from refmodel.errors import (BrokenSide, LayoutError, LocalSpecViolation, MemoryAccessError, NotNegotiated,
                      PeerSpecViolation, SpecViolation, VirtioModelError)
-from refmodel.virtio.features import (BALLOON_QUEUES, Feature, NegotiationVerdict, QueueNumbering, balloon_queue_indices,
-                       check_negotiation, check_offer, mask_of, names_of)
+from refmodel.virtio.features import (Feature, NegotiationVerdict, check_negotiation, check_offer, mask_of,
+    names_of)
+from refmodel.balloon.queues import BALLOON_QUEUES, QueueNumbering, balloon_queue_indices
 from refmodel.virtio.split.layout import VirtqAvailHeader, VirtqDesc, VirtqUsedElem, VirtqUsedHeader
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.status import DeviceStatusMachine, Role, StatusEvent, StatusState

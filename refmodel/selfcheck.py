@@ -13,8 +13,8 @@ import sys
 from spec.catalogue import catalogue
 
 from refmodel.errors import PeerSpecViolation
-from refmodel.virtio.features import (BALLOON_FEATURES, Feature, QueueNumbering, balloon_queue_indices, check_negotiation,
-                       mask_of)
+from refmodel.virtio.features import BALLOON_FEATURES, Feature, check_negotiation, mask_of
+from refmodel.balloon.queues import QueueNumbering, balloon_queue_indices
 from refmodel.virtio.split.layout import DESC_FMT
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.status import DeviceStatusMachine, Role, StatusEvent

@@ -16,14 +16,18 @@ from hypothesis.stateful import initialize, invariant, precondition, rule
 from refmodel.balloon.device import KNOWN_STAT_TAGS
 from refmodel.balloon.driver import CFG_CMD_ID, SUPPORTED, STATS_TAGS, BalloonDriver
 from refmodel.balloon.config import CONFIG_FIELDS
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP, DeviceStatus
-from refmodel.virtio.features import Feature, QueueNumbering, check_negotiation, check_offer, has, names_of
+from refmodel.virtio.constants import DeviceStatus
+from refmodel.balloon.constants import (BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE,
+    VIRTIO_BALLOON_CMD_ID_STOP)
+from refmodel.virtio.features import Feature, check_negotiation, check_offer, has, names_of
+from refmodel.balloon.queues import QueueNumbering
 from refmodel.system.guest import bits
 from refmodel.system.guest_os import GuestOS, poison_pattern
 from refmodel.balloon.hinting import DriverHintState
 from refmodel.virtio.split.layout import AVAIL_FLAGS, USED_IDX, used_event_offset
 from refmodel.virtio.virtq import virtq_need_event
 
+from conformance.interface import Capability, declared_capabilities
 from conformance.checks import RING_DEVICE_CHECKS
 from conformance.harness import Guarded, ImplementationError
 from conformance.machines.base import GuestMachine, live, note, skip_if_ended, started
@@ -53,8 +57,8 @@ class DeviceConformance(GuestMachine):
         else:
             self.os = GuestOS(N_PAGES)
             raw = factory(self.os.mem)
-        self.caps = frozenset(getattr(raw, "capabilities", ()))
-        self.per_queue_irq = "per_queue_interrupts" in self.caps
+        self.caps = declared_capabilities(raw)
+        self.per_queue_irq = Capability.PER_QUEUE_INTERRUPTS in self.caps
         self.numbering = getattr(raw, "numbering", QueueNumbering.COMPACT_BY_OFFERED)
         self.dev: Any = Guarded(raw, "device", self.timeout)
         note(f"device {type(raw).__name__}; driver declines {sorted(f.name for f in drop)}; queues of {queue_size}")
@@ -222,7 +226,7 @@ class DeviceConformance(GuestMachine):
         self.frozen[page] = (req_id, self.os.mem.read(page * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE))
 
     def _check_hints(self) -> None:
-        if "hinted_pages" not in self.caps or self.drv.hint is None or self.current_id is None:
+        if Capability.HINTED_PAGES not in self.caps or self.drv.hint is None or self.current_id is None:
             return
         applied = self.dev.hinted_pages()
         allowed = self.drv.hint.sent_under.get(self.current_id, 0)
@@ -307,7 +311,7 @@ class DeviceConformance(GuestMachine):
 
     # -- rules: hinting ------------------------------------------------------------------------------------
     def _hinting(self) -> bool:
-        return started(self) and self.has(F.VIRTIO_BALLOON_F_FREE_PAGE_HINT) and "hinting" in self.caps
+        return started(self) and self.has(F.VIRTIO_BALLOON_F_FREE_PAGE_HINT) and Capability.HINTING in self.caps
 
     @precondition(_hinting)
     @rule(cycles=CYCLES)
@@ -324,7 +328,7 @@ class DeviceConformance(GuestMachine):
             self._cycles(cycles)
             note(f"host starts a hinting round: command ID {cid}, then {cycles} cycle(s)")
 
-    @precondition(lambda self: self._hinting() and "hint_stop" in self.caps)
+    @precondition(lambda self: self._hinting() and Capability.HINT_STOP in self.caps)
     @rule(cycles=CYCLES)
     @skip_if_ended
     def hint_stop(self, cycles: int) -> None:
@@ -350,7 +354,7 @@ class DeviceConformance(GuestMachine):
             note(f"host is done with the hints (DONE), then {cycles} cycle(s)")
 
     # -- rules: stats, reporting, memory pressure ---------------------------------------------------------
-    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_STATS_VQ) and "stats" in self.caps)
+    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_STATS_VQ) and Capability.STATS in self.caps)
     @rule()
     @skip_if_ended
     def request_stats(self) -> None:

@@ -20,6 +20,7 @@ from refmodel.system.guest import bits
 from refmodel.system.guest_os import GuestOS, poison_pattern
 from refmodel.balloon.hinting import DeviceHintState
 
+from conformance.interface import Capability, declared_capabilities
 from conformance.checks import RING_DRIVER_CHECKS
 from conformance.machines.device import OPTIONAL
 from conformance.harness import Guarded, ImplementationError
@@ -49,7 +50,7 @@ class DriverConformance(GuestMachine):
         self.ref = BalloonDevice(self.os.mem, offered, queue_max={n: queue_max for n in names},
                                  guest_in_use=self.os.workload.__contains__)
         raw = type(self).factory()
-        self.caps = frozenset(getattr(raw, "capabilities", ()))
+        self.caps = declared_capabilities(raw)
         self.drv: Any = Guarded(raw, "driver", self.timeout)
         note(f"driver {type(raw).__name__}; device offers {names_of(offered)}; queues of {queue_max}")
         self.left_balloon = 0
@@ -222,7 +223,7 @@ class DriverConformance(GuestMachine):
                 self.R.check("BAL-ST-DRV-4", bool(self.ref.stats_tags), "stats buffer without entries")
         note("host asks for statistics")
 
-    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING) and "report" in self.caps)
+    @precondition(lambda self: started(self) and self.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING) and Capability.REPORT in self.caps)
     @rule()
     @skip_if_ended
     def report(self) -> None:
@@ -231,7 +232,7 @@ class DriverConformance(GuestMachine):
             n = self._step(self.drv.report)
         note(f"driver reports {n} free page(s)")
 
-    @precondition(lambda self: started(self) and "oom" in self.caps)
+    @precondition(lambda self: started(self) and Capability.OOM in self.caps)
     @rule(count=st.integers(1, 8))
     @skip_if_ended
     def oom(self, count: int) -> None:

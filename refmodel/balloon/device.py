@@ -21,15 +21,19 @@ from collections.abc import Callable
 
 import attrs
 
+from refmodel.capabilities import Capability
 from refmodel.balloon.config import FIELDS_BY_NAME, BalloonConfigSpace
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_PFN_SHIFT, VIRTIO_BALLOON_STAT_SIZE, BalloonStatTag
+from refmodel.balloon.constants import (BALLOON_PAGE_SIZE, VIRTIO_BALLOON_PFN_SHIFT, VIRTIO_BALLOON_STAT_SIZE,
+    BalloonStatTag)
 from refmodel.errors import NotNegotiated, PeerSpecViolation, Sticky, guarded
-from refmodel.virtio.features import (Feature, QueueNumbering, balloon_queue_indices, check_negotiation, has, mask_of)
+from refmodel.virtio.features import Feature, check_negotiation, has, mask_of
+from refmodel.balloon.queues import QueueNumbering, balloon_queue_indices
 from refmodel.system.guest import bits, range_mask
 from refmodel.system.guest_os import poison_pattern
 from refmodel.balloon.hinting import FreePageHintDevice
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.status import DeviceStatusMachine, Role, StatusEvent
+from refmodel.virtio.transport import Interrupts
 from refmodel.virtio.virtq import Chain, QueueAddresses
 from refmodel.virtio.split.device import SplitQueueDevice
 
@@ -47,17 +51,6 @@ KNOWN_STAT_TAGS = frozenset(int(t) for t in BalloonStatTag)
 
 
 @attrs.frozen
-class Interrupts:
-    """What the device signalled since the last :meth:`BalloonDevice.take_interrupts`."""
-
-    queues: frozenset[int] = frozenset()
-    config: bool = False
-
-    def __bool__(self) -> bool:
-        return bool(self.queues or self.config)
-
-
-@attrs.frozen
 class Touch:
     """The device changed ``pages``; a driver that was using one of them broke ``req_id``."""
 
@@ -70,7 +63,8 @@ class BalloonDevice(Sticky):
     """One balloon device instance over ``mem`` (the guest's RAM, shared with the driver)."""
 
     #: Host-side controls and observations this device offers (the suite skips what is missing).
-    capabilities = frozenset({"hinting", "hint_stop", "hinted_pages", "stats", "per_queue_interrupts"})
+    capabilities = frozenset({Capability.HINTING, Capability.HINT_STOP, Capability.HINTED_PAGES, Capability.STATS,
+                              Capability.PER_QUEUE_INTERRUPTS})
 
     def __init__(self, mem: GuestMemory, offered: int = DEFAULT_OFFER, *,
                  queue_max: dict[str, int] | None = None,

@@ -14,9 +14,13 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_STAT_SIZE, BalloonStatTag, DeviceStatus
+from refmodel.capabilities import Capability
+from refmodel.virtio.constants import DeviceStatus
+
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_STAT_SIZE, BalloonStatTag
 from refmodel.errors import PeerSpecViolation, Sticky, guarded
-from refmodel.virtio.features import Feature, QueueNumbering, balloon_queue_indices, check_negotiation, has
+from refmodel.virtio.features import Feature, check_negotiation, has
+from refmodel.balloon.queues import QueueNumbering, balloon_queue_indices
 from refmodel.system.guest_os import GuestOS, poison_pattern
 from refmodel.balloon.hinting import FreePageHintDriver
 from refmodel.virtio.virtq import QueueAddresses, UsedBuffer
@@ -41,7 +45,7 @@ class BalloonDriver(Sticky):
     """One driver instance. ``features`` limits what it accepts; ``batch`` is PFNs per buffer."""
 
     #: What a harness can ask of this driver besides probe/interrupt/run.
-    capabilities = frozenset({"report", "oom"})
+    capabilities = frozenset({Capability.REPORT, Capability.OOM})
 
     def __init__(self, *, features: int = SUPPORTED, numbering: QueueNumbering = QueueNumbering.COMPACT_BY_OFFERED,
                  poison_val: int = 0x5A5A5A5A, queue_size: int = 16, batch: int = 8, report_pages: int = 4,

@@ -19,7 +19,8 @@ import struct
 from collections.abc import Callable
 
 from refmodel.balloon.config import BalloonConfigSpace
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP
+from refmodel.balloon.constants import (BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE,
+    VIRTIO_BALLOON_CMD_ID_STOP)
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation, Sticky, guarded
 from refmodel.system.guest import GuestPages, range_mask
 from refmodel.virtio.virtq import Chain

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 
 
 class PageState(enum.Enum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.system.guest import GuestPages, bits, range_mask
 from refmodel.virtio.memory import GuestMemory
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import attrs
 
 from refmodel.balloon.config import BalloonConfigSpace
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.virtio.features import Feature, mask_of
 from refmodel.system.guest import GuestPages, bits, range_mask
 from refmodel.balloon.hinting import FreePageHintDevice, FreePageHintDriver

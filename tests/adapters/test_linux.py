@@ -14,7 +14,7 @@ import pytest
 
 from conformance.harness import ImplementationError
 from conformance.registry import machine_for, resolve
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.features import Feature
 

@@ -5,9 +5,10 @@ import pytest
 
 from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
 from refmodel.balloon.driver import BalloonDriver
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
-from refmodel.virtio.features import Feature, QueueNumbering
+from refmodel.virtio.features import Feature
+from refmodel.balloon.queues import QueueNumbering
 from refmodel.system.guest_os import GuestOS, poison_pattern
 
 F = Feature

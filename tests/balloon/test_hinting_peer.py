@@ -3,7 +3,7 @@ requirement, and the device's own IDs follow BAL-FPH-D1 / BAL-FPH-DEV-2."""
 
 import pytest
 
-from refmodel.virtio.constants import VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP
+from refmodel.balloon.constants import VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP
 from refmodel.errors import BrokenSide, PeerSpecViolation
 from refmodel.balloon.hinting import (DEVICE_TRANSITIONS, DRIVER_TRANSITIONS, DeviceHintEvent, DeviceHintState,
                               DriverHintState)

@@ -1,7 +1,9 @@
 import pytest
 
-from refmodel.virtio.features import (BALLOON_FEATURES, Feature, QueueNumbering, balloon_queue_indices,
-                               check_negotiation, check_offer, mask_of, names_of, numberings_agree)
+from refmodel.virtio.features import (BALLOON_FEATURES, Feature, check_negotiation, check_offer, mask_of,
+    names_of)
+
+from refmodel.balloon.queues import QueueNumbering, balloon_queue_indices, numberings_agree
 
 F = Feature
 V1 = F.VIRTIO_F_VERSION_1.mask

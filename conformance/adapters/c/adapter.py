@@ -12,7 +12,8 @@ import ctypes
 from collections.abc import Callable
 from pathlib import Path
 
-from refmodel.balloon.device import Interrupts
+from refmodel.capabilities import Capability
+from refmodel.virtio.transport import Interrupts
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.virtq import QueueAddresses
 
@@ -87,7 +88,8 @@ def _range(name: str, value: int, bits: int) -> int:
 class CDevice:
     """A C device behind the same calls as the reference device (see DeviceUnderTest)."""
 
-    capabilities = frozenset({"hinting", "hint_stop", "hinted_pages", "per_queue_interrupts"})
+    capabilities = frozenset({Capability.HINTING, Capability.HINT_STOP, Capability.HINTED_PAGES,
+                              Capability.PER_QUEUE_INTERRUPTS})
 
     def __init__(self, lib: ctypes.CDLL, mem: GuestMemory) -> None:
         self._lib, self.mem = lib, mem

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from refmodel.capabilities import Capability
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.memory import GuestMemory
 
@@ -33,7 +34,7 @@ class LinuxDriver:
     """One guest per instance: :meth:`start` boots it, :meth:`close` kills it and removes its files."""
 
     #: Driver-side actions the machine may ask for (``report``/``oom`` happen on Linux's own schedule).
-    capabilities = frozenset({"guest_agent"})
+    capabilities = frozenset({Capability.GUEST_AGENT})
 
     def __init__(self, *, uml: str = UML_BINARY, mem_mib: int = 256, quiet: float = QUIET,
                  boot_timeout: float = BOOT_TIMEOUT) -> None:

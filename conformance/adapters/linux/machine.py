@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
-from refmodel.virtio.features import Feature, QueueNumbering, balloon_queue_indices, names_of
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
+from refmodel.virtio.features import Feature, names_of
+from refmodel.balloon.queues import QueueNumbering, balloon_queue_indices
 from refmodel.balloon.hinting import DeviceHintState
 from refmodel.virtio.memory import GuestMemory
 
+from conformance.interface import Capability, declared_capabilities
 from conformance.machines.device import OPTIONAL
 from conformance.machines.driver import CYCLES, UNDEFINED_BIT, DriverConformance
 from conformance.harness import Guarded, ImplementationError
@@ -78,7 +80,7 @@ class LinuxDriverConformance(DriverConformance):
         self.booted = False
         raw = type(self).factory()
         self.linux = raw
-        self.caps = frozenset(getattr(raw, "capabilities", ()))
+        self.caps = declared_capabilities(raw)
         self.drv: Any = Guarded(raw, "driver", self.timeout)
         note(f"Linux guest{' with init_on_free=1' if init_on_free else ''}; device offers {names_of(offered)}; "
              f"vhost-user protocol features {int(proto):#x}")

@@ -13,8 +13,9 @@ import shutil
 import time
 from typing import Any
 
-from refmodel.balloon.device import Interrupts
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.capabilities import Capability
+from refmodel.virtio.transport import Interrupts
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.split.layout import USED_IDX
 from refmodel.virtio.virtq import QueueAddresses
@@ -42,13 +43,13 @@ class QemuBalloon:
     #: publish STOP on request, and which pages it skipped is not observable here (no "hinted_pages");
     #: INTx cannot name the queue (no "per_queue_interrupts"). Statistics come from QEMU's polling timer
     #: (guest-stats-polling-interval, 1 s at the least) and its guest-stats property.
-    capabilities = frozenset({"hinting"})
+    capabilities = frozenset({Capability.HINTING})
     reserved_pages = RESERVED_PAGES
 
     def __init__(self, qemu: QemuProcess, caps: vp.VirtioCaps, *, stats: bool = False) -> None:
         self.q, self.qt, self.caps = qemu, qemu.qtest, caps
         if stats:  # opt-in: each request waits for QEMU's 1 s timer, which makes a ci run ~4x longer
-            self.capabilities = self.capabilities | {"stats"}
+            self.capabilities = self.capabilities | {Capability.STATS}
         self.mem = qemu.mem
         self._enabled: dict[int, QueueAddresses] = {}
         self._irq_config = False

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from refmodel.balloon.driver import BalloonDriver
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.system.guest import bits
 from refmodel.system.guest_os import GuestOS, page_pattern
 from refmodel.system.migration import predict_full_pages

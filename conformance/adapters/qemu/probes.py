@@ -12,7 +12,8 @@ from collections.abc import Callable
 import attrs
 
 from refmodel.balloon.driver import BalloonDriver
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE, VIRTQ_DESC_F_NEXT, DeviceStatus
+from refmodel.virtio.constants import VIRTQ_DESC_F_NEXT, DeviceStatus
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.system.guest_os import GuestOS
 from refmodel.virtio.split.layout import DESC_FMT, USED_IDX, VIRTQ_DESC_SIZE
 

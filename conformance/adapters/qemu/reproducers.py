@@ -15,7 +15,7 @@ from collections.abc import Callable
 import attrs
 
 from refmodel.balloon.driver import BalloonDriver
-from refmodel.virtio.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
 from refmodel.system.guest import bits, range_mask
 from refmodel.system.guest_os import GuestOS

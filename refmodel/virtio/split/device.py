@@ -25,7 +25,7 @@ loop (> table size descs)     SPLIT-DRV-4 (a loop makes the chain unbounded)
 from __future__ import annotations
 
 from refmodel.virtio.constants import (VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-                        VIRTQ_DESC_F_WRITE, VIRTQ_MAX_CHAIN_BYTES, VIRTQ_USED_F_NO_NOTIFY)
+    VIRTQ_DESC_F_WRITE, VIRTQ_MAX_CHAIN_BYTES, VIRTQ_USED_F_NO_NOTIFY)
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation, Sticky, guarded
 from refmodel.virtio.split.layout import (AVAIL_FLAGS, AVAIL_IDX, DESC_FMT, USED_ELEM_FMT, USED_IDX, VIRTQ_DESC_SIZE,
                      avail_event_offset, avail_ring_entry, check_queue_size, used_event_offset,

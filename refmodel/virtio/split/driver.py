@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import attrs
 
 from refmodel.virtio.constants import (VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-                        VIRTQ_DESC_F_WRITE, VIRTQ_MAX_CHAIN_BYTES, VIRTQ_USED_F_NO_NOTIFY)
+    VIRTQ_DESC_F_WRITE, VIRTQ_MAX_CHAIN_BYTES, VIRTQ_USED_F_NO_NOTIFY)
 from refmodel.errors import LayoutError, LocalSpecViolation, PeerSpecViolation, Sticky, VirtioModelError, guarded
 from refmodel.virtio.split.layout import (AVAIL_IDX, DESC_FMT, USED_ELEM_FMT, USED_FLAGS, USED_IDX, VIRTQ_DESC_SIZE,
                      avail_event_offset, avail_ring_size, check_queue_size, desc_table_size,

@@ -1,0 +1,351 @@
+"""Device mutants: each subclasses the reference device and breaks one requirement, named in ``breaks``.
+
+A test runs every mutant with the ``ci`` profile and asserts that the failure names this requirement.
+Each overrides the smallest piece that makes it wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from refmodel.balloon.device import BalloonDevice
+
+from refmodel.virtio.constants import DeviceStatus
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
+from refmodel.virtio.features import Feature
+from refmodel.system.guest import bits
+
+from refmodel.virtio.split.layout import USED_ELEM_FMT, USED_IDX, used_ring_entry
+from refmodel.virtio.virtq import u16
+from refmodel.virtio.split.device import SplitQueueDevice
+
+F = Feature
+
+
+class _LaterWrites(BalloonDevice):
+    """Base: a device that keeps changing some pages on every run (after it promised not to)."""
+
+    def __init__(self, mem: Any, *args: Any, **kwargs: Any) -> None:
+        self.scribble = 0
+        self._runs = 0
+        super().__init__(mem, *args, **kwargs)
+
+    def run(self) -> None:
+        self._runs += 1
+        for p in bits(self.scribble):  # pages from earlier runs, with a different byte each run
+            self.mem.fill(p * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE, 0x80 | self._runs & 0x7F)
+        super().run()
+
+
+class ReusedCommandId(BalloonDevice):
+    """Publishes the same command ID for every round, STOP or not."""
+
+    breaks = "BAL-FPH-DEV-2"
+
+    def hint_start(self) -> int:
+        if self.hint is not None:
+            self.hint.issued.clear()
+            self.hint._next_id = self.hint.first_id
+        return super().hint_start()
+
+
+class AppliesStaleHints(BalloonDevice):
+    """Applies hints whatever command ID they were sent under."""
+
+    breaks = "BAL-FPH-DEV-3"
+
+    def write_status(self, value: int) -> None:
+        super().write_status(value)
+        if self.hint is not None:
+            self.hint.accept_stale = True
+
+
+class PublishesReservedId(BalloonDevice):
+    """Starts a round with command ID 1, which is DONE."""
+
+    breaks = "BAL-FPH-D1"
+
+    def hint_start(self) -> int:
+        cid = super().hint_start()
+        before = self.config.generation
+        self.config.device_set("free_page_hint_cmd_id", 1)
+        self._config_changed(before)
+        return cid
+
+
+class WritesHintedAfterDone(_LaterWrites):
+    """Keeps scribbling on hinted pages after publishing DONE."""
+
+    breaks = "BAL-FPH-DEV-5"
+
+    def hint_done(self) -> None:
+        super().hint_done()
+        self.scribble |= self.hinted
+
+    def hint_start(self) -> int:
+        self.scribble = 0
+        return super().hint_start()
+
+
+class NeverDone(BalloonDevice):
+    """Publishes STOP where it should publish DONE."""
+
+    breaks = "BAL-FPH-DEV-6"
+
+    def hint_done(self) -> None:
+        self.hint_stop()
+
+
+class _QueueMutant(BalloonDevice):
+    """Base: the device's queues are a :class:`SplitQueueDevice` subclass ``QUEUE``."""
+
+    QUEUE: type[SplitQueueDevice] = SplitQueueDevice
+
+    def enable_queue(self, index: int, size: int, addrs: Any) -> None:
+        super().enable_queue(index, size, addrs)
+        name = self.name_of[index]
+        q = self.queues[name]
+        q.__class__ = self.QUEUE
+
+
+class _LateElementQueue(SplitQueueDevice):
+    def add_used(self, head: int, length: int) -> None:
+        self._late = getattr(self, "_late", [])
+        chain = self._in_flight.pop(head)
+        self._late.append((self.used_idx, chain.head, length))
+        self.used_idx = u16(self.used_idx + 1)
+        self.mem.write_u16(self.addrs.used + USED_IDX, self.used_idx)  # index first, element later
+
+    def write_late(self) -> None:
+        for idx, head, length in getattr(self, "_late", []):
+            self.mem.pack(USED_ELEM_FMT, self.addrs.used + used_ring_entry(idx % self.queue_size), head, length)
+        self._late = []
+
+
+class UsedIdxBeforeElement(_QueueMutant):
+    """Publishes used idx at once and writes the used element only on its next pass."""
+
+    breaks = "SPLIT-DEV-14"
+    QUEUE = _LateElementQueue
+
+    def run(self) -> None:
+        for q in self.queues.values():
+            q.write_late()  # type: ignore[attr-defined]
+        super().run()
+
+
+class _RawLenQueue(SplitQueueDevice):
+    LEN_EXTRA = 0
+    ID_EXTRA = 0
+
+    def add_used(self, head: int, length: int) -> None:
+        del self._in_flight[head]
+        self.mem.pack(USED_ELEM_FMT, self.addrs.used + used_ring_entry(self.used_idx % self.queue_size),
+                      head + self.ID_EXTRA, length + self.LEN_EXTRA)
+        self.used_idx = u16(self.used_idx + 1)
+        self.mem.write_u16(self.addrs.used + USED_IDX, self.used_idx)
+
+
+class _LongLenQueue(_RawLenQueue):
+    LEN_EXTRA = 4
+
+
+class _JunkIdQueue(_RawLenQueue):
+    ID_EXTRA = 0x8000
+
+
+class WrongUsedLen(_QueueMutant):
+    """Reports 4 more bytes written than the chain has writable."""
+
+    breaks = "SPLIT-DEV-D2"
+    QUEUE = _LongLenQueue
+
+
+class JunkUsedId(_QueueMutant):
+    """Writes used elements whose id is no head the driver made available."""
+
+    breaks = "SPLIT-DEV-D1"
+    QUEUE = _JunkIdQueue
+
+
+class _ScribbleReadableQueue(SplitQueueDevice):
+    def pop(self) -> Any:
+        chain = super().pop()
+        if chain is not None and chain.readable:
+            b = chain.readable[0]
+            self.mem.write(b.addr, b"\xff" * min(b.len, 4))
+        return chain
+
+
+class WritesReadableBuffer(_QueueMutant):
+    """Writes into device-readable buffers (the PFN arrays)."""
+
+    breaks = "SPLIT-DEV-3"
+    QUEUE = _ScribbleReadableQueue
+
+
+class _AlwaysNotifyQueue(SplitQueueDevice):
+    def notify_needed(self) -> bool:
+        if self._last_signalled == self.used_idx:
+            return False
+        self._last_signalled = self.used_idx
+        return True
+
+
+class _NeverNotifyQueue(SplitQueueDevice):
+    def notify_needed(self) -> bool:
+        return False
+
+
+class IgnoresEventIdx(_QueueMutant):
+    """With EVENT_IDX, notifies after every used buffer, as if used_event did not exist."""
+
+    breaks = "SPLIT-DEV-13"
+    QUEUE = _AlwaysNotifyQueue
+
+
+class NoUsedNotification(_QueueMutant):
+    """Never sends a used buffer notification."""
+
+    breaks = ("SPLIT-DEV-10", "SPLIT-DEV-12")  # without and with EVENT_IDX
+    QUEUE = _NeverNotifyQueue
+
+
+class NoConfigNotification(BalloonDevice):
+    """Changes num_pages without a configuration change notification."""
+
+    breaks = "NOTIFY-DEV-D1"
+
+    def set_target(self, num_pages: int) -> None:
+        super().set_target(num_pages)
+        self._irq_config = False
+
+
+class StuckGeneration(BalloonDevice):
+    """Never moves config_generation."""
+
+    breaks = "CFG-DEV-2"
+
+    def config_generation(self) -> int:
+        return 0
+
+
+class ResetKeepsStatus(BalloonDevice):
+    """Ignores a reset written while the driver is running."""
+
+    breaks = "RESET-DEV-1"
+
+    def write_status(self, value: int) -> None:
+        if value == 0 and self.status.driver_ok:
+            return
+        super().write_status(value)
+
+
+class RejectsValidSubset(BalloonDevice):
+    """Refuses FEATURES_OK unless the driver took every feature offered."""
+
+    breaks = "FEAT-DEV-2"
+
+    def write_status(self, value: int) -> None:
+        if value & DeviceStatus.FEATURES_OK and not self.status.driver_ok and self.driver_features != self.offered:
+            self.driver_features |= 1 << 40  # an unofferable bit makes the model reject the set
+        super().write_status(value)
+
+
+class OffersUndefinedBit(BalloonDevice):
+    """Offers balloon feature bit 23, which the spec does not define."""
+
+    breaks = "FEAT-DEV-3"
+
+    def read_device_features(self) -> int:
+        return self.offered | 1 << 23
+
+
+class ReportZeroUnderPoison(BalloonDevice):
+    """Discards reported pages to zero even when PAGE_POISON asks for poison_val."""
+
+    breaks = "BAL-FPR-DEV-2"
+
+    def _on_reporting_vq(self, chain: Any) -> int:
+        used = super()._on_reporting_vq(chain)
+        for p in bits(self.touched[-1].pages):
+            self.mem.fill(p * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE, 0)
+        return used
+
+
+class ModifiesReportedAfterAck(_LaterWrites):
+    """Keeps scribbling on reported pages after it returned the report."""
+
+    breaks = "BAL-FPR-DEV-D1"
+
+    def _on_reporting_vq(self, chain: Any) -> int:
+        used = super()._on_reporting_vq(chain)
+        self.scribble |= self.touched[-1].pages
+        return used
+
+
+class LazyDeflateDiscard(_LaterWrites):
+    """Drops the contents of deflated pages on its next passes, after acknowledging the deflate."""
+
+    breaks = "BAL-OP-DEV-D1"
+
+    def _on_deflateq(self, chain: Any) -> int:
+        before = self.ballooned
+        used = super()._on_deflateq(chain)
+        self.scribble |= before & ~self.ballooned
+        return used
+
+    def _on_inflateq(self, chain: Any) -> int:
+        used = super()._on_inflateq(chain)
+        self.scribble &= ~self.ballooned
+        return used
+
+
+class ConsumesBeforeDriverOk(BalloonDevice):
+    """Uses the stats buffer as soon as it sees one, DRIVER_OK or not."""
+
+    breaks = "STATUS-DEV-1"
+
+    def run(self) -> None:
+        q = self.queues.get("statsq")
+        if not self.status.driver_ok and q is not None:
+            while (chain := q.pop()) is not None:
+                q.add_used(chain.head, 0)
+            self._signal("statsq")
+            return
+        super().run()
+
+
+class KeepsUnknownStats(BalloonDevice):
+    """Reports stats entries with tags it does not know."""
+
+    breaks = "BAL-ST-DEV-1"
+
+    def _on_statsq(self, chain: Any) -> int | None:
+        used = super()._on_statsq(chain)
+        data = chain.read_all(self.mem)
+        for off in range(0, len(data), 10):
+            tag = int.from_bytes(data[off:off + 2], "little")
+            self.stats.setdefault(tag, int.from_bytes(data[off + 2:off + 10], "little"))
+        return used
+
+
+class OddQueueSize(BalloonDevice):
+    """Offers an inflate queue of 12 entries, which is no power of 2."""
+
+    breaks = "SPLIT-DEV-D4"
+
+    def queue_max_size(self, index: int) -> int:
+        size = super().queue_max_size(index)
+        return 12 if self.name_of.get(index) == "inflateq" else size
+
+
+
+
+DEVICE_MUTANTS: tuple[type[BalloonDevice], ...] = (
+    ReusedCommandId, AppliesStaleHints, PublishesReservedId, WritesHintedAfterDone, NeverDone,
+    UsedIdxBeforeElement, WrongUsedLen, JunkUsedId, WritesReadableBuffer, IgnoresEventIdx, NoUsedNotification,
+    NoConfigNotification, StuckGeneration, ResetKeepsStatus, RejectsValidSubset, OffersUndefinedBit,
+    ReportZeroUnderPoison, ModifiesReportedAfterAck, LazyDeflateDiscard, ConsumesBeforeDriverOk,
+    KeepsUnknownStats, OddQueueSize,
+)
