@@ -122,6 +122,61 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
         ("process queues in notification order (QEMU: one handler per queue)",
          "state that a page is inflated again only after its deflate was used"),
     ),
+    # -- packed virtqueues (2.8) ------------------------------------------------------------------------
+    Ambiguity(
+        "AMB-PACKED-BUFFER-ID", "2.8.6",
+        "Which values may a Buffer ID take? 2.8 only says it is an le16 that names the buffer; the example "
+        "driver in 2.8.22 asserts id < Queue Size.",
+        "The reference driver hands out IDs 0 .. Queue Size - 1 (as Linux does); the reference device "
+        "accepts any 16-bit ID and rejects only one that is still in flight (PACKED-DRV-D5).",
+        ("IDs below the Queue Size only (2.8.22's assert)",),
+    ),
+    Ambiguity(
+        "AMB-PACKED-INDIRECT-RESERVED", "2.8.7",
+        "2.8.19 forbids the driver any flag but WRITE inside an indirect table, while 2.8.7 says the device "
+        "ignores those reserved flags. Is a device that meets one (NEXT, INDIRECT) to carry on or to reject?",
+        "The reference device, which checks drivers, reports PACKED-DRV-13; it reads every len/16 entry in "
+        "order and never follows NEXT inside a table. A device under test that ignores the flags and carries "
+        "on is not judged for it (PACKED-DEV-D5 holds either way).",
+        ("carry on, ignoring the flags (2.8.7 read alone)",),
+    ),
+    Ambiguity(
+        "AMB-PACKED-CHAIN-BYTES", "2.8.4",
+        "2.8 sets no limit on a buffer's total length (the split ring has 2^32, 2.7.5.2), yet a used "
+        "descriptor reports the bytes written in an le32.",
+        "The split ring's bound applies: at most 2^32 bytes over all elements of a buffer (PACKED-DRV-D13).",
+        ("no limit beyond each element's le32 len",),
+    ),
+    Ambiguity(
+        "AMB-PACKED-EVENT-WINDOW", "2.8.10",
+        "A RING_EVENT_FLAGS_DESC event 'triggers' when its descriptor is made available or used, but over "
+        "which window, and does a descriptor the device skipped (a later element of a list) count as used?",
+        "As for the split ring, the window runs from the last notification decision (the driver: the last "
+        "notification) to now, over ring positions including skipped ones (QEMU's used_idx, Linux's "
+        "next_avail_idx count them). A position (offset, wrap) recurs every 2 x Queue Size positions; the "
+        "model tests crossing exactly. QEMU and Linux compare offsets with the split ring's u16 "
+        "vring_need_event, which agrees except when the window wraps the ring, where they may notify more.",
+        ("only positions that hold a used descriptor count",),
+    ),
+    Ambiguity(
+        "AMB-PACKED-USED-WRITE", "2.8.3",
+        "2.8.3 and 2.8.4 make a used descriptor's len meaningful only with VIRTQ_DESC_F_WRITE set. QEMU "
+        "(hw/virtio/virtio.c, virtqueue_packed_fill_desc) writes len and never sets WRITE; Linux reads len "
+        "without looking at WRITE.",
+        "The reference device sets WRITE exactly when len > 0. The reference driver follows the text "
+        "(PACKED-DRV-D3): without WRITE it reports len 0; used_len_needs_write=False makes it read len "
+        "anyway, as Linux does, for interoperating with QEMU.",
+        ("trust len whatever WRITE says (Linux)",),
+    ),
+    Ambiguity(
+        "AMB-PACKED-BATCH", "2.8.21.1",
+        "With several lists added before one publication, whose first descriptor has its flags written "
+        "last: each list's, or only the batch's?",
+        "Only the batch's first descriptor (2.8.21.1: 'it defers updating the descriptor flags for the "
+        "first descriptor'); later lists' heads are written at once, since the device polls in ring order "
+        "and stops at the batch's first. Linux exposes each list as it adds it.",
+        ("defer every list's first descriptor to the publication",),
+    ),
 )
 
 BY_ID = {a.id: a for a in AMBIGUITIES}
