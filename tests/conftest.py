@@ -5,11 +5,12 @@ from hypothesis import HealthCheck, settings
 
 from spec.catalogue import CatalogueError, requirement
 
+# The tests' own Hypothesis profiles; "tests" (not "ci") so it is not taken for the suite's --profile ci.
 settings.register_profile("dev", max_examples=60, deadline=None)
-settings.register_profile("ci", settings.get_profile("ci"), max_examples=60, deadline=None,
+settings.register_profile("tests", settings.get_profile("ci"), max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("nightly", max_examples=1000, deadline=None)
-settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci" if os.getenv("CI") else "dev"))
+settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "tests" if os.getenv("CI") else "dev"))
 
 
 def pytest_configure(config):
