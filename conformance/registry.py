@@ -2,7 +2,8 @@
 
 Built-ins: the reference device and driver, and every mutant. Third parties are named
 ``module:factory``: for ``--role device`` the factory takes the guest memory and returns a device;
-for ``--role driver`` it takes nothing and returns a driver.
+for ``--role driver`` it takes nothing and returns a driver. The module is imported with the current
+directory first on ``sys.path``, as ``python -m`` does, so ``--dut mydev:make`` finds ``./mydev.py``.
 
 Each implementation gets its own machine class, registered in this module under a stable name, so
 the reproducer Hypothesis prints (``state = ReferenceDeviceConformance()``) runs as is.
@@ -11,7 +12,9 @@ the reproducer Hypothesis prints (``state = ReferenceDeviceConformance()``) runs
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -70,26 +73,38 @@ def _builtins() -> dict[tuple[str, str], Implementation]:
         "(refmodel.virtio.split.driver)", machine=DriverQueueConformance)
     for role, group, machine in (("device", virtq_mutants.DEVICE_QUEUE_MUTANTS, DeviceQueueConformance),
                                  ("driver", virtq_mutants.DRIVER_QUEUE_MUTANTS, DriverQueueConformance)):
-        for cls in group:
-            name = f"virtq-mutant-{_kebab(cls.__name__)}"
-            out[name, role] = Implementation(name, role, cls, (cls.__doc__ or "").strip(), _ids(cls.breaks),
-                                             machine=machine)
-    for cls in mutants.DEVICE_MUTANTS:
-        name = f"mutant-{_kebab(cls.__name__)}"
-        out[name, "device"] = Implementation(name, "device", cls, (cls.__doc__ or "").strip(), _ids(cls.breaks))
-    for cls in mutants.DRIVER_MUTANTS:
-        name = f"mutant-{_kebab(cls.__name__)}"
-        out[name, "driver"] = Implementation(name, "driver", cls, (cls.__doc__ or "").strip(), _ids(cls.breaks))
+        for qcls in group:
+            name = f"virtq-mutant-{_kebab(qcls.__name__)}"
+            out[name, role] = Implementation(name, role, qcls, (qcls.__doc__ or "").strip(),
+                                             _ids(qcls.breaks), machine=machine)
+    for dcls in mutants.DEVICE_MUTANTS:
+        name = f"mutant-{_kebab(dcls.__name__)}"
+        out[name, "device"] = Implementation(name, "device", dcls, (dcls.__doc__ or "").strip(),
+                                             _ids(dcls.breaks))
+    for drcls in mutants.DRIVER_MUTANTS:
+        name = f"mutant-{_kebab(drcls.__name__)}"
+        out[name, "driver"] = Implementation(name, "driver", drcls, (drcls.__doc__ or "").strip(),
+                                             _ids(drcls.breaks))
     return out
 
 
 BUILTIN = _builtins()
 
 
+def _cwd_on_path() -> None:
+    """Import ``module:factory`` from the current directory, as ``python -m`` and ``pytest`` do: an
+    installed console script has only its own bin directory first on sys.path."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
+    importlib.invalidate_caches()  # a module written since the last import (a test's tmp_path) is found
+
+
 def _load_factory(spec: str) -> Callable[..., Any]:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise DutError(f"--dut {spec!r}: expected a built-in name or module:factory")
+    _cwd_on_path()
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -135,10 +150,11 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
         if role != "device":
             raise DutError("--dut qemu is a device; use --role device")
         try:
-            factory = QemuFactory(qemu_binary)
+            qemu = QemuFactory(qemu_binary)
         except QemuError as e:
             raise DutError(f"--dut qemu: {e}") from None
-        return Implementation("qemu", "device", factory, f"QEMU virtio-balloon-pci ({qemu_binary or 'from PATH'})")
+        return Implementation("qemu", "device", qemu,
+                              f"QEMU virtio-balloon-pci ({qemu_binary or 'from PATH'})")
     if dut == "linux":
         from conformance.adapters.linux.adapter import LinuxFactory
         from conformance.adapters.linux.guest import GuestError
@@ -147,14 +163,12 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
         if role != "driver":
             raise DutError("--dut linux is a driver; use --role driver")
         try:
-            factory = LinuxFactory(uml_binary)
+            linux = LinuxFactory(uml_binary)
         except GuestError as e:
             raise DutError(f"--dut linux: {e}") from None
-        return Implementation("linux", "driver", factory, factory.version, machine=LinuxDriverConformance)
+        return Implementation("linux", "driver", linux, linux.version, machine=LinuxDriverConformance)
     if dut.startswith("c:"):
-        from conformance.adapters.c.adapter import CAbiError, device_factory
-
-        from conformance.adapters.c.adapter import driver_factory
+        from conformance.adapters.c.adapter import CAbiError, device_factory, driver_factory
 
         make = device_factory if role == "device" else driver_factory
         try:

@@ -3,23 +3,35 @@
 A run is a series of Hypothesis searches. Each search that fails yields one shrunk counterexample
 for one requirement; that requirement is then tolerated (the example ends quietly where it breaks
 again) and the search goes on, so one run reports several distinct failures.
+
+Before the first search the runner builds one instance, as the machine's boot does, and checks it
+against its role's Protocol (:func:`check_interface`): a missing method is one :class:`InterfaceError`
+line, not an error in every example.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import attrs
+from hypothesis.errors import Flaky
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation
 from refmodel.virtio.features import Feature
+from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.split.driver import IndirectArena
+from refmodel.virtio.virtq import QueueAddresses
 from spec.catalogue import Requirement, catalogue
 
 from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, Recorder
-from conformance.harness import ImplementationError
+from conformance.harness import ImplementationError, deadline
+from conformance.interface import ROLE_PROTOCOLS, InterfaceError, check_implementation
+from conformance.machines.device.boot import make_device
+from conformance.machines.virtq import DeviceQueueConformance, DriverQueueConformance, base as virtq_base
 from conformance.profiles import profile, shrink_budget
 from conformance.registry import Implementation, machine_for
 
@@ -95,6 +107,45 @@ def _root(exc: BaseException) -> tuple[BaseException, bool]:
     return exc, False
 
 
+#: Seconds a factory gets to build one instance (a VMM starts its process on the first call).
+BUILD_TIMEOUT = 60.0
+
+
+def _build(impl: Implementation) -> tuple[Any, str] | None:
+    """One instance built with the arguments the machine's boot passes, and its level; None for an
+    implementation with a machine of its own (a real guest, which boots per example)."""
+    factory = impl.factory
+    if impl.machine in (DeviceQueueConformance, DriverQueueConformance):
+        kwargs: dict[str, Any] = {"event_idx": False, "indirect_desc": False, "start_idx": 0}
+        if impl.role == "driver":
+            kwargs["indirect_arena"] = IndirectArena(*virtq_base.ARENA)
+        return factory(GuestMemory(virtq_base.MEM), QueueAddresses.packed_at(virtq_base.RING, 8), 8,
+                       **kwargs), "virtqueue"
+    if impl.machine is not None:
+        return None
+    if impl.role == "driver":
+        return factory(), "balloon"
+    return make_device(factory)[0], "balloon"
+
+
+def check_interface(impl: Implementation, timeout: float | None = None) -> RunError | None:
+    """Raise :class:`InterfaceError` (one line, naming ``--dut``) if the implementation lacks a method of
+    its role or of a capability it declares. A factory that raises or hangs is returned as the run's one
+    error: every example would meet it at boot."""
+    try:
+        with deadline(max(BUILD_TIMEOUT, timeout or 0), f"{impl.role} factory"):
+            built = _build(impl)
+        if built is not None:
+            check_implementation(built[0], ROLE_PROTOCOLS[impl.role, built[1]], impl.role)
+    except InterfaceError as e:
+        raise InterfaceError(f"--dut {impl.name}: {e}") from None
+    except ImplementationError as e:
+        return RunError("implementation", f"building the {impl.role}: {e.what}", ())
+    except Exception as e:  # noqa: BLE001 - the implementation's own code
+        return RunError("implementation", f"building the {impl.role} raised {type(e).__name__}: {e}", ())
+    return None
+
+
 def search(impl: Implementation, profile_name: str, *, known_deviations: frozenset[str] = frozenset(),
            max_failures: int = 8, progress: Callable[[str], None] = lambda s: None,
            timeout: float | None = None) -> tuple[dict[str, Failure], list[RunError], Recorder, int]:
@@ -140,7 +191,9 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
             elif isinstance(e, LocalSpecViolation):
                 errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", _notes(e, cls)))
                 progress(f"  HARNESS ERROR {e}")
-            elif type(e).__name__ in ("FlakyStrategyDefinition", "FlakyReplay", "Flaky"):
+            elif isinstance(e, InterfaceError):  # raised at boot: the same for every example
+                raise InterfaceError(f"--dut {impl.name}: {e}") from None
+            elif isinstance(e, Flaky):  # FlakyStrategyDefinition, FlakyReplay (a FlakyFailure is unwrapped)
                 # The implementation behaved differently on replay (an asynchronous VMM): the search stops
                 # here, the verdicts found so far stand, and the report says why it stopped.
                 errors.append(RunError("nondeterministic", f"search stopped: {type(e).__name__}: "
@@ -172,8 +225,7 @@ def _applicable(r: Requirement, features: int) -> bool:
 
 
 def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: frozenset[str],
-             capabilities_missing: bool = False, unobservable: dict[str, str] | None = None,
-             scope: str = "") -> tuple[Verdict, ...]:
+             unobservable: dict[str, str] | None = None, scope: str = "") -> tuple[Verdict, ...]:
     """One verdict per requirement of ``role``. ``unobservable``: requirements the adapter's transport
     hides from the reference peer (with why); they are not-checkable for this implementation."""
     unobservable = unobservable or {}
@@ -209,9 +261,17 @@ def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: froz
 def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: frozenset[str] = frozenset(),
         progress: Callable[[str], None] = lambda s: None, timeout: float | None = None,
         max_failures: int = 8) -> RunResult:
+    """Check the interface, then search. Raises :class:`InterfaceError` for a missing method."""
     start = time.perf_counter()
-    failures, errors, rec, searches = search(impl, profile_name, known_deviations=known_deviations,
-                                             progress=progress, timeout=timeout, max_failures=max_failures)
+    broken = check_interface(impl, timeout)
+    failures: dict[str, Failure]
+    if broken is not None:
+        progress(f"  ERROR {broken.detail}")
+        failures, errors, rec, searches = {}, [broken], Recorder(), 0
+    else:
+        failures, errors, rec, searches = search(impl, profile_name, known_deviations=known_deviations,
+                                                 progress=progress, timeout=timeout,
+                                                 max_failures=max_failures)
     cls = machine_for(impl)
     return RunResult(impl, profile_name, verdicts(impl.role, failures, rec, known_deviations,
                                                   unobservable=getattr(cls, "unobservable", None),
