@@ -1,30 +1,75 @@
 """``virtio-conformance``: list the implementations, run the suite, write reports.
 
+Commands::
+
+    virtio-conformance list                             # built-in implementations, mutants included
+    virtio-conformance run --dut mydev:make --role device --known-deviations qemu --report r.json
+    virtio-conformance c-header [--include-dir]          # the installed C ABI header (or its directory)
+    virtio-conformance c-example device|driver [--output DIR]   # an example C implementation
+
+``--dut module:factory`` imports from the current directory. ``--known-deviations`` takes a file or the
+name of a list that ships with the suite (``qemu``). A C implementation builds against the header::
+
+    cc -shared -fPIC -I"$(virtio-conformance c-header --include-dir)" -o libmydev.so mydev.c
+    virtio-conformance run --dut c:./libmydev.so --role device
+
 Exit status: 0 when no requirement failed (known deviations excepted), 1 when one did or the
-implementation crashed or hung, 2 for bad usage (a one-line message, never a traceback).
+implementation crashed or hung, 2 for bad usage or an implementation that lacks a method of its role
+(a one-line message, never a traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from importlib import resources
 from pathlib import Path
 
 from spec.catalogue import CatalogueError, catalogue
 
+from conformance.interface import InterfaceError
 from conformance.registry import BUILTIN, DutError, resolve
 from conformance.report import print_table, write_json, write_junit
 from conformance.runner import RunResult, run
 
 
+#: Known-deviation lists that ship with the suite, by name: (package, resource).
+KNOWN_DEVIATION_LISTS = {"qemu": ("conformance.adapters.qemu", "known_deviations.txt")}
+
+#: The C ABI header and the example implementations (package conformance.adapters.c).
+C_PACKAGE = "conformance.adapters.c"
+C_HEADER = "virtio_conformance.h"
+C_EXAMPLES = {"device": "example_device.c", "driver": "example_driver.c"}
+
+
+def _packaged(package: str, name: str) -> Path:
+    """A file installed with the suite, as a path a compiler or ``open`` can use."""
+    res = resources.files(package) / name
+    if not isinstance(res, Path) or not res.is_file():  # a zipped install has no path to give
+        raise DutError(f"{name}: not installed as a file in {package} (reinstall the wheel unzipped)")
+    return res
+
+
+def known_deviations_text(spec: str) -> str:
+    """The text of ``spec``: the name of a packaged list, or a path."""
+    if spec in KNOWN_DEVIATION_LISTS:
+        return _packaged(*KNOWN_DEVIATION_LISTS[spec]).read_text(encoding="utf-8")
+    try:
+        return Path(spec).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DutError(f"--known-deviations {spec}: no such file, nor a list that ships with the suite "
+                       f"(one of: {', '.join(KNOWN_DEVIATION_LISTS)})") from None
+    except OSError as e:
+        raise DutError(f"--known-deviations {spec}: {e.strerror}") from None
+
+
 def load_known_deviations(path: str | None) -> frozenset[str]:
-    """One requirement ID per line; ``#`` starts a comment. Unknown IDs are an error."""
+    """One requirement ID per line; ``#`` starts a comment. Unknown IDs are an error. ``path`` may
+    also name a packaged list (:data:`KNOWN_DEVIATION_LISTS`)."""
     if path is None:
         return frozenset()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise DutError(f"--known-deviations {path}: {e.strerror}") from None
+    text = known_deviations_text(path)
     ids = set()
     for n, line in enumerate(text.splitlines(), 1):
         req = line.split("#", 1)[0].strip()
@@ -41,9 +86,20 @@ EXTERNAL = (("qemu", "device", "QEMU's virtio-balloon-pci over qtest (--qemu-bin
             ("linux", "driver", "Linux's virtio_balloon in a User-Mode Linux guest, over vhost-user (--uml-binary)"))
 
 
+_EPILOG = """\
+a Python implementation (mydev.py in the current directory, make(mem) returns a device):
+  virtio-conformance run --dut mydev:make --role device --report report.json
+a C implementation, built against the installed header:
+  virtio-conformance c-example device --output .
+  cc -shared -fPIC -I"$(virtio-conformance c-header --include-dir)" -o libexample.so example_device.c
+  virtio-conformance run --dut c:./libexample.so --role device
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="virtio-conformance",
-                                description="Check a virtio-balloon device or driver against the reference model.")
+    p = argparse.ArgumentParser(
+        prog="virtio-conformance", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+        description="Check a virtio-balloon device or driver against the reference model.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="name the built-in implementations under test, mutants included")
     r = sub.add_parser("run", help="run the conformance suite")
@@ -56,14 +112,44 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="ci", choices=("dev", "ci", "nightly"))
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--junit", type=Path, help="write JUnit XML here")
-    r.add_argument("--known-deviations", help="file of requirement IDs whose failures do not fail the run")
+    r.add_argument("--known-deviations",
+                   help="file of requirement IDs whose failures do not fail the run, or the name of a list "
+                        f"that ships with the suite ({', '.join(KNOWN_DEVIATION_LISTS)})")
     r.add_argument("--timeout", type=float, default=None,
                    help="seconds allowed per call into the implementation (default: 10; 90 for --dut linux)")
     r.add_argument("--max-failures", type=int, default=8, help="stop after this many distinct failures")
     r.add_argument("--qemu-binary", help="QEMU to test with --dut qemu (default: qemu-system-x86_64 on PATH)")
     r.add_argument("--uml-binary", help="User-Mode Linux kernel for --dut linux (default: /usr/bin/linux.uml)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
+    h = sub.add_parser("c-header", help="print the path of the C ABI header for --dut c:LIB.so",
+                       description="Print the installed virtio_conformance.h, for a C implementation: "
+                                   'cc -shared -fPIC -I"$(virtio-conformance c-header --include-dir)" ...')
+    h.add_argument("--include-dir", action="store_true", help="print its directory instead (for cc -I)")
+    e = sub.add_parser("c-example", help="print the path of an example C device or driver, or copy it",
+                       description="An example C implementation of the ABI in virtio_conformance.h; its "
+                                   "opening comment gives the cc line and the -DBROKEN_* variants that fail.")
+    e.add_argument("role", choices=tuple(C_EXAMPLES))
+    e.add_argument("--output", type=Path, metavar="DIR", help="copy it (and the header) into DIR")
     return p
+
+
+def _c_files(args: argparse.Namespace) -> int:
+    header = _packaged(C_PACKAGE, C_HEADER)
+    if args.command == "c-header":
+        print(header.parent if args.include_dir else header)
+        return 0
+    example = _packaged(C_PACKAGE, C_EXAMPLES[args.role])
+    if args.output is None:
+        print(example)
+        return 0
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+        for src in (example, header):  # the header beside it: cc finds "virtio_conformance.h" without -I
+            shutil.copyfile(src, args.output / src.name)
+    except OSError as err:
+        raise DutError(f"--output {args.output}: {err.strerror}") from None
+    print(args.output / example.name)
+    return 0
 
 
 def _targets(args: argparse.Namespace) -> list:
@@ -102,14 +188,17 @@ def main(argv: list[str] | None = None) -> int:
             for name, role, what in EXTERNAL:
                 print(f"{name:42} {role:7} {what}")
             return 0
+        if args.command in ("c-header", "c-example"):
+            return _c_files(args)
         known = load_known_deviations(args.known_deviations)
         impls = _targets(args)
-    except (DutError, CatalogueError) as e:
+        progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+        results: list[RunResult] = [run(impl, args.profile, known_deviations=known, progress=progress,
+                                        timeout=args.timeout, max_failures=args.max_failures)
+                                    for impl in impls]
+    except (DutError, InterfaceError, CatalogueError) as e:
         print(f"virtio-conformance: error: {e}", file=sys.stderr)
         return 2
-    progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    results: list[RunResult] = [run(impl, args.profile, known_deviations=known, progress=progress,
-                                    timeout=args.timeout, max_failures=args.max_failures) for impl in impls]
     print_table(results, sys.stdout)
     if args.report:
         write_json(results, args.report)

@@ -2,8 +2,10 @@
 
 Runs the conformance suite once per session and turns each requirement into a test item: pass,
 fail (with the counterexample), or skipped (not applicable, not checkable, no check). A
-known-deviations file (``--virtio-known-deviations``) turns listed failures into xfails, so a vendor
-can adopt the suite one requirement at a time.
+known-deviations file (``--virtio-known-deviations``, a path or a list that ships with the suite, e.g.
+``qemu``) turns listed failures into xfails, so a vendor can adopt the suite one requirement at a time.
+``module:factory`` is imported from the current directory. An implementation that lacks a method of its
+role is one failing item whose message names the method.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from conformance.cli import load_known_deviations
+from conformance.cli import KNOWN_DEVIATION_LISTS, load_known_deviations
+from conformance.interface import InterfaceError
 from conformance.registry import BUILTIN, DutError, resolve
 from conformance.runner import RunResult, Verdict, run
 
@@ -22,7 +25,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--virtio-dut", help="implementation under test: built-in name or module:factory")
     g.addoption("--virtio-role", choices=("device", "driver"), help="side under test (default: from the name)")
     g.addoption("--virtio-profile", default="ci", choices=("dev", "ci", "nightly"))
-    g.addoption("--virtio-known-deviations", help="file of requirement IDs expected to fail")
+    g.addoption("--virtio-known-deviations", help="file of requirement IDs expected to fail, or a list that "
+                f"ships with the suite ({', '.join(KNOWN_DEVIATION_LISTS)})")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,6 +76,12 @@ class ErrorItem(pytest.Item):
     def runtest(self) -> None:
         raise AssertionError("\n".join([self.detail, *self.trace]))
 
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        return str(excinfo.value)  # the detail and its replayable steps; the plugin's frames say nothing
+
+    def reportinfo(self) -> tuple[str, int, str]:
+        return ("virtio-conformance", 0, self.name)
+
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     dut = config.getoption("--virtio-dut")
@@ -86,10 +96,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         known = load_known_deviations(config.getoption("--virtio-known-deviations"))
     except DutError as e:
         raise pytest.UsageError(str(e)) from None
-    result = run(impl, config.getoption("--virtio-profile"), known_deviations=known)
+    try:
+        result = run(impl, config.getoption("--virtio-profile"), known_deviations=known)
+    except (InterfaceError, DutError) as e:  # before any example: one item, one line
+        items.append(ErrorItem.from_parent(session, name=f"{impl.name}[interface]", detail=str(e), trace=()))
+        return
     for v in result.verdicts:
         items.append(RequirementItem.from_parent(session, name=f"{impl.name}[{v.requirement.id}]", verdict=v,
                                                  result=result))
-    for i, e in enumerate(result.errors):
-        items.append(ErrorItem.from_parent(session, name=f"{impl.name}[error-{i}]", detail=e.detail,
-                                           trace=e.counterexample))
+    for i, err in enumerate(result.errors):
+        items.append(ErrorItem.from_parent(session, name=f"{impl.name}[error-{i}]", detail=err.detail,
+                                           trace=err.counterexample))

@@ -121,3 +121,70 @@ def test_a_third_party_virtqueue_runs_at_the_virtqueue_level(tmp_path):
     verdicts = {r["id"]: r["verdict"] for r in data["requirements"]}
     assert verdicts["SPLIT-DEV-14"] == "pass" and verdicts["BAL-OP-DEV-1"] == "not-applicable"
     assert main(["run", "--level", "virtqueue", "--dut", "mutant-stale-actual", "--role", "driver", "--quiet"]) == 2
+
+
+def test_known_deviations_by_name_are_the_packaged_list():
+    from conformance.cli import load_known_deviations
+
+    assert {"BAL-FPH-D5", "SPLIT-DEV-D3"} <= load_known_deviations("qemu")
+    assert main(["run", "--dut", "reference", "--role", "device", "--profile", "dev", "--quiet",
+                 "--known-deviations", "qemu"]) == 0
+
+
+def test_an_unknown_known_deviations_name_lists_the_names():
+    out = cli("run", "--known-deviations", "qemu-9000")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "qemu-9000: no such file" in lines[0] and "(one of: qemu)" in lines[0]
+
+
+def test_c_header_and_examples_are_found_for_a_compiler(tmp_path, capsys):
+    c_dir = ROOT / "conformance" / "adapters" / "c"
+    def printed(*args):
+        assert main(list(args)) == 0
+        return capsys.readouterr().out.strip()
+
+    assert printed("c-header") == str(c_dir / "virtio_conformance.h")
+    assert printed("c-header", "--include-dir") == str(c_dir)
+    assert printed("c-example", "device") == str(c_dir / "example_device.c")
+    copied = tmp_path / "ex" / "example_driver.c"
+    assert printed("c-example", "driver", "--output", str(tmp_path / "ex")) == str(copied)
+    assert copied.read_bytes() == (c_dir / "example_driver.c").read_bytes()
+    assert (tmp_path / "ex" / "virtio_conformance.h").is_file()
+
+
+def test_module_factory_is_imported_from_the_current_directory(tmp_path, monkeypatch):
+    """An installed console script has its bin directory, not the cwd, first on sys.path."""
+    (tmp_path / "cwd_only_dut.py").write_text("from refmodel.balloon.device import BalloonDevice\n"
+                                             "def make(mem):\n    return BalloonDevice(mem)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "cwd_only_dut", raising=False)
+    impl = resolve("cwd_only_dut:make", "device")
+    assert impl.factory.__module__ == "cwd_only_dut" and sys.path[0] == str(tmp_path)
+
+
+def test_a_factory_that_raises_is_one_error_before_any_search(tmp_path, monkeypatch):
+    (tmp_path / "raising_dut.py").write_text("def make(mem):\n    raise RuntimeError('no licence')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "raising_dut", raising=False)
+    res = run(resolve("raising_dut:make", "device"), "dev")
+    assert res.failed and res.searches == 0
+    assert [(e.kind, e.detail) for e in res.errors] == [
+        ("implementation", "building the device raised RuntimeError: no licence")]
+
+
+@pytest.mark.parametrize("name", ["FlakyStrategyDefinition", "FlakyReplay"])
+def test_hypothesis_flakiness_stops_the_search_as_nondeterministic(name, monkeypatch):
+    import hypothesis.errors
+
+    import conformance.runner
+
+    def flaky(*args, **kwargs):
+        raise getattr(hypothesis.errors, name)("the strategy changed between runs")
+
+    monkeypatch.setattr(conformance.runner, "run_state_machine_as_test", flaky)
+    res = run(resolve("reference", "device"), "dev")
+    assert [e.kind for e in res.errors] == ["nondeterministic"] and not res.failed
+    assert res.errors[0].detail.startswith(f"search stopped: {name}: the strategy changed")
