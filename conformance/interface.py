@@ -310,7 +310,7 @@ def declared_capabilities(obj: object, role: str = "implementation") -> frozense
         try:
             out.add(Capability(item))
         except ValueError:
-            known = ", ".join(c.name for c in Capability)
+            known = ", ".join(repr(c.value) for c in Capability)
             raise InterfaceError(f"{role} {type(obj).__name__}: capabilities: {item!r} is not a capability "
                                  f"(one of {known})") from None
     return frozenset(out)

@@ -27,6 +27,7 @@ from refmodel.virtio.split.driver import IndirectArena
 from refmodel.virtio.virtq import QueueAddresses
 from spec.catalogue import Requirement, catalogue
 
+from conformance.search import pinned_constants
 from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, Recorder
 from conformance.harness import ImplementationError, deadline
 from conformance.interface import ROLE_PROTOCOLS, InterfaceError, check_implementation
@@ -168,7 +169,8 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
         searches += 1
         progress(f"{impl.name} ({impl.role}): search {searches}, {profile_name} profile")
         try:
-            with shrink_budget(profile_name), with_reporter(lambda _: None):  # notes carry the trace
+            # notes carry the trace; the constant pool is the suite's, not the implementation's
+            with shrink_budget(profile_name), with_reporter(lambda _: None), pinned_constants():
                 run_state_machine_as_test(cls, settings=settings)
         except BaseException as raised:  # noqa: BLE001 - everything becomes a verdict or an error
             if isinstance(raised, KeyboardInterrupt):

@@ -152,7 +152,7 @@ def test_a_declared_capability_without_its_method_is_named(obj, role, expect):
 
 
 @pytest.mark.parametrize("obj, expect", [
-    (lambda: Teleports(_mem()), "capabilities: 'teleport' is not a capability (one of HINTING"),
+    (lambda: Teleports(_mem()), "capabilities: 'teleport' is not a capability (one of 'hinting'"),
     (lambda: CapabilitiesAString(_mem()), "capabilities must be a set of Capability, got 'hinting'"),
     (lambda: DeviceReports(_mem()), "declares capability REPORT, which a DeviceUnderTest cannot have"),
 ])
