@@ -13,16 +13,16 @@ from conformance.search import pinned_constants, suite_constants
 @pytest.fixture
 def vendor_module(tmp_path):
     """What an unrelated edit to a vendor's implementation looks like: new literals in a local module."""
-    (tmp_path / "vendor_consts_for_test.py").write_text(
+    (tmp_path / "vendor_consts_sample.py").write_text(
         "_UNUSED = 0xA5\n_MAGIC = 0x5A5A5A\nSIZES = (3, 7, 11, 4095, 65537, 123456789)\nNAME = 'vendor'\n")
     sys.path.insert(0, str(tmp_path))
 
     def load():
-        importlib.import_module("vendor_consts_for_test")
+        importlib.import_module("vendor_consts_sample")
 
     yield load
     sys.path.remove(str(tmp_path))
-    sys.modules.pop("vendor_consts_for_test", None)
+    sys.modules.pop("vendor_consts_sample", None)
 
 
 def test_the_pool_is_the_suites_own_and_ignores_new_local_modules(vendor_module):
