@@ -1,10 +1,14 @@
-"""Deliberately wrong split virtqueues, one broken rule each: the virtqueue-level machines must name it."""
+"""Deliberately wrong split virtqueues, one broken rule each: the virtqueue-level machines must name it.
+
+Each overrides public methods or the documented override points (``write_used_element``,
+``walk_untrusted``), and reads state through public properties (``last_kick_idx``).
+"""
 
 from __future__ import annotations
 
 from refmodel.virtio.constants import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE
-from refmodel.virtio.split.layout import DESC_FMT, USED_IDX, VIRTQ_DESC_SIZE, avail_event_offset, used_ring_entry
-from refmodel.virtio.virtq import Chain, u16, virtq_need_event
+from refmodel.virtio.split.layout import DESC_FMT, VIRTQ_DESC_SIZE, avail_event_offset, used_ring_entry
+from refmodel.virtio.virtq import Chain, virtq_need_event
 from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.driver import SplitQueueDriver
 
@@ -14,12 +18,9 @@ class UsedIdxBeforeElement(SplitQueueDevice):
 
     breaks = "SPLIT-DEV-14"
 
-    def add_used(self, head: int, length: int) -> None:
-        del self._in_flight[head]
-        slot = self.addrs.used + used_ring_entry(self.used_idx % self.queue_size)
-        self.used_idx = u16(self.used_idx + 1)
-        self.mem.write_u16(self.addrs.used + USED_IDX, self.used_idx)
-        self.late = (slot, head, length)  # a driver reading now sees the idx without the element
+    def write_used_element(self, idx: int, head: int, length: int) -> None:
+        slot = self.addrs.used + used_ring_entry(idx % self.queue_size)
+        self.late = (slot, head, length)  # a driver reading after add_used sees the idx without the element
 
 
 class NotifiesPastUsedEvent(SplitQueueDevice):
@@ -47,8 +48,8 @@ class HonoursWriteOnIndirect(SplitQueueDevice):
 
     breaks = "SPLIT-DEV-6"
 
-    def _walk_untrusted(self, head: int) -> Chain:
-        chain = super()._walk_untrusted(head)
+    def walk_untrusted(self, head: int) -> Chain:
+        chain = super().walk_untrusted(head)
         _, _, flags, _ = self.mem.unpack(DESC_FMT, self.addrs.desc + VIRTQ_DESC_SIZE * head)
         if flags & VIRTQ_DESC_F_INDIRECT and flags & VIRTQ_DESC_F_WRITE:
             return Chain(head, (), chain.readable + chain.writable, chain.indirect)
@@ -60,8 +61,8 @@ class FirstDescriptorOnly(SplitQueueDevice):
 
     breaks = "SPLIT-DEV-1"
 
-    def _walk_untrusted(self, head: int) -> Chain:
-        chain = super()._walk_untrusted(head)
+    def walk_untrusted(self, head: int) -> Chain:
+        chain = super().walk_untrusted(head)
         if chain.indirect or len(chain.readable) < 2:
             return chain
         return Chain(head, chain.readable[:1], chain.writable, chain.indirect)
@@ -85,11 +86,11 @@ class FollowsAvailEventWithoutEventIdx(SplitQueueDriver):
     def notify_needed(self) -> bool:
         if self.event_idx:
             return super().notify_needed()
-        old, new = self._last_kick_idx, self.avail_idx
+        old, new = self.last_kick_idx, self.avail_idx
         event = self.mem.read_u16(self.addrs.used + avail_event_offset(self.queue_size))
         need = old != new and virtq_need_event(event, new, old)
         if need:
-            self._last_kick_idx = new
+            self.kicked()
         return need
 
 

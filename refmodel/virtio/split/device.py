@@ -56,6 +56,11 @@ class SplitQueueDevice(Sticky):
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def last_signalled(self) -> int:
+        """The used idx at the last notification decision (:meth:`notify_needed`, :meth:`signalled`)."""
+        return self._last_signalled
+
     def in_flight_chain(self, head: int) -> Chain:
         return self._in_flight[head]
 
@@ -90,12 +95,16 @@ class SplitQueueDevice(Sticky):
                                     f"queue size {self.queue_size}")
         if head in self._in_flight:
             raise PeerSpecViolation("SPLIT-DRV-D6", f"head {head} made available while still in flight")
-        chain = self._walk_untrusted(head)
+        chain = self.walk_untrusted(head)
         self.last_avail_idx = u16(self.last_avail_idx + 1)
         self._in_flight[head] = chain
         return chain
 
-    def _walk_untrusted(self, head: int) -> Chain:
+    def walk_untrusted(self, head: int) -> Chain:
+        """The chain at ``head`` (checked by :meth:`pop`) as buffers, or the violation it holds.
+
+        Override point: a device that reads chains its own way (call this, then reinterpret).
+        """
         mem, qs = self.mem, self.queue_size
         table, table_size, idx = self.addrs.desc, qs, head
         in_indirect = False
@@ -158,10 +167,17 @@ class SplitQueueDevice(Sticky):
         if not 0 <= length <= chain.writable_len:
             raise LocalSpecViolation("SPLIT-DEV-D2", f"used len {length}, {chain.writable_len} writable bytes")
         del self._in_flight[head]
-        self.mem.pack(USED_ELEM_FMT, self.addrs.used + used_ring_entry(self.used_idx % self.queue_size),
-                      head, length)
+        self.write_used_element(self.used_idx, head, length)
         self.used_idx = u16(self.used_idx + 1)
         self.mem.write_u16(self.addrs.used + USED_IDX, self.used_idx)
+
+    def write_used_element(self, idx: int, head: int, length: int) -> None:
+        """Write the used ring element for used idx ``idx``.
+
+        Override point: :meth:`add_used` calls it after its checks and before it publishes the new used
+        idx, so a device that writes the element late, or writes other values, overrides only this.
+        """
+        self.mem.pack(USED_ELEM_FMT, self.addrs.used + used_ring_entry(idx % self.queue_size), head, length)
 
     @guarded
     def notify_needed(self) -> bool:

@@ -109,6 +109,11 @@ class SplitQueueDriver(Sticky):
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def last_kick_idx(self) -> int:
+        """The avail idx at the last notification (:meth:`notify_needed` deciding to, or :meth:`kicked`)."""
+        return self._last_kick_idx
+
     # -- supplying buffers (§2.7.13) ---------------------------------------------------------------
     def _check_buffer(self, addr: int, length: int) -> None:
         if not (0 <= length < 1 << 32):
