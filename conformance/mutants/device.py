@@ -1,22 +1,21 @@
 """Device mutants: each subclasses the reference device and breaks one requirement, named in ``breaks``.
 
 A test runs every mutant with the ``ci`` profile and asserts that the failure names this requirement.
-Each overrides the smallest piece that makes it wrong.
+Each overrides the smallest piece that makes it wrong, through the seams a third party has: public
+methods and the documented override points (``make_queue``, ``make_hint_device``, ``on_<queue>``,
+``notify_config_change``; on the queue ``write_used_element``; on the hinting side ``next_command_id``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE
 from refmodel.balloon.device import BalloonDevice
-
-from refmodel.virtio.constants import DeviceStatus
-from refmodel.balloon.constants import BALLOON_PAGE_SIZE
-from refmodel.virtio.features import Feature
+from refmodel.balloon.hinting import FreePageHintDevice
 from refmodel.system.guest import bits
-
-from refmodel.virtio.split.layout import USED_ELEM_FMT, USED_IDX, used_ring_entry
-from refmodel.virtio.virtq import u16
+from refmodel.virtio.constants import DeviceStatus
+from refmodel.virtio.features import Feature
 from refmodel.virtio.split.device import SplitQueueDevice
 
 F = Feature
@@ -37,16 +36,25 @@ class _LaterWrites(BalloonDevice):
         super().run()
 
 
-class ReusedCommandId(BalloonDevice):
+class _HintMutant(BalloonDevice):
+    """Base: the device's hinting side is a :class:`FreePageHintDevice` subclass ``HINT``."""
+
+    HINT: type[FreePageHintDevice] = FreePageHintDevice
+
+    def make_hint_device(self, *args: Any, **kwargs: Any) -> FreePageHintDevice:
+        return self.HINT(*args, **kwargs)
+
+
+class _FirstIdHint(FreePageHintDevice):
+    def next_command_id(self) -> int:
+        return self.first_id
+
+
+class ReusedCommandId(_HintMutant):
     """Publishes the same command ID for every round, STOP or not."""
 
     breaks = "BAL-FPH-DEV-2"
-
-    def hint_start(self) -> int:
-        if self.hint is not None:
-            self.hint.issued.clear()
-            self.hint._next_id = self.hint.first_id
-        return super().hint_start()
+    HINT = _FirstIdHint
 
 
 class AppliesStaleHints(BalloonDevice):
@@ -54,23 +62,20 @@ class AppliesStaleHints(BalloonDevice):
 
     breaks = "BAL-FPH-DEV-3"
 
-    def write_status(self, value: int) -> None:
-        super().write_status(value)
-        if self.hint is not None:
-            self.hint.accept_stale = True
+    def make_hint_device(self, *args: Any, **kwargs: Any) -> FreePageHintDevice:
+        return super().make_hint_device(*args, **kwargs, accept_stale=True)
 
 
-class PublishesReservedId(BalloonDevice):
+class _DoneIdHint(FreePageHintDevice):
+    def next_command_id(self) -> int:
+        return VIRTIO_BALLOON_CMD_ID_DONE
+
+
+class PublishesReservedId(_HintMutant):
     """Starts a round with command ID 1, which is DONE."""
 
     breaks = "BAL-FPH-D1"
-
-    def hint_start(self) -> int:
-        cid = super().hint_start()
-        before = self.config.generation
-        self.config.device_set("free_page_hint_cmd_id", 1)
-        self._config_changed(before)
-        return cid
+    HINT = _DoneIdHint
 
 
 class WritesHintedAfterDone(_LaterWrites):
@@ -101,25 +106,22 @@ class _QueueMutant(BalloonDevice):
 
     QUEUE: type[SplitQueueDevice] = SplitQueueDevice
 
-    def enable_queue(self, index: int, size: int, addrs: Any) -> None:
-        super().enable_queue(index, size, addrs)
-        name = self.name_of[index]
-        q = self.queues[name]
-        q.__class__ = self.QUEUE
+    def make_queue(self, name: str, *args: Any, **kwargs: Any) -> SplitQueueDevice:
+        return self.QUEUE(*args, **kwargs)
 
 
 class _LateElementQueue(SplitQueueDevice):
-    def add_used(self, head: int, length: int) -> None:
-        self._late = getattr(self, "_late", [])
-        chain = self._in_flight.pop(head)
-        self._late.append((self.used_idx, chain.head, length))
-        self.used_idx = u16(self.used_idx + 1)
-        self.mem.write_u16(self.addrs.used + USED_IDX, self.used_idx)  # index first, element later
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.late: list[tuple[int, int, int]] = []
+
+    def write_used_element(self, idx: int, head: int, length: int) -> None:
+        self.late.append((idx, head, length))  # add_used publishes the index now, the element comes later
 
     def write_late(self) -> None:
-        for idx, head, length in getattr(self, "_late", []):
-            self.mem.pack(USED_ELEM_FMT, self.addrs.used + used_ring_entry(idx % self.queue_size), head, length)
-        self._late = []
+        for idx, head, length in self.late:
+            super().write_used_element(idx, head, length)
+        self.late = []
 
 
 class UsedIdxBeforeElement(_QueueMutant):
@@ -138,12 +140,8 @@ class _RawLenQueue(SplitQueueDevice):
     LEN_EXTRA = 0
     ID_EXTRA = 0
 
-    def add_used(self, head: int, length: int) -> None:
-        del self._in_flight[head]
-        self.mem.pack(USED_ELEM_FMT, self.addrs.used + used_ring_entry(self.used_idx % self.queue_size),
-                      head + self.ID_EXTRA, length + self.LEN_EXTRA)
-        self.used_idx = u16(self.used_idx + 1)
-        self.mem.write_u16(self.addrs.used + USED_IDX, self.used_idx)
+    def write_used_element(self, idx: int, head: int, length: int) -> None:
+        super().write_used_element(idx, head + self.ID_EXTRA, length + self.LEN_EXTRA)
 
 
 class _LongLenQueue(_RawLenQueue):
@@ -186,9 +184,9 @@ class WritesReadableBuffer(_QueueMutant):
 
 class _AlwaysNotifyQueue(SplitQueueDevice):
     def notify_needed(self) -> bool:
-        if self._last_signalled == self.used_idx:
+        if self.last_signalled == self.used_idx:
             return False
-        self._last_signalled = self.used_idx
+        self.signalled()
         return True
 
 
@@ -216,9 +214,9 @@ class NoConfigNotification(BalloonDevice):
 
     breaks = "NOTIFY-DEV-D1"
 
-    def set_target(self, num_pages: int) -> None:
-        super().set_target(num_pages)
-        self._irq_config = False
+    def notify_config_change(self, field: str) -> None:
+        if field != "num_pages":
+            super().notify_config_change(field)
 
 
 class StuckGeneration(BalloonDevice):
@@ -266,8 +264,8 @@ class ReportZeroUnderPoison(BalloonDevice):
 
     breaks = "BAL-FPR-DEV-2"
 
-    def _on_reporting_vq(self, chain: Any) -> int:
-        used = super()._on_reporting_vq(chain)
+    def on_reporting_vq(self, chain: Any) -> int | None:
+        used = super().on_reporting_vq(chain)
         for p in bits(self.touched[-1].pages):
             self.mem.fill(p * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE, 0)
         return used
@@ -278,8 +276,8 @@ class ModifiesReportedAfterAck(_LaterWrites):
 
     breaks = "BAL-FPR-DEV-D1"
 
-    def _on_reporting_vq(self, chain: Any) -> int:
-        used = super()._on_reporting_vq(chain)
+    def on_reporting_vq(self, chain: Any) -> int | None:
+        used = super().on_reporting_vq(chain)
         self.scribble |= self.touched[-1].pages
         return used
 
@@ -289,14 +287,14 @@ class LazyDeflateDiscard(_LaterWrites):
 
     breaks = "BAL-OP-DEV-D1"
 
-    def _on_deflateq(self, chain: Any) -> int:
+    def on_deflateq(self, chain: Any) -> int | None:
         before = self.ballooned
-        used = super()._on_deflateq(chain)
+        used = super().on_deflateq(chain)
         self.scribble |= before & ~self.ballooned
         return used
 
-    def _on_inflateq(self, chain: Any) -> int:
-        used = super()._on_inflateq(chain)
+    def on_inflateq(self, chain: Any) -> int | None:
+        used = super().on_inflateq(chain)
         self.scribble &= ~self.ballooned
         return used
 
@@ -311,7 +309,7 @@ class ConsumesBeforeDriverOk(BalloonDevice):
         if not self.status.driver_ok and q is not None:
             while (chain := q.pop()) is not None:
                 q.add_used(chain.head, 0)
-            self._signal("statsq")
+            self.signal_used("statsq")
             return
         super().run()
 
@@ -321,8 +319,8 @@ class KeepsUnknownStats(BalloonDevice):
 
     breaks = "BAL-ST-DEV-1"
 
-    def _on_statsq(self, chain: Any) -> int | None:
-        used = super()._on_statsq(chain)
+    def on_statsq(self, chain: Any) -> int | None:
+        used = super().on_statsq(chain)
         data = chain.read_all(self.mem)
         for off in range(0, len(data), 10):
             tag = int.from_bytes(data[off:off + 2], "little")
@@ -338,8 +336,6 @@ class OddQueueSize(BalloonDevice):
     def queue_max_size(self, index: int) -> int:
         size = super().queue_max_size(index)
         return 12 if self.name_of.get(index) == "inflateq" else size
-
-
 
 
 DEVICE_MUTANTS: tuple[type[BalloonDevice], ...] = (

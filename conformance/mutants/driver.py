@@ -1,44 +1,42 @@
 """Driver mutants: each subclasses the reference driver and breaks one requirement, named in ``breaks``.
 
 A test runs every mutant with the ``ci`` profile and asserts that the failure names this requirement.
-Each overrides the smallest piece that makes it wrong.
+Each overrides the smallest piece that makes it wrong, through the seams a third party has: public
+methods and the documented override points (``choose_features``, ``write_poison``, ``send_pfns``,
+``release``, ``waits_for_deflate_ack``, ``update_actual``, ``send_stats``, ``encode_stats``,
+``fill_reported``, ``kick``, ``make_hint_driver``; on the hinting side ``send_command_id``, ``send_stop``,
+``release_after_done``, ``out_len``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-
-from refmodel.balloon.driver import CFG_NUM_PAGES, CFG_POISON, BalloonDriver
+from refmodel.balloon.driver import CFG_NUM_PAGES, BalloonDriver
+from refmodel.balloon.hinting import CMD_ID_SIZE, FreePageHintDriver
+from refmodel.balloon.inflate import PFN_QUEUES
 from refmodel.virtio.constants import VIRTQ_DESC_F_NEXT
-from refmodel.balloon.constants import VIRTIO_BALLOON_CMD_ID_DONE
 from refmodel.virtio.features import Feature
-
-from refmodel.balloon.hinting import CMD_ID_SIZE, DriverHintEvent, FreePageHintDriver
 from refmodel.virtio.split.layout import DESC_FMT, VIRTQ_DESC_SIZE
-
-
 
 F = Feature
 
 
 class _HintMutant(BalloonDriver):
+    """Base: the driver's hinting side is a :class:`FreePageHintDriver` subclass ``HINT``."""
+
     HINT: type[FreePageHintDriver] = FreePageHintDriver
 
-    def _setup_hinting(self) -> None:
-        super()._setup_hinting()
-        if self.hint is not None:
-            self.hint.__class__ = self.HINT
+    def make_hint_driver(self, *args: Any, **kwargs: Any) -> FreePageHintDriver:
+        return self.HINT(*args, **kwargs)
 
 
 class _DoubleEchoHint(FreePageHintDriver):
-    def on_config_change(self) -> None:
-        served = self.served
-        super().on_config_change()
-        if self.served != served and self.served is not None and self._id_free:
-            buf = self._id_free.pop()
-            self.vq.mem.write_u32(buf, self.served)
-            self._send(buf, ("id", buf))
+    def send_command_id(self, cid: int) -> bool:
+        if not super().send_command_id(cid):
+            return False
+        super().send_command_id(cid)
+        return True
 
 
 class DoubleEcho(_HintMutant):
@@ -49,9 +47,8 @@ class DoubleEcho(_HintMutant):
 
 
 class _NoStopHint(FreePageHintDriver):
-    def _stop(self) -> None:
-        self._reap()
-        self._go(DriverHintEvent.SEND_STOP)  # the state moves on; the buffer never goes out
+    def send_stop(self) -> None:
+        pass  # the state moves on; the buffer never goes out
 
 
 class MissingStop(_HintMutant):
@@ -62,14 +59,7 @@ class MissingStop(_HintMutant):
 
 
 class _LongIdHint(FreePageHintDriver):
-    def _flush(self) -> None:
-        sent = False
-        while self._pending and self.vq.num_free:
-            buf, token = self._pending.pop(0)
-            self.vq.add([(buf, CMD_ID_SIZE + 4)], token=token)
-            sent = True
-        if sent:
-            self._publish()
+    out_len = CMD_ID_SIZE + 4
 
 
 class LongCommandId(_HintMutant):
@@ -80,15 +70,8 @@ class LongCommandId(_HintMutant):
 
 
 class _KeepsHintedHint(FreePageHintDriver):
-    def on_config_change(self) -> None:
-        if self.read_cmd_id() != VIRTIO_BALLOON_CMD_ID_DONE:
-            super().on_config_change()
-            return
-        release, self.guest.release_hinted = self.guest.release_hinted, lambda mask: None  # "forgets" them
-        try:
-            super().on_config_change()
-        finally:
-            del self.guest.release_hinted
+    def release_after_done(self, pages: int) -> None:
+        pass  # "forgets" them
 
 
 class KeepsHintedAfterDone(_HintMutant):
@@ -114,15 +97,8 @@ class ReportsUnpoisoned(BalloonDriver):
 
     breaks = "BAL-FPR-DRV-2"
 
-    def report(self) -> int:
-        if not self.ok or "reporting_vq" not in self.vqs:
-            return 0
-        negotiated = self.negotiated
-        self.negotiated &= ~F.VIRTIO_BALLOON_F_PAGE_POISON.mask
-        try:
-            return super().report()
-        finally:
-            self.negotiated = negotiated
+    def fill_reported(self, pages: list[int]) -> None:
+        pass
 
 
 class NoPoisonWrite(BalloonDriver):
@@ -130,13 +106,8 @@ class NoPoisonWrite(BalloonDriver):
 
     breaks = "BAL-PP-DRV-2"
 
-    def probe(self, dev: Any, os: Any) -> bool:
-        write = dev.write_config
-        dev.write_config = lambda off, size, value: None if off == CFG_POISON else write(off, size, value)
-        try:
-            return super().probe(dev, os)
-        finally:
-            del dev.write_config
+    def write_poison(self) -> None:
+        pass
 
 
 class UsesInflatedEarly(BalloonDriver):
@@ -144,15 +115,16 @@ class UsesInflatedEarly(BalloonDriver):
 
     breaks = ("BAL-OP-DRV-9", "BAL-OP-DRV-6")  # used before the ack, or after it without a deflate
 
-    def _send_pfns(self, name: str, pfns: list[int]) -> None:
-        super()._send_pfns(name, pfns)
+    def send_pfns(self, name: str, pfns: list[int]) -> int:
+        head = super().send_pfns(name, pfns)
         if name == "inflateq":
             for p in pfns:
                 self.os.pages.allocated &= ~(1 << p)  # type: ignore[union-attr]
+        return head
 
-    def _release(self, pfns: list[int]) -> None:
+    def release(self, pfns: list[int]) -> None:
         assert self.os is not None
-        super()._release([p for p in pfns if self.os.pages.allocated >> p & 1 and p not in self.os.workload])
+        super().release([p for p in pfns if self.os.pages.allocated >> p & 1 and p not in self.os.workload])
 
 
 class DeflatesEarly(BalloonDriver):
@@ -160,17 +132,8 @@ class DeflatesEarly(BalloonDriver):
 
     breaks = "BAL-OP-DRV-7"
 
-    def _deflate(self, count: int) -> None:
-        negotiated = self.negotiated
-        self.negotiated &= ~F.VIRTIO_BALLOON_F_MUST_TELL_HOST.mask
-        try:
-            super()._deflate(count)
-        finally:
-            self.negotiated = negotiated
-
-    def _used_deflateq(self, used: Any) -> None:
-        slot, _ = used.token
-        self._slots["deflateq"].append(slot)
+    def waits_for_deflate_ack(self) -> bool:
+        return False
 
 
 class StaleActual(BalloonDriver):
@@ -178,7 +141,7 @@ class StaleActual(BalloonDriver):
 
     breaks = "BAL-OP-DRV-11"
 
-    def _update_actual(self) -> None:
+    def update_actual(self) -> None:
         pass
 
 
@@ -187,10 +150,10 @@ class TwoStatsBuffers(BalloonDriver):
 
     breaks = "BAL-ST-DRV-1"
 
-    def _send_stats(self, kick: bool = True) -> None:
-        super()._send_stats(kick)
+    def send_stats(self, kick: bool = True) -> None:
+        super().send_stats(kick)
         if self.vqs["statsq"].num_free:
-            super()._send_stats(kick)
+            super().send_stats(kick)
 
 
 class TwelveByteStats(BalloonDriver):
@@ -198,14 +161,8 @@ class TwelveByteStats(BalloonDriver):
 
     breaks = "BAL-ST-DRV-5"
 
-    def _send_stats(self, kick: bool = True) -> None:
-        n = 12 * len(self.stats_tags)
-        self.os.mem.write(self._stats_buf, bytes(n))  # type: ignore[union-attr]
-        self.vqs["statsq"].add([(self._stats_buf, n)])
-        if kick:
-            self._kick("statsq")
-        else:
-            self.vqs["statsq"].publish()
+    def encode_stats(self, stats: dict[int, int]) -> bytes:
+        return bytes(12 * len(stats))
 
 
 class KicksBeforeDriverOk(BalloonDriver):
@@ -213,8 +170,8 @@ class KicksBeforeDriverOk(BalloonDriver):
 
     breaks = "INIT-DRV-5"
 
-    def _send_stats(self, kick: bool = True) -> None:
-        super()._send_stats(True)
+    def send_stats(self, kick: bool = True) -> None:
+        super().send_stats(True)
 
 
 class AcceptsUnoffered(BalloonDriver):
@@ -222,14 +179,9 @@ class AcceptsUnoffered(BalloonDriver):
 
     breaks = "FEAT-DRV-1"
 
-    def probe(self, dev: Any, os: Any) -> bool:
-        write = dev.write_driver_features
-        dev.write_driver_features = lambda v: write(v | F.VIRTIO_BALLOON_F_PAGE_REPORTING.mask
-                                                    | F.VIRTIO_BALLOON_F_PAGE_POISON.mask)
-        try:
-            return super().probe(dev, os)
-        finally:
-            del dev.write_driver_features
+    def choose_features(self, offered: int) -> int:
+        return super().choose_features(offered) | F.VIRTIO_BALLOON_F_PAGE_REPORTING.mask \
+            | F.VIRTIO_BALLOON_F_PAGE_POISON.mask
 
 
 class WritesNumPages(BalloonDriver):
@@ -237,11 +189,11 @@ class WritesNumPages(BalloonDriver):
 
     breaks = "BAL-CFG-D2"
 
-    def _update_actual(self) -> None:
+    def update_actual(self) -> None:
         n = len(self.balloon)
         if n != self.actual_written:
             self.dev.write_config(CFG_NUM_PAGES, 4, n)
-        super()._update_actual()
+        super().update_actual()
 
 
 class ForgetsToNotify(BalloonDriver):
@@ -249,11 +201,11 @@ class ForgetsToNotify(BalloonDriver):
 
     breaks = "SPLIT-DRV-21"
 
-    def _kick(self, name: str) -> None:
-        if name in ("inflateq", "deflateq"):
+    def kick(self, name: str) -> None:
+        if name in PFN_QUEUES:
             self.vqs[name].publish()
             return
-        super()._kick(name)
+        super().kick(name)
 
 
 class LoopingChain(BalloonDriver):
@@ -261,13 +213,12 @@ class LoopingChain(BalloonDriver):
 
     breaks = "SPLIT-DRV-4"
 
-    def _send_pfns(self, name: str, pfns: list[int]) -> None:
-        vq = self.vqs[name]
-        head = vq._free[-1]
-        super()._send_pfns(name, pfns)
-        addr = vq.addrs.desc + VIRTQ_DESC_SIZE * head
+    def send_pfns(self, name: str, pfns: list[int]) -> int:
+        head = super().send_pfns(name, pfns)
+        addr = self.vqs[name].addrs.desc + VIRTQ_DESC_SIZE * head
         a, n, flags, _ = self.os.mem.unpack(DESC_FMT, addr)  # type: ignore[union-attr]
         self.os.mem.pack(DESC_FMT, addr, a, n, flags | VIRTQ_DESC_F_NEXT, head)  # type: ignore[union-attr]
+        return head
 
 
 DRIVER_MUTANTS: tuple[type[BalloonDriver], ...] = (

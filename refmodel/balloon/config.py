@@ -57,6 +57,11 @@ CONFIG_FIELDS: tuple[ConfigField, ...] = (
                 Feature.VIRTIO_BALLOON_F_PAGE_POISON, Writer.DRIVER, None),
 )
 FIELDS_BY_NAME = {f.name: f for f in CONFIG_FIELDS}
+#: Offsets of the le32 fields, for read_config and write_config calls.
+CFG_NUM_PAGES = FIELDS_BY_NAME["num_pages"].offset
+CFG_ACTUAL = FIELDS_BY_NAME["actual"].offset
+CFG_CMD_ID = FIELDS_BY_NAME["free_page_hint_cmd_id"].offset
+CFG_POISON = FIELDS_BY_NAME["poison_val"].offset
 
 
 def field_at(offset: int) -> ConfigField | None:

@@ -10,6 +10,8 @@ counts). The device applies a hint only while ACTIVE and only if its tag equals 
 
 The device never reuses an ID before a reset (``AMB-FPH-ID-REUSE``), which is stricter than
 ``BAL-FPH-DEV-2`` (no reuse until the driver's STOP).
+
+:class:`HintingDevice` and :class:`HintingDriver` are the balloon's parts that host these two sides.
 """
 
 from __future__ import annotations
@@ -17,18 +19,23 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from refmodel.balloon.config import BalloonConfigSpace
+from refmodel.balloon.config import CFG_CMD_ID, BalloonConfigSpace
 from refmodel.balloon.constants import (BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE,
     VIRTIO_BALLOON_CMD_ID_STOP)
-from refmodel.errors import LocalSpecViolation, PeerSpecViolation, Sticky, guarded
+from refmodel.errors import LocalSpecViolation, NotNegotiated, PeerSpecViolation, Sticky, guarded
 from refmodel.system.guest import GuestPages, range_mask
 from refmodel.virtio.virtq import Chain
 from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.driver import SplitQueueDriver
 
+if TYPE_CHECKING:
+    from refmodel.system.guest_os import GuestOS
+
 CMD_ID_SIZE = 4  # BAL-FPH-DRV-1
 _LE32 = struct.Struct("<I")
+_CMD_ID_FIELD = "free_page_hint_cmd_id"
 
 
 class DeviceHintState(enum.Enum):
@@ -134,13 +141,15 @@ class FreePageHintDevice(Sticky):
         self.state = DEVICE_TRANSITIONS[self.state, event]
 
     def _publish(self, value: int) -> None:
-        if self.config.device_set("free_page_hint_cmd_id", value):
+        if self.config.device_set(_CMD_ID_FIELD, value):
             self.config_notifications += 1  # NOTIFY-DEV-D1 (AMB-FPH-CONFIG-NOTIFY)
 
     # -- host-driven ---------------------------------------------------------------------------------
-    @guarded
-    def start(self) -> int:
-        """Publish a command ID never issued since reset (BAL-FPH-DEV-2, AMB-FPH-ID-REUSE)."""
+    def next_command_id(self) -> int:
+        """The ID :meth:`start` publishes: one never issued since reset (BAL-FPH-DEV-2, AMB-FPH-ID-REUSE).
+
+        Override point: a device with its own ID allocator.
+        """
         cid = self._next_id
         for _ in range(1 << 32):
             if cid not in self.issued:
@@ -149,6 +158,12 @@ class FreePageHintDevice(Sticky):
         else:  # pragma: no cover - 2^32 IDs outstanding
             raise LocalSpecViolation("BAL-FPH-DEV-2", "no command ID is free")
         self._next_id = cid + 1 if cid < 0xFFFFFFFF else self.first_id
+        return cid
+
+    @guarded
+    def start(self) -> int:
+        """Publish :meth:`next_command_id` and wait for the driver's echo."""
+        cid = self.next_command_id()
         self.cmd_id = cid
         self.issued.add(cid)
         self._go(DE.START)
@@ -235,6 +250,9 @@ class FreePageHintDriver(Sticky):
     which looks like a double echo (BAL-FPH-DRV-3). ``id_area`` holds ``id_slots`` 4-byte buffers.
     """
 
+    #: Bytes in each command ID or STOP out-buffer (BAL-FPH-DRV-1). Override point.
+    out_len = CMD_ID_SIZE
+
     def __init__(self, read_cmd_id: Callable[[], int], vq: SplitQueueDriver, guest: GuestPages, *,
                  id_area: int, stop_buf: int, id_slots: int = 8, order: int = 0, min_order: int | None = None,
                  kick: Callable[[], None] | None = None) -> None:
@@ -267,7 +285,7 @@ class FreePageHintDriver(Sticky):
         sent = False
         while self._pending and self.vq.num_free:  # a free descriptor implies a free ring slot
             buf, token = self._pending.pop(0)
-            self.vq.add([(buf, CMD_ID_SIZE)], token=token)
+            self.vq.add([(buf, self.out_len)], token=token)
             sent = True
         if sent:
             self._publish()
@@ -291,7 +309,7 @@ class FreePageHintDriver(Sticky):
         if cid == VIRTIO_BALLOON_CMD_ID_DONE:
             if self.state is RS.HINTING:
                 self._stop()
-            self.guest.release_hinted(self.guest.hinted)  # BAL-FPH-DRV-10
+            self.release_after_done(self.guest.hinted)
             self._go(RE.SEE_DONE)
         elif cid == VIRTIO_BALLOON_CMD_ID_STOP:
             if self.state is RS.HINTING:
@@ -300,17 +318,37 @@ class FreePageHintDriver(Sticky):
             if self.state is RS.HINTING:
                 self._stop()
             self._reap()
-            if not self._id_free:
+            if not self.send_command_id(cid):
                 return  # every ID buffer is still with the device; retry on the next config change
-            buf = self._id_free.pop()
-            self.vq.mem.write_u32(buf, cid)
-            self._send(buf, ("id", buf))  # BAL-FPH-DRV-2, once per ID
             self.served = cid
             self._go(RE.SEND_ID)
 
+    def send_command_id(self, cid: int) -> bool:
+        """Queue an out-buffer holding ``cid`` (BAL-FPH-DRV-2, once per ID); False if no ID buffer is free.
+
+        Override point: a driver that echoes differently.
+        """
+        if not self._id_free:
+            return False
+        buf = self._id_free.pop()
+        self.vq.mem.write_u32(buf, cid)
+        self._send(buf, ("id", buf))
+        return True
+
+    def send_stop(self) -> None:
+        """Queue the STOP out-buffer (BAL-FPH-DRV-6). Override point: a driver that stops silently."""
+        self._send(self.stop_buf, "stop")
+
+    def release_after_done(self, pages: int) -> None:
+        """DONE read: give the hinted pages back to the guest (BAL-FPH-DRV-10).
+
+        Override point: a driver that holds on to them.
+        """
+        self.guest.release_hinted(pages)
+
     def _stop(self) -> None:
         self._reap()
-        self._send(self.stop_buf, "stop")  # BAL-FPH-DRV-6
+        self.send_stop()
         self._go(RE.SEND_STOP)
 
     @guarded
@@ -338,3 +376,117 @@ class FreePageHintDriver(Sticky):
         self._publish()
         self._go(RE.SEND_HINT)
         return True
+
+
+class HintingDevice(Sticky):
+    """Part of :class:`~refmodel.balloon.device.BalloonDevice`: the host's hinting controls around a
+    :class:`FreePageHintDevice`, made at DRIVER_OK when free_page_vq is enabled."""
+
+    hint: FreePageHintDevice | None
+    hinted: int  # pages the host may skip: hints accepted since the last hint_start
+    if TYPE_CHECKING:  # provided by BalloonDevice
+        config: BalloonConfigSpace
+        queues: dict[str, SplitQueueDevice]
+        n_pages: int
+        first_cmd_id: int
+
+        def _config_changed(self, before: int, field: str) -> None: ...
+        def signal_used(self, name: str) -> None: ...
+
+    def _reset_hinting(self) -> None:
+        self.hint = None
+        self.hinted = 0
+
+    def _start_hinting(self) -> None:
+        if "free_page_vq" in self.queues:
+            self.hint = self.make_hint_device(self.config, self.queues["free_page_vq"], self.n_pages,
+                                              self.apply_hint, first_id=self.first_cmd_id)
+
+    def make_hint_device(self, *args: Any, **kwargs: Any) -> FreePageHintDevice:
+        """The hinting side, given :class:`FreePageHintDevice`'s arguments. Override point."""
+        return FreePageHintDevice(*args, **kwargs)
+
+    def apply_hint(self, pages: int) -> None:
+        """The host's policy for accepted hints: skip those pages in migration (see :meth:`hinted_pages`)."""
+        self.hinted |= pages
+
+    def _hint_side(self) -> FreePageHintDevice:
+        if self.hint is None:
+            raise NotNegotiated("VIRTIO_BALLOON_F_FREE_PAGE_HINT", "free page hinting (with DRIVER_OK)")
+        return self.hint
+
+    @guarded
+    def hint_start(self) -> int:
+        """Migration's AFTER_BITMAP_SYNC: forget earlier hints, publish a fresh command ID."""
+        hint, before = self._hint_side(), self.config.generation
+        self.hinted = 0
+        cid = hint.start()
+        self._config_changed(before, _CMD_ID_FIELD)
+        return cid
+
+    @guarded
+    def hint_stop(self) -> None:
+        hint, before = self._hint_side(), self.config.generation
+        hint.stop()
+        self._config_changed(before, _CMD_ID_FIELD)
+
+    @guarded
+    def hint_done(self) -> None:
+        hint, before = self._hint_side(), self.config.generation
+        hint.done()
+        self._config_changed(before, _CMD_ID_FIELD)
+
+    def hinted_pages(self) -> int:
+        """Pages the host would skip in migration: hints accepted since the last hint_start."""
+        return self.hinted
+
+    def _serve_hints(self) -> None:
+        if self.hint is None:
+            return
+        before = self.config.generation
+        self.hint.process()
+        # A driver STOP ending the round publishes STOP (AMB-FPH-ROUND-END).
+        self.queues["free_page_vq"].set_avail_notifications(True)
+        self._config_changed(before, _CMD_ID_FIELD)
+        self.signal_used("free_page_vq")
+
+
+class HintingDriver(Sticky):
+    """Part of :class:`~refmodel.balloon.driver.BalloonDriver`: a :class:`FreePageHintDriver` on
+    free_page_vq, told of configuration changes and given ``hint_burst`` blocks per run."""
+
+    hint: FreePageHintDriver | None
+    hint_burst: int
+    hint_order: int  # hint blocks of 2^order pages (Linux: MAX_ORDER - 1, 4 MiB)
+    hint_min_order: int | None  # then smaller blocks, down to this order (Linux: none)
+    if TYPE_CHECKING:  # provided by BalloonDriver
+        dev: Any
+        os: GuestOS | None
+        vqs: dict[str, SplitQueueDriver]
+        index_of: dict[str, int]
+
+        def _scratch_page(self) -> int: ...
+
+    def _setup_hinting(self) -> None:
+        if "free_page_vq" not in self.vqs:
+            return
+        assert self.os is not None
+        area = self._scratch_page() * BALLOON_PAGE_SIZE
+        index = self.index_of["free_page_vq"]
+        self.hint = self.make_hint_driver(lambda: self.dev.read_config(CFG_CMD_ID, 4),
+                                          self.vqs["free_page_vq"], self.os.pages, id_area=area,
+                                          stop_buf=area + 64, order=self.hint_order, min_order=self.hint_min_order,
+                                          kick=lambda: self.dev.notify(index))
+
+    def make_hint_driver(self, *args: Any, **kwargs: Any) -> FreePageHintDriver:
+        """The hinting side, given :class:`FreePageHintDriver`'s arguments. Override point."""
+        return FreePageHintDriver(*args, **kwargs)
+
+    def _run_hinting(self, config_changed: bool) -> None:
+        if self.hint is None:
+            return
+        if config_changed:
+            self.hint.on_config_change()
+        for _ in range(self.hint_burst):
+            if not self.hint.hint_one():
+                break
