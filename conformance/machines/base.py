@@ -1,7 +1,11 @@
-"""What both conformance machines share: the recorder, known deviations, and the rule guard.
+"""What every conformance machine shares: the recorder, known deviations, and the rule decorator.
 
 A subclass per implementation sets ``factory`` (zero-argument class, so Hypothesis' printed
 reproducer runs as is). The runner sets ``recorder`` before each run.
+
+Every rule is declared with :func:`step`, every invariant that reads the implementation with
+:func:`live_invariant`; both end the example quietly on a known deviation
+(:meth:`ConformanceMachine.tolerate`).
 """
 
 from __future__ import annotations
@@ -9,17 +13,29 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from hypothesis import note as _note, strategies as st
 from hypothesis.errors import InvalidArgument
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from refmodel.errors import PeerSpecViolation
+from refmodel.virtio.features import Feature
 
 from conformance.checks import Recorder
 
 TIMEOUT = 10.0
+#: Marks a rule made by :func:`step` (a test checks that every rule is one).
+STEP_MARKER = "conformance_step_when"
+
+F = Feature
+#: The features either reference side may decline (or not offer) in an example.
+OPTIONAL = (F.VIRTIO_BALLOON_F_MUST_TELL_HOST, F.VIRTIO_BALLOON_F_STATS_VQ, F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
+            F.VIRTIO_BALLOON_F_FREE_PAGE_HINT, F.VIRTIO_BALLOON_F_PAGE_POISON, F.VIRTIO_BALLOON_F_PAGE_REPORTING,
+            F.VIRTIO_F_EVENT_IDX, F.VIRTIO_F_INDIRECT_DESC)
+CYCLES = st.integers(0, 3)  # device/driver cycles after a host action
+
+Method = TypeVar("Method", bound=Callable[..., None])
 
 
 def note(text: str) -> None:
@@ -32,26 +48,54 @@ def note(text: str) -> None:
 
 def live(self: ConformanceMachine) -> bool:
     """At run time: booted, and no known deviation ended the example."""
-    return not self.ended and getattr(self, "booted", False)
+    return not self.ended and self.booted
 
 
 def started(self: ConformanceMachine) -> bool:
     """The precondition of every rule: booted. Not ``live``: whether an asynchronous implementation
     (QEMU's iothread) meets a known deviation in a given step depends on timing, and a precondition
     that differs between a run and its replay makes Hypothesis stop the whole search
-    (FlakyStrategyDefinition). Rules skip their body instead once the example ended (skip_if_ended)."""
-    return getattr(self, "booted", False)
+    (FlakyStrategyDefinition). Rules skip their body instead once the example ended (see :func:`step`)."""
+    return self.booted
 
 
-def skip_if_ended(f: Callable[..., None]) -> Callable[..., None]:
-    """Make a rule a no-op once a known deviation ended the example (see :func:`started`)."""
-    @functools.wraps(f)
-    def step(self: ConformanceMachine, *args: Any, **kwargs: Any) -> None:
-        if self.ended:
-            note(f"{f.__name__}: skipped, the example ended on a known deviation")
-            return
-        f(self, *args, **kwargs)
-    return step
+def step(when: Callable[[Any], object] | None = None,
+         **strategies: st.SearchStrategy[Any]) -> Callable[[Method], Method]:
+    """A rule of a conformance machine: ``@step(when=predicate, arg=strategy, ...)``.
+
+    It may run once the machine booted and ``when(self)`` holds (both deterministic: never read ``ended``,
+    see :func:`started`). Once a known deviation ended the example its body is skipped, and a known
+    deviation it raises ends the example quietly (:meth:`ConformanceMachine.tolerate`).
+    """
+    def decorate(f: Method) -> Method:
+        @functools.wraps(f)
+        def body(self: ConformanceMachine, *args: Any, **kwargs: Any) -> None:
+            if self.ended:
+                note(f"{f.__name__}: skipped, the example ended on a known deviation")
+                return
+            with self.tolerate():
+                f(self, *args, **kwargs)
+
+        def allowed(self: ConformanceMachine) -> bool:
+            return started(self) and (when is None or bool(when(self)))
+
+        allowed.__qualname__ = allowed.__name__ = f"{f.__name__}_allowed"
+        setattr(body, STEP_MARKER, when)
+        return precondition(allowed)(rule(**strategies)(body))  # type: ignore[return-value]
+    return decorate
+
+
+def live_invariant() -> Callable[[Method], Method]:
+    """An invariant that reads the implementation: checked only while the example is live, and a known
+    deviation it finds ends the example quietly."""
+    def decorate(f: Method) -> Method:
+        @functools.wraps(f)
+        def check(self: ConformanceMachine) -> None:
+            if live(self):
+                with self.tolerate():
+                    f(self)
+        return invariant()(check)  # type: ignore[return-value]
+    return decorate
 
 
 class ConformanceMachine(RuleBasedStateMachine):
@@ -63,6 +107,7 @@ class ConformanceMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.booted = False  # the initializer brought the implementation up
         self.ended = False  # a tolerated violation ended this example
 
     @property
@@ -94,17 +139,13 @@ class GuestMachine(ConformanceMachine):
     def _written(self, pages: list[int]) -> None:
         """Hook: the workload just wrote ``pages``."""
 
-    @precondition(lambda self: started(self))
-    @rule(count=st.integers(1, 8), top=st.booleans())
-    @skip_if_ended
+    @step(count=st.integers(1, 8), top=st.booleans())
     def workload_alloc_write(self, count: int, top: bool) -> None:
         pages = [self.os.workload_alloc_write(top=top) for _ in range(count)]
         self._written([p for p in pages if p is not None])
         note(f"workload allocates and writes pages {pages}")
 
-    @precondition(lambda self: started(self) and self.os.workload)
-    @rule(data=st.data())
-    @skip_if_ended
+    @step(when=lambda self: self.os.workload, data=st.data())
     def workload_free(self, data: st.DataObject) -> None:
         pages = sorted(self.os.workload)  # may differ between replays of an asynchronous implementation,
         page = pages[data.draw(st.integers(0, 1 << 16)) % len(pages)]  # so draw an index, not a member

@@ -11,24 +11,22 @@ import time
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize
 
 from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.virtio.features import Feature, names_of
-from refmodel.balloon.queues import QueueNumbering, balloon_queue_indices
+from refmodel.balloon.queues import BALLOON_QUEUES, QueueNumbering, balloon_queue_indices
 from refmodel.balloon.hinting import DeviceHintState
 from refmodel.virtio.memory import GuestMemory
 
-from conformance.interface import Capability, declared_capabilities
-from conformance.machines.device import OPTIONAL
-from conformance.machines.driver import CYCLES, UNDEFINED_BIT, DriverConformance
+from conformance.interface import DriverUnderTest, check_implementation
+from conformance.machines.base import CYCLES, OPTIONAL, live_invariant, note, step
+from conformance.machines.driver import UNDEFINED_BIT, DriverConformance
 from conformance.harness import Guarded, ImplementationError
-from conformance.machines.base import live, note, skip_if_ended, started
 from conformance.adapters.vhost_user.protocol import DEFAULT_PROTOCOL_FEATURES, ProtocolFeature
 
 F = Feature
-QUEUES = ("inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq")
 #: virtio_uml sizes every vring at 256 and vhost-user has no per-queue maximum to offer.
 QUEUE_SIZE = 256
 #: Free memory the guest keeps for itself (watermarks, the agent); below it a short balloon is legal.
@@ -61,6 +59,7 @@ class LinuxDriverConformance(DriverConformance):
     timeout = 90.0
     unobservable = UNOBSERVABLE
     settle_stable = 6  # cycles of at least QUIET each: a work item Linux has queued gets to run
+    linux: Any = None  # the LinuxDriver, closed at teardown
 
     @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), undefined_bit=st.booleans(),
                 init_on_free=st.booleans(), inband=st.booleans(), reply_ack=st.booleans())
@@ -69,24 +68,21 @@ class LinuxDriverConformance(DriverConformance):
         offered = DEFAULT_OFFER & ~sum(f.mask for f in drop) | (UNDEFINED_BIT if undefined_bit else 0)
         proto = DEFAULT_PROTOCOL_FEATURES & ~(0 if reply_ack else ProtocolFeature.REPLY_ACK)
         proto |= ProtocolFeature.INBAND_NOTIFICATIONS if inband else 0
-        self.ref: Any = None
+        self.ref = None
         self.files: dict[str, int] = {}
-        self.left_balloon = 0
-        self.done_pending = False
-        self.avail_seen: dict[str, int] = {}
+        self._fresh()
         self.touched_checked = 0
         self.hint_baseline: tuple[int, int, int] | None = None  # (MemFree, pages held, balloon) at DONE
         self.released_at = 0  # pages hinted in all, when the last DONE went out
-        self.booted = False
         raw = type(self).factory()
         self.linux = raw
-        self.caps = declared_capabilities(raw)
+        self.caps = check_implementation(raw, DriverUnderTest, "driver")
         self.drv: Any = Guarded(raw, "driver", self.timeout)
         note(f"Linux guest{' with init_on_free=1' if init_on_free else ''}; device offers {names_of(offered)}; "
              f"vhost-user protocol features {int(proto):#x}")
 
         def make(mem: GuestMemory) -> BalloonDevice:
-            self.ref = BalloonDevice(mem, offered, queue_max=dict.fromkeys(QUEUES, QUEUE_SIZE),
+            self.ref = BalloonDevice(mem, offered, queue_max={q.name: QUEUE_SIZE for q in BALLOON_QUEUES},
                                      numbering=QueueNumbering.COMPACT_BY_NEGOTIATED)
             return self.ref
 
@@ -102,9 +98,8 @@ class LinuxDriverConformance(DriverConformance):
             self.R.saw("INIT-DRV-1")
 
     def teardown(self) -> None:
-        linux = getattr(self, "linux", None)
-        if linux is not None:
-            linux.close()
+        if self.linux is not None:
+            self.linux.close()
 
     def _observe_numbering(self, offered: int) -> None:
         """Which queue-numbering interpretation (AMB-VQ-NUMBERING) the vring indexes Linux used fit."""
@@ -119,7 +114,7 @@ class LinuxDriverConformance(DriverConformance):
         is on its way up to KICK_GRACE seconds before calling it missing."""
         def unannounced() -> bool:
             for name, q in self.ref.queues.items():
-                avail = self.ref.mem.read_u16(q.addrs.avail + 2)
+                avail = self._avail_idx(q)
                 if not q.event_idx and avail != self.avail_seen.get(name, 0) and self.ref.kicked_at.get(name) != avail:
                     return True
             return False
@@ -134,7 +129,7 @@ class LinuxDriverConformance(DriverConformance):
         ref = self.ref
         return (ref.ballooned, ref.config.get("actual"), ref.stats_updates, ref.reported,
                 ref.hint.state if ref.hint else None, ref.hint.received_pages if ref.hint else 0,
-                tuple(ref.mem.read_u16(q.addrs.avail + 2) for q in ref.queues.values()))
+                tuple(self._avail_idx(q) for q in ref.queues.values()))
 
     def _free_pages(self) -> int:
         return max(self.drv.meminfo()["MemFree"] - RESERVE, 0) // BALLOON_PAGE_SIZE
@@ -163,61 +158,46 @@ class LinuxDriverConformance(DriverConformance):
         self._verify_workload()
 
     # -- rules that differ -------------------------------------------------------------------------------
-    @precondition(started)
-    @rule(num_pages=st.integers(0, 6144), cycles=CYCLES)
-    @skip_if_ended
+    @step(num_pages=st.integers(0, 6144), cycles=CYCLES)
     def set_target(self, num_pages: int, cycles: int) -> None:
         self._host("set_target", num_pages, cycles=cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
 
-    @precondition(lambda self: DriverConformance._hinting(self))
-    @rule(cycles=CYCLES)
-    @skip_if_ended
+    @step(when=DriverConformance._hinting, cycles=CYCLES)
     def hint_done(self, cycles: int) -> None:
-        with self.tolerate():
-            hint = self.ref.hint
-            self.hint_baseline = (self.drv.meminfo()["MemFree"], hint.received_pages - self.released_at,
-                                  self.ref.ballooned.bit_count())
-            self.released_at = hint.received_pages
+        hint = self.ref.hint
+        self.hint_baseline = (self.drv.meminfo()["MemFree"], hint.received_pages - self.released_at,
+                              self.ref.ballooned.bit_count())
+        self.released_at = hint.received_pages
         self._host("hint_done", cycles=cycles)
-        with self.tolerate():
-            for _ in range(2):  # Linux gives the pages back from a work item: let it run
-                self._cycle()
-            if self.ref.hint.state is DeviceHintState.DONE:
-                self._check_hints_released()
+        for _ in range(2):  # Linux gives the pages back from a work item: let it run
+            self._cycle()
+        if self.ref.hint.state is DeviceHintState.DONE:
+            self._check_hints_released()
         note(f"host publishes DONE, {cycles} cycle(s)")
 
-    @precondition(started)
-    @rule(seconds=st.sampled_from([1.0, 2.5]))
-    @skip_if_ended
+    @step(seconds=st.sampled_from([1.0, 2.5]))
     def serve(self, seconds: float) -> None:
         """The host only serves for a while: Linux reports free pages on its own clock (2 s delay)."""
-        with self.tolerate():
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                self._cycle()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._cycle()
         note(f"the host serves the guest for {seconds} s: {self.ref.reported.bit_count()} page(s) reported so far")
 
-    @precondition(started)
-    @rule(count=st.integers(1, 8), top=st.booleans())
-    @skip_if_ended
+    @step(count=st.integers(1, 8), top=st.booleans())
     def workload_alloc_write(self, count: int, top: bool) -> None:
         name = f"w{len(self.files)}x{count}"
         pages = count * 128 * (2 if top else 1)
-        with self.tolerate():
-            if self._step(self.drv.alloc, name, pages):
-                self.files[name] = pages
+        if self._step(self.drv.alloc, name, pages):
+            self.files[name] = pages
         note(f"the guest writes {pages} pages of random data to {name}")
 
-    @precondition(lambda self: started(self) and self.files)
-    @rule(data=st.data())
-    @skip_if_ended
+    @step(when=lambda self: self.files, data=st.data())
     def workload_free(self, data: st.DataObject) -> None:
         names = sorted(self.files)
         name = names[data.draw(st.integers(0, 1 << 16)) % len(names)]
-        with self.tolerate():
-            self._step(self.drv.free, name)
-            del self.files[name]
+        self._step(self.drv.free, name)
+        del self.files[name]
         note(f"the guest frees {name}")
 
     def _verify_workload(self) -> None:
@@ -234,9 +214,7 @@ class LinuxDriverConformance(DriverConformance):
         for req in {t.req_id for t in touched}:
             self.R.saw(req)
 
-    @invariant()
+    @live_invariant()
     def workload_pages_intact(self) -> None:
-        if not live(self) or self.ref is None or len(self.ref.touched) == self.touched_checked:
-            return
-        with self.tolerate():
+        if self.ref is not None and len(self.ref.touched) != self.touched_checked:
             self._verify_workload()

@@ -1,0 +1,82 @@
+"""Free page hinting, device side (§5.5.6.5): command IDs, STOP and DONE, and which hints the host
+applies."""
+
+from __future__ import annotations
+
+from refmodel.balloon.constants import VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP
+from refmodel.balloon.driver import CFG_CMD_ID
+from refmodel.balloon.hinting import DriverHintState
+from refmodel.system.guest import bits
+from refmodel.virtio.features import Feature
+
+from conformance.interface import Capability
+from conformance.machines.base import CYCLES, note, step
+from conformance.machines.device.operation import DeviceOperation
+
+
+class DeviceHinting(DeviceOperation):
+    def _hinting(self) -> bool:
+        return self.has(Feature.VIRTIO_BALLOON_F_FREE_PAGE_HINT) and Capability.HINTING in self.caps
+
+    def _after_device_run(self) -> None:
+        super()._after_device_run()
+        self._check_hints()
+        self._check_active_value()
+
+    def _after_driver_run(self) -> None:
+        super()._after_driver_run()
+        if self.drv.hint is not None and self.drv.hint.stops_returned != self.stops_seen:
+            self.stops_seen = self.drv.hint.stops_returned
+            self.ids_since_stop.clear()  # BAL-FPH-DEV-2: the device has received a STOP
+
+    def _check_hints(self) -> None:
+        """After every device turn: the hints the host applied were all sent under the current command ID."""
+        if Capability.HINTED_PAGES not in self.caps or self.drv.hint is None or self.current_id is None:
+            return
+        applied = self.dev.hinted_pages()
+        allowed = self.drv.hint.sent_under.get(self.current_id, 0)
+        stale = applied & ~allowed
+        self.R.check("BAL-FPH-DEV-3", not stale, f"pages {bits(stale)[:8]} applied as hints, but they were not "
+                     f"hinted under the current command ID {self.current_id}")
+
+    def _check_active_value(self) -> None:
+        """BAL-FPH-D5: mid-round, the field still names the round (a polling driver would stop otherwise)."""
+        hint = self.drv.hint
+        if hint is None or self.current_id is None or hint.served != self.current_id:
+            return
+        if hint.state is not DriverHintState.HINTING:
+            return  # the driver sent STOP: the device may now show STOP
+        cid = self.dev.read_config(CFG_CMD_ID, 4)
+        self.R.check("BAL-FPH-D5", cid == self.current_id, f"mid-round (the driver echoed {self.current_id} and "
+                     f"is still hinting) free_page_hint_cmd_id reads {cid}")
+
+    @step(when=_hinting, cycles=CYCLES)
+    def hint_start(self, cycles: int) -> None:
+        self._config_op("hint_start")
+        cid = self.dev.read_config(CFG_CMD_ID, 4)
+        self.R.check("BAL-FPH-D1", cid >= 2, f"hint_start published command ID {cid}")
+        self.R.check("BAL-FPH-DEV-2", cid not in self.ids_since_stop,
+                     f"command ID {cid} reused before the driver's STOP")
+        self.ids_since_stop.add(cid)
+        self.current_id = cid
+        self._cycles(cycles)
+        note(f"host starts a hinting round: command ID {cid}, then {cycles} cycle(s)")
+
+    @step(when=lambda self: self._hinting() and Capability.HINT_STOP in self.caps, cycles=CYCLES)
+    def hint_stop(self, cycles: int) -> None:
+        self._config_op("hint_stop")
+        cid = self.dev.read_config(CFG_CMD_ID, 4)
+        self.R.check("BAL-FPH-DEV-1", cid == VIRTIO_BALLOON_CMD_ID_STOP, f"after hint_stop the ID reads {cid}")
+        self.current_id = None
+        self._cycles(cycles)
+        note(f"host stops hinting (STOP), then {cycles} cycle(s)")
+
+    @step(when=_hinting, cycles=CYCLES)
+    def hint_done(self, cycles: int) -> None:
+        self._config_op("hint_done")
+        cid = self.dev.read_config(CFG_CMD_ID, 4)
+        if self.current_id is not None:  # a round ran: its pages must be handed back
+            self.R.check("BAL-FPH-DEV-6", cid == VIRTIO_BALLOON_CMD_ID_DONE, f"after hint_done the ID reads {cid}")
+        self.current_id = None
+        self._cycles(cycles)
+        note(f"host is done with the hints (DONE), then {cycles} cycle(s)")

@@ -1,0 +1,105 @@
+"""Device notifications: used buffer notifications and their suppression (§2.7.7, §2.7.10), spurious
+available buffer notifications (SPLIT-DEV-21), and configuration changes (§2.5.1, §4.1.5.4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from refmodel.balloon.queues import BALLOON_QUEUES
+from refmodel.virtio.split.layout import used_event_offset
+from refmodel.virtio.transport import Interrupts
+
+from conformance.harness import ImplementationError
+from conformance.machines.base import note, step
+from conformance.machines.device.base import DeviceMachine
+from conformance.machines.notify import Kind, Suppression
+
+OWED_LOOKS = 3  # interrupt collections an asynchronous device gets to deliver a due notification
+QUEUE_NAMES = st.sampled_from([q.name for q in BALLOON_QUEUES])
+
+
+class DeviceNotifications(DeviceMachine):
+    def _suppression(self, vq: Any) -> Suppression:
+        """What the reference driver asks of the device for ``vq`` now."""
+        return Suppression.read(Kind.USED_BUFFER, self.os.mem, vq.addrs, vq.queue_size, vq.event_idx)
+
+    def _collect_interrupts(self) -> None:
+        """Take the device's interrupts, check them against §2.7.7/2.7.10, deliver them to the driver."""
+        irq = self.dev.take_interrupts()
+        if not isinstance(irq, Interrupts):
+            raise ImplementationError("device.take_interrupts", f"returned {irq!r}, expected Interrupts")
+        for name, vq in self.drv.vqs.items():
+            new, old = self._used_idx(name), self.last_signalled[name]
+            notified = self.drv.index_of[name] in irq.queues
+            if not self.per_queue_irq:  # e.g. INTx/ISR: "some queue" is all we learn, and maybe late
+                if new != old or name in self.owed:
+                    self._owed_check(name, vq, old, new, notified)
+                self.last_signalled[name] = new
+                continue
+            if new == old:
+                continue
+            wish = self._suppression(vq)
+            if wish.ignored_req:
+                self.R.saw(wish.ignored_req)  # used_event holds whatever used_notifications left there
+            owed = wish.due(new, old)
+            self.R.check(wish.req(owed), notified == owed, f"{name}: used idx {old}->{new} with {wish}: "
+                         f"{'no notification' if owed else 'notified'}")
+            self.last_signalled[name] = new
+        self.drv.interrupt(irq.queues, irq.config)
+        self._pending_config = self._pending_config or irq.config
+
+    def _owed_check(self, name: str, vq: Any, old: int, new: int, notified: bool) -> None:
+        """An asynchronous device may signal after we looked: a notification it owes may come with the
+        next collection; one still missing then is a failure."""
+        req = Kind.USED_BUFFER.req(vq.event_idx, owed=True)
+        owed = self.owed.pop(name, None)
+        if notified:
+            self.R.saw(req)
+            return
+        if owed is not None:
+            first, _, looks = owed
+            if looks >= OWED_LOOKS:
+                self.R.check(req, False, f"{name}: used idx moved from {first} to {new} with a notification due "
+                             f"and none came in {looks} looks")
+            self.owed[name] = (first, new, looks + 1)
+        elif new != old and self._suppression(vq).due(new, old):
+            self.owed[name] = (old, new, 1)
+
+    def _config_op(self, op: str, *args: Any) -> list[int]:
+        """A host operation that changes config: the generation must move and the driver be told."""
+        before = self.dev.config_generation()
+        snapshot = [self.dev.read_config(f.offset, f.size) for f in self._fields()]
+        getattr(self.dev, op)(*args)
+        after = [self.dev.read_config(f.offset, f.size) for f in self._fields()]
+        irq_before = self._pending_config
+        self._pending_config = False
+        self._collect_interrupts()
+        if snapshot != after:
+            self.R.check("CFG-DEV-2", self.dev.config_generation() != before,
+                         f"{op}: config changed {snapshot} -> {after}, generation stayed {before}")
+            self.R.check("NOTIFY-DEV-D1", self._pending_config or irq_before,
+                         f"{op}: config changed {snapshot} -> {after} without a configuration change notification")
+        return after
+
+    @step(name=QUEUE_NAMES, enabled=st.booleans())
+    def used_notifications(self, name: str, enabled: bool) -> None:
+        vq = self.drv.vqs.get(name)
+        if vq is not None:
+            # Entries the device used so far were judged under the old setting: the window restarts.
+            self._collect_interrupts()
+            self.last_signalled[name] = self._used_idx(name)
+            self.owed.pop(name, None)
+            vq.set_used_notifications(enabled)
+            if not vq.event_idx:  # SPLIT-DEV-8: garbage in used_event must not matter
+                self.os.mem.write_u16(vq.addrs.avail + used_event_offset(vq.queue_size), 0x5A5A)
+        note(f"driver {'asks for' if enabled else 'suppresses'} used buffer notifications on {name}")
+
+    @step(name=QUEUE_NAMES)
+    def spurious_notify(self, name: str) -> None:
+        """An available buffer notification with nothing new (SPLIT-DEV-21)."""
+        if name in self.drv.vqs:
+            self.dev.notify(self.drv.index_of[name])
+            self.R.saw("SPLIT-DEV-21")
+        note(f"driver sends a spurious notification on {name}")

@@ -1,0 +1,92 @@
+"""Driver operation (§5.5.6): the reference device and the driver take turns, and the host acts on the
+device. Every turn checks the driver's kicks and records what the reference device's checks covered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from refmodel.virtio.features import Feature
+
+from conformance.checks import RING_DRIVER_CHECKS
+from conformance.machines.base import CYCLES, note, step
+from conformance.machines.driver.base import DriverMachine
+
+
+class DriverOperation(DriverMachine):
+    def _cycle(self) -> None:
+        before = self.ref.ballooned
+        self._step(self.ref.run)  # a breach latched while the device served a real driver's kick shows here
+        irq = self.ref.take_interrupts()
+        self._step(self.drv.interrupt, irq.queues, irq.config)
+        self._step(self.drv.run)
+        self.left_balloon |= before & ~self.ref.ballooned
+        self._check_kicks()
+        self._exercised()
+
+    def _host(self, op: str, *args: Any, cycles: int = 0) -> None:
+        """The host acts on the reference device, the driver hears of it, then ``cycles`` turns."""
+        getattr(self.ref, op)(*args)
+        irq = self.ref.take_interrupts()
+        self._step(self.drv.interrupt, irq.queues, irq.config)
+        for _ in range(cycles):
+            self._cycle()
+
+    def _check_kicks(self) -> None:
+        """SPLIT-DRV-21: without EVENT_IDX, used flags 0 (the reference device never sets NO_NOTIFY), every
+        publication of new available entries is followed by a notification before the driver stops."""
+        for name, q in self.ref.queues.items():
+            if q.event_idx:
+                continue
+            avail = self._avail_idx(q)
+            seen = self.avail_seen.get(name, 0)
+            if avail == seen:
+                continue
+            self.avail_seen[name] = avail
+            if name == "statsq" and seen == 0 and self.ref.kicked_at.get(name) is None:
+                continue  # published before DRIVER_OK, where notifying is forbidden (INIT-DRV-5)
+            self.R.check("SPLIT-DRV-21", self.ref.kicked_at.get(name) == avail,
+                         f"{name}: avail idx {seen}->{avail} with used flags 0 and no notification after it")
+
+    def _exercised(self) -> None:
+        """The reference device checked every byte the driver sent: name what that traffic covered."""
+        ref, saw = self.ref, self.R.saw
+        for req in (*RING_DRIVER_CHECKS, "STATUS-DRV-1", "STATUS-DRV-2", "INIT-DRV-2", "INIT-DRV-3",
+                    "INIT-DRV-5", "CFG-DRV-3", "BAL-CFG-D1", "BAL-CFG-D2"):
+            saw(req)
+        if ref.ballooned or self.left_balloon:
+            for req in ("BAL-OP-D1", "BAL-OP-DRV-10", "BAL-OP-DRV-4", "BAL-OP-DRV-6"):
+                saw(req)
+        if ref.stats_updates:
+            for req in ("BAL-ST-DRV-1", "BAL-ST-DRV-5", "BAL-ST-DRV-8"):
+                saw(req)
+        if ref.hint is not None and ref.hint.echoed:
+            for req in ("BAL-FPH-DRV-1", "BAL-FPH-DRV-2", "BAL-FPH-DRV-3", "BAL-FPH-D2"):
+                saw(req)
+        if self.has(Feature.VIRTIO_BALLOON_F_PAGE_POISON):
+            saw("BAL-PP-DRV-2")
+            saw("BAL-PP-DRV-3")
+        if ref.reported:
+            saw("BAL-FPR-DRV-5")
+            if self.has(Feature.VIRTIO_BALLOON_F_PAGE_POISON):
+                saw("BAL-FPR-DRV-2")
+
+    @step(rounds=st.integers(1, 3))
+    def cycle(self, rounds: int) -> None:
+        for _ in range(rounds):
+            self._cycle()
+        note(f"cycle x{rounds}: balloon {self.ref.ballooned.bit_count()} pages, actual {self.ref.config.get('actual')}")
+
+    @step(config=st.booleans())
+    def spurious_interrupt(self, config: bool) -> None:
+        """Interrupts for every queue (and maybe config) with nothing new (SPLIT-DRV-16)."""
+        self._step(self.drv.interrupt, frozenset(range(5)), config)
+        self._step(self.drv.run)
+        self.R.saw("SPLIT-DRV-16")
+        note(f"spurious interrupt for every queue{' and config' if config else ''}")
+
+    @step(num_pages=st.integers(0, 40), cycles=CYCLES)
+    def set_target(self, num_pages: int, cycles: int) -> None:
+        self._host("set_target", num_pages, cycles=cycles)
+        note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
