@@ -36,7 +36,7 @@ DEVICE_CHECKS: dict[str, str] = {
     "SPLIT-DEV-12": "cycle: used_event crossed", "SPLIT-DEV-13": "cycle: used_event not crossed",
     "BAL-OP-DEV-D1": "invariant: workload pages intact",
     "BAL-FPH-D1": "hint_start: command ID >= 2", "BAL-FPH-DEV-2": "hint_start: no reuse before STOP",
-    "BAL-FPH-DEV-3": "invariant: applied hints carry the current ID",
+    "BAL-FPH-DEV-3": "cycle: applied hints carry the current ID",
     "BAL-FPH-DEV-5": "invariant: hinted pages intact after DONE",
     "BAL-FPH-DEV-1": "hint_stop: config reads STOP", "BAL-FPH-DEV-6": "hint_done: config reads DONE",
     "BAL-FPH-D5": "cycle: the field keeps the round's ID mid-round",
@@ -115,7 +115,7 @@ NOT_YET: dict[str, str] = {
 #: Proposal statements that tighten a 1.4 requirement whose check already tests the tighter reading.
 PROPOSAL_CHECKED_AS: dict[str, str] = {
     "PROP-ST-1": "BAL-ST-DRV-5",  # the reference device checks multiples of 10
-    "PROP-FPH-1": "BAL-FPH-DEV-3",  # the invariant applies the tagging rule
+    "PROP-FPH-1": "BAL-FPH-DEV-3",  # the check after every device turn applies the tagging rule
     "PROP-FPH-2": "BAL-FPH-D5",
     "PROP-FPH-5": "NOTIFY-DEV-D1",
     "PROP-VQ-1": "BAL-VQ-D1",
