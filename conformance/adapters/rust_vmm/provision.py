@@ -267,6 +267,9 @@ def build_dir(rel: Release) -> Path:
 def shim_library(version: str) -> Path:
     """The shim built against ``version`` ("0.14" or "0.18"): provisioned and built on first use."""
     rel = release(version)
+    if not (SHIM / "Cargo.toml").is_file() or not (SHIM / "src" / "lib.rs").is_file():
+        raise ProvisionError(f"{rel.name}: the shim's sources are not installed in {SHIM} (package data of "
+                             "conformance.adapters.rust_vmm)")
     home = cache_root() / rel.suite
     stamp = home / "built.json"
     digest = _sources_hash(rel.crate)
