@@ -3,7 +3,8 @@
 * ``generated/diagrams.rst``: state diagrams (graphviz) from the transition tables in ``refmodel``;
 * ``generated/catalogue.rst``: every requirement with its section, scope and where it is checked;
 * ``generated/ambiguities.rst``: every choice the model makes where the spec is silent;
-* ``generated/verdicts.rst``: a fresh conformance run of the reference device and driver.
+* ``generated/verdicts.rst``: a fresh conformance run of the reference device and driver;
+* ``generated/results.rst``, ``generated/migration.rst``: the committed results, with plots (``plots.py``);
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import plots
+from plots import Bar, Mark, Series
 
 from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, PROPOSAL_CHECKED_AS
 from conformance.trace import conformance_checks, model_rules, verifying_tests
@@ -266,47 +270,9 @@ def _typeset_proposal() -> list[str]:
             "``python -m spec.proposal.latex``: :download:`balloon-proposal.pdf <balloon-proposal.pdf>`.", ""]
 
 
-def _svg_bars(rows: list[tuple[str, float, str]], unit: str) -> str:
-    """A horizontal bar chart: (label, value, colour) rows."""
-    width, bar, gap, left = 640, 22, 8, 210
-    top = max(v for _, v, _ in rows) or 1
-    h = len(rows) * (bar + gap) + 30
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" font-family="sans-serif" '
-           'font-size="12">']
-    for i, (label, value, colour) in enumerate(rows):
-        y = i * (bar + gap) + 5
-        w = (width - left - 120) * value / top
-        out += [f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">{_xml(label)}</text>',
-                f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar}" fill="{colour}"/>',
-                f'<text x="{left + w + 4:.1f}" y="{y + 15}">{value:,.0f} {unit}</text>']
-    return "\n".join(out + ["</svg>", ""])
-
-
-def _svg_lines(series: list[tuple[str, list[tuple[float, float]], str]], xlabel: str, ylabel: str) -> str:
-    width, height, left, bottom = 640, 300, 60, 40
-    xs = [x for _, pts, _ in series for x, _ in pts] or [1.0]
-    ys = [y for _, pts, _ in series for _, y in pts] or [1.0]
-    xmax, ymax = max(xs) or 1.0, max(ys) or 1.0
-    pw, ph = width - left - 20, height - bottom - 20
-
-    def pt(x: float, y: float) -> str:
-        return f"{left + pw * x / xmax:.1f},{20 + ph * (1 - y / ymax):.1f}"
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-           'font-size="12">', f'<rect x="{left}" y="20" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
-           f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">{_xml(xlabel)} (0 to {xmax:.2f})</text>',
-           f'<text x="12" y="{20 + ph / 2}" transform="rotate(-90 12 {20 + ph / 2})" text-anchor="middle">'
-           f'{_xml(ylabel)} (0 to {ymax:,.0f})</text>']
-    for i, (label, pts, colour) in enumerate(series):
-        if pts:
-            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
-                       f'points="{" ".join(pt(x, y) for x, y in pts)}"/>')
-        out.append(f'<text x="{left + 10}" y="{40 + 16 * i}" fill="{colour}">{_xml(label)}</text>')
-    return "\n".join(out + ["</svg>", ""])
-
-
-def _xml(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _qemu(version: str) -> str:
+    """``QEMU 7.2.22`` from QEMU's own version line."""
+    return version.split("(")[0].replace("emulator version ", "").strip()
 
 
 def migration_page(target: Path) -> str:
@@ -339,23 +305,30 @@ def migration_page(target: Path) -> str:
                 f"     - {d['model_off'] / hint['ideal']:.2f}",
                 "   * - model, every held hint before the bulk pass", "     -", f"     - {d['model_hint']:,}", "     -",
                 f"     - {d['model_hint'] / hint['ideal']:.2f}", ""]
-        stem = path.stem
-        (target / f"{stem}-bars.svg").write_text(_svg_bars([
-            ("ideal (pages in use)", hint["ideal"], "#555"),
-            ("model: hints first", d["model_hint"], "#8ab"), ("measured: hinting", hint["full_pages"], "#27a"),
-            ("measured: reporting", by["report"]["full_pages"], "#a72"),
-            ("model: no hints", d["model_off"], "#bbb"), ("measured: no hints", by["off"]["full_pages"], "#777")],
-            "pages"))
-        mib = 4096 / 2**20
-        (target / f"{stem}-timeline.svg").write_text(_svg_lines([
-            ("MiB sent in full (hinting run)", [(t, n * mib) for t, n in hint["progress"]], "#27a"),
-            ("MiB held as hints by the driver", [(t, b / 2**20) for t, b in hint["hint_curve"]], "#a72")],
-            "seconds since migrate", "MiB"))
+        stem, qemu = path.stem, _qemu(d["qemu"])
+        plots.bars(target / f"{stem}-bars.svg", [
+            Bar("ideal (pages in use)", hint["ideal"], "ideal"),
+            Bar("model: hints first", d["model_hint"], "model"),
+            Bar("measured: hinting", hint["full_pages"], "measured"),
+            Bar("measured: reporting", by["report"]["full_pages"], "measured"),
+            Bar("model: no hints", d["model_off"], "model"),
+            Bar("measured: no hints", by["off"]["full_pages"], "measured")],
+            f"{a['mem_mib']} MiB Linux {hint['kernel']} guest migrated by {qemu}")
         held, free = hint["hinted_max"], hint["free_before"] // 4096
         t90 = next((t for t, b in hint["hint_curve"] if held and b // 4096 >= 0.9 * held), None)
+        mib = 4096 / 2**20
+        plots.lines(target / f"{stem}-timeline.svg", [
+            Series("sent in full (hinting run)", [(t, n * mib) for t, n in hint["progress"]], "#2277aa"),
+            Series("held as hints by the driver", [(t, b / 2**20) for t, b in hint["hint_curve"]],
+                   "#aa7722")],
+            f"The hinting run over time ({qemu}, {a['mem_mib']} MiB guest)", "seconds since migrate", "MiB",
+            marks=[Mark(hint["wall"], f"migration ends ({hint['wall']:.2f} s)", "#444444")]
+            + ([] if t90 is None else [Mark(t90, f"the driver holds 90% of its hints ({t90:.2f} s)",
+                                            "#aa7722", ":")]))
         diff = hint["full_pages"] - d["model_hint"]
         off_err = abs(by["off"]["full_pages"] - d["model_off"]) / d["model_off"]
-        out += [f".. image:: {stem}-bars.svg", "", f".. image:: {stem}-timeline.svg", "",
+        out += [f".. image:: {stem}-bars.svg", f"   :alt: full pages sent, {a['mem_mib']} MiB guest", "",
+                f".. image:: {stem}-timeline.svg", "   :alt: MiB sent and held as hints, over time", "",
                 f"The model predicts the run without hints within {off_err:.1%}. With hinting on, QEMU sent "
                 f"{hint['full_pages'] - hint['ideal']:,} full pages beyond the ideal. The driver held "
                 f"{held:,} pages as hints, {held / max(free, 1):.0%} of the guest's free memory, and reached 90% "
@@ -409,10 +382,13 @@ def _qtest_migrations(root: Path, target: Path) -> list[str]:
         for mib in sorted({r["ram_mib"] for r in d["runs"]}):
             by = {r["hints"]: r for r in d["runs"] if r["ram_mib"] == mib}
             name = f"{path.stem}-{mib}.svg"
-            (target / name).write_text(_svg_bars([
-                ("ideal", by[True]["ideal"], "#555"), ("model: hints", by[True]["model_pages"], "#8ab"),
-                ("measured: hints", by[True]["full_pages"], "#27a"), ("model: no hints", by[False]["model_pages"], "#bbb"),
-                ("measured: no hints", by[False]["full_pages"], "#777")], "pages"))
+            plots.bars(target / name, [
+                Bar("ideal (in use + dirtied)", by[True]["ideal"], "ideal"),
+                Bar("model: hints", by[True]["model_pages"], "model"),
+                Bar("measured: hints", by[True]["full_pages"], "measured"),
+                Bar("model: no hints", by[False]["model_pages"], "model"),
+                Bar("measured: no hints", by[False]["full_pages"], "measured")],
+                f"{mib} MiB guest, reference driver over qtest, migrated by {_qemu(d['qemu'])}")
             out += [f".. image:: {name}", f"   :alt: full pages sent, {mib} MiB guest", ""]
     return out
 
@@ -445,10 +421,11 @@ def generate(app: Any) -> None:
     path = target / "migration.rst"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
-    inc = target / "linux-hidden.inc"  # included, not a page of its own
-    text = linux_hidden()
-    if not inc.exists() or inc.read_text() != text:
-        inc.write_text(text)
+    for name, make in (("linux-hidden", linux_hidden),):
+        inc = target / f"{name}.inc"  # included, not a page of its own
+        text = make()
+        if not inc.exists() or inc.read_text() != text:
+            inc.write_text(text)
 
 
 def setup(app: Any) -> dict[str, Any]:

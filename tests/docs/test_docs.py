@@ -89,3 +89,38 @@ def test_model_rules_include_code_that_names_its_requirement_in_a_comment():
     rules = model_rules()
     assert "refmodel.balloon.hinting.FreePageHintDevice._handle_untrusted" in {s.qualname for s in rules["BAL-FPH-DEV-3"]}
     assert "refmodel.balloon.hinting" not in {s.qualname for s in rules["BAL-FPH-DEV-3"]}  # its module docstring
+
+
+EXT = DOCS / "_ext"
+
+
+def _ext(name):
+    """A module of docs/_ext (the Sphinx extension's helpers), imported as the build imports it."""
+    import importlib
+
+    if str(EXT) not in sys.path:
+        sys.path.insert(0, str(EXT))
+    return importlib.import_module(name)
+
+
+# -- plots ---------------------------------------------------------------------------------------------------
+def test_migration_plots_are_matplotlib_svgs_with_titles(site):
+    page = (site / "generated" / "migration.html").read_text()
+    images = re.findall(r'<img alt="[^"]*" src="([^"]+\.svg)"', page)
+    assert len(images) >= 3, images
+    for src in images:
+        svg = (site / "generated" / src).resolve().read_text()
+        assert "Matplotlib" in svg and "QEMU" in re.findall(r"<dc:title>([^<]*)", svg)[0], src
+        assert "<dc:date>" not in svg  # repeatable: no build date in the file
+
+
+def test_plots_are_byte_for_byte_repeatable(tmp_path):
+    vcdocs = _ext("vcdocs")
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    vcdocs.migration_page(first)
+    vcdocs.migration_page(second)
+    names = sorted(p.name for p in first.glob("*.svg"))
+    assert names and names == sorted(p.name for p in second.glob("*.svg"))
+    assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)
