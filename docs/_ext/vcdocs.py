@@ -5,6 +5,7 @@
 * ``generated/ambiguities.rst``: every choice the model makes where the spec is silent;
 * ``generated/verdicts.rst``: a fresh conformance run of the reference device and driver;
 * ``generated/results.rst``, ``generated/migration.rst``: the committed results, with plots (``plots.py``);
+* ``generated/adapter-reference.inc``: the adapter Protocols, for "Writing an adapter" (``adapterdoc.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import adapterdoc
 import plots
 from plots import Bar, Mark, Series
 
@@ -421,7 +423,7 @@ def generate(app: Any) -> None:
     path = target / "migration.rst"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
-    for name, make in (("linux-hidden", linux_hidden),):
+    for name, make in (("linux-hidden", linux_hidden), ("adapter-reference", adapterdoc.page)):
         inc = target / f"{name}.inc"  # included, not a page of its own
         text = make()
         if not inc.exists() or inc.read_text() != text:

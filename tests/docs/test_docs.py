@@ -91,6 +91,7 @@ def test_model_rules_include_code_that_names_its_requirement_in_a_comment():
     assert "refmodel.balloon.hinting" not in {s.qualname for s in rules["BAL-FPH-DEV-3"]}  # its module docstring
 
 
+# -- Writing an adapter -----------------------------------------------------------------------------------
 EXT = DOCS / "_ext"
 
 
@@ -101,6 +102,79 @@ def _ext(name):
     if str(EXT) not in sys.path:
         sys.path.insert(0, str(EXT))
     return importlib.import_module(name)
+
+
+def test_adapter_page_names_every_method_of_every_protocol(site):
+    """Each method is a Python-domain entry under the Protocol that defines it, so a method added to a
+    Protocol appears on the page or this fails."""
+    from conformance.interface import CAPABILITY_PROTOCOLS, ROLE_PROTOCOLS, _methods
+    from refmodel.virtio.transport import Transport
+
+    page = (site / "writing-an-adapter.html").read_text()
+    missing = []
+    for proto in (*ROLE_PROTOCOLS.values(), *CAPABILITY_PROTOCOLS.values(), Transport):
+        if f'id="{proto.__module__}.{proto.__name__}"' not in page:
+            missing.append(proto.__name__)
+        for method in _methods(proto):
+            owner = next(k for k in proto.__mro__ if method in vars(k))
+            if f'id="{owner.__module__}.{owner.__name__}.{method}"' not in page:
+                missing.append(f"{proto.__name__}.{method}")
+    assert not missing, missing
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "§5.5.6.5" in text and "§4.1.5.2" in text  # the sections the docstrings cite
+    assert "virtio-conformance c-header" in text and "pytest --virtio-dut" in text
+
+
+def test_adapter_page_lists_the_checks_each_capability_guards(site):
+    from refmodel.capabilities import Capability
+
+    uses = _ext("capneeds").capability_uses()
+    assert "BAL-FPH-DEV-3" in uses[Capability.HINTED_PAGES].ids
+    assert {"BAL-ST-DEV-1", "BAL-ST-DEV-2"} <= set(uses[Capability.STATS].ids)
+    assert "BAL-FPH-D1" in uses[Capability.HINTING].ids  # in a rule with @step(when=self._hinting)
+    assert "BAL-FPH-D5" in uses[Capability.HINTING].ids  # a helper that needs current_id, set only there
+    assert any(r.endswith(".report") for r in uses[Capability.REPORT].rules)
+    page = (site / "writing-an-adapter.html").read_text()
+    section = page[page.index('id="conformance.interface.HintedPages"'):]
+    section = section[:section.index('id="conformance.interface.HostStats"')]
+    assert all(req_id in section for req_id in uses[Capability.HINTED_PAGES].ids)
+    assert "SPLIT-DEV-13" in page  # PerQueueInterrupts: the IDs its docstring cites (SPLIT-DEV-8/9/12/13)
+
+
+@pytest.mark.parametrize("role", ["device", "driver"])
+def test_capability_scan_agrees_with_runs_without_capabilities(role):
+    """What the source scan says a capability guards is what a run shows: without any capability
+    those requirements are skipped, with the reference's they pass."""
+    from conformance.interface import ROLE_CAPABILITIES, ROLE_PROTOCOLS
+    from conformance.registry import BUILTIN, Implementation
+    from conformance.runner import run
+    from refmodel.balloon.device import BalloonDevice
+    from refmodel.balloon.driver import BalloonDriver
+
+    uses = _ext("capneeds").capability_uses()
+    claimed = {i for cap in ROLE_CAPABILITIES[ROLE_PROTOCOLS[role, "balloon"]] for i in uses[cap].ids}
+    if role == "device":
+        assert claimed
+    base = BalloonDevice if role == "device" else BalloonDriver
+    bare = type("Bare", (base,), {"capabilities": frozenset()})
+    impl = Implementation("bare", role, bare, "the reference without capabilities")
+    without = {v.requirement.id: v for v in run(impl, "ci").verdicts}
+    with_caps = {v.requirement.id: v for v in run(BUILTIN["reference", role], "ci").verdicts}
+    assert not [i for i, v in without.items() if v.verdict == "fail"]
+    assert {i: without[i].verdict for i in claimed} == {i: "skipped" for i in claimed}
+    assert {i: with_caps[i].verdict for i in claimed} == {i: "pass" for i in claimed}
+
+
+def test_worked_example_device_passes_and_skips_what_it_lacks(monkeypatch):
+    from conformance.registry import resolve
+    from conformance.runner import run
+    from refmodel.capabilities import Capability
+
+    monkeypatch.syspath_prepend(str(DOCS / "examples"))
+    verdicts = {v.requirement.id: v.verdict for v in run(resolve("mydevice:make", "device"), "ci").verdicts}
+    assert "fail" not in verdicts.values()
+    needs = _ext("capneeds").capability_uses()[Capability.HINTED_PAGES].ids
+    assert needs and all(verdicts[i] == "skipped" for i in needs)
 
 
 # -- plots ---------------------------------------------------------------------------------------------------
