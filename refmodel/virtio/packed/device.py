@@ -204,6 +204,7 @@ class PackedQueueDevice(Sticky):
 
     def _element_untrusted(self, addr: int, length: int, flags: int, readable: list[Buffer],
                            writable: list[Buffer], total: int, where: str) -> int:
+        """Append one element, in ring (or table) order: the chain keeps the driver's order (PACKED-DEV-8)."""
         self._check_element(self.mem, addr, length, where)
         if flags & VIRTQ_DESC_F_WRITE:
             writable.append(Buffer(addr, length))

@@ -69,7 +69,7 @@ EVENT_FMT = struct.Struct("<HH")  # desc (off | wrap << 15), flags
 
 
 def check_queue_size(queue_size: int) -> None:
-    """§2.8: 1..32768; unlike the split ring, not necessarily a power of 2 (§2.8.10.1)."""
+    """§2.8: 1..32768; unlike the split ring, not necessarily a power of 2 (§2.8.10.1, PACKED-DEV-D1)."""
     if not (isinstance(queue_size, int) and not isinstance(queue_size, bool)
             and 1 <= queue_size <= PACKED_MAX_SIZE):
         raise LayoutError(f"queue size {queue_size!r} is not in 1..{PACKED_MAX_SIZE} (§2.8)")
