@@ -211,12 +211,22 @@ class NotifiesKicks(Protocol):
 
 @runtime_checkable
 class GuestAgent(Protocol):
-    """A driver in a real guest whose agent allocates, frees and checks pages."""
+    """A driver in a real guest whose agent allocates, writes, frees and checks memory in the guest."""
 
-    def alloc(self, count: int) -> Any:
+    def alloc(self, name: str, pages: int) -> bool:
+        """Allocate ``pages`` pages in the guest, fill them with a known pattern, and call them ``name``."""
         ...
 
-    def free(self, pages: Any) -> Any:
+    def free(self, name: str) -> None:
+        """Free the pages called ``name``."""
+        ...
+
+    def verify(self) -> list[str]:
+        """The names whose pages no longer hold their pattern (a device changed memory it must not)."""
+        ...
+
+    def meminfo(self) -> dict[str, int]:
+        """MemTotal and MemFree as the guest sees them, in bytes."""
         ...
 
 
