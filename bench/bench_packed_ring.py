@@ -69,8 +69,8 @@ def main() -> None:
     print(f"{f'packed, queue size {QS}':<28}{kb:>16,.0f}")
     print(f"{f'packed, queue size {QS - 1}':<28}{k255b:>16,.0f}")
     print(f"packed/split ratio: {kb / sb:.3f}")
-    print(f"qsize={QS} split_ops_per_s={sb:.0f} packed_ops_per_s={kb:.0f} packed_{QS - 1}_ops_per_s={k255b:.0f} "
-          f"ratio={kb / sb:.3f}")
+    print(f"qsize={QS} split_ops_per_s={sb:.0f} packed_ops_per_s={kb:.0f} "
+          f"packed_{QS - 1}_ops_per_s={k255b:.0f} ratio={kb / sb:.3f}")
 
 
 if __name__ == "__main__":

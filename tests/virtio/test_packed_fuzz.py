@@ -26,7 +26,8 @@ addr_st = st.one_of(st.integers(TABLES, MEM - 1), st.sampled_from([0, MEM, MEM -
 len_st = st.one_of(st.integers(0, 64), st.sampled_from([16, 32, 48, 0xFFFFFFFF]), st.integers(0, 2**32 - 1))
 pack = lambda t: struct.pack("<QIHH", *t)  # noqa: E731
 plausible = st.tuples(st.integers(TABLES, MEM - 64), st.integers(0, 48), st.integers(0, 15),
-                      st.sampled_from([0, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE]))
+                      st.sampled_from([0, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+                                       VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE]))
 table_ref = st.tuples(st.just(TABLES), st.sampled_from([16, 32, 48, 64]), st.integers(0, 15),
                       st.just(VIRTQ_DESC_F_INDIRECT))
 # Mostly plausible descriptors, so deep paths run; then anything at all.

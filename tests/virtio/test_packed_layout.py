@@ -39,7 +39,8 @@ def test_event_suppress_bit_fields():
     raw = struct.pack("<HH", 0x1234 | 1 << 15, 0x2 | 0x5 << 2)
     e = L.PvirtqEventSuppress.from_buffer_copy(raw)
     assert (e.desc_event_off, e.desc_event_wrap, e.desc_event_flags, e.reserved) == (0x1234, 1, 2, 5)
-    assert L.PvirtqEventSuppress.desc_event_off.offset == 0 and L.PvirtqEventSuppress.desc_event_flags.offset == 2
+    E = L.PvirtqEventSuppress
+    assert E.desc_event_off.offset == E.desc_event_wrap.offset == 0 and E.desc_event_flags.offset == 2
     assert L.EVENT_FLAGS == 2 and L.EVENT_FMT.format == "<HH"
     mem = GuestMemory(16)
     mem.write(4, raw)

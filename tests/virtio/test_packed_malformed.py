@@ -12,8 +12,9 @@ from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.packed.device import PackedQueueDevice
 from refmodel.virtio.packed.driver import SCRUB_ID, IndirectArena, PackedQueueDriver
 from refmodel.virtio.packed.events import EventSuppress, pack_notification
-from refmodel.virtio.packed.layout import (PDESC_FMT, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-                                           VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE, avail_flags, place, used_flags)
+from refmodel.virtio.packed.layout import (PDESC_FMT, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT,
+                                           VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
+                                           avail_flags, place, used_flags)
 from refmodel.virtio.virtq import QueueAddresses
 
 QS = 4
@@ -185,7 +186,8 @@ def test_flag_other_than_write_inside_an_indirect_table(inner):
 
 
 @pytest.mark.verifies("PACKED-DRV-D4")
-@pytest.mark.parametrize("addr, length", [(MEM, 1), (MEM - 8, 16), (2**64 - 8, 16), (0xFFFFFFFFFFFFF000, 0x2000)])
+@pytest.mark.parametrize("addr, length", [(MEM, 1), (MEM - 8, 16), (2**64 - 8, 16),
+                                          (0xFFFFFFFFFFFFF000, 0x2000)])
 def test_element_outside_guest_memory_or_wrapping(addr, length):
     mem, a, drv, dev = pair()
     desc(mem, a, 0, addr, length, A)
@@ -269,7 +271,8 @@ def test_misplaced_parts():
 @pytest.mark.verifies("PACKED-DRV-D8")
 @pytest.mark.parametrize("event_idx, flags, off, why", [
     (False, 0x3, 0, "reserved"), (True, 0x3, 0, "reserved"), (False, 0x2, 0, "without VIRTIO_F_EVENT_IDX"),
-    (True, 0x2 | 0x4, 0, "reserved flag bits"), (True, 0x2, QS, "outside a ring"), (False, 0x1 | 0x8000, 0, "reserved"),
+    (True, 0x2 | 0x4, 0, "reserved flag bits"), (True, 0x2, QS, "outside a ring"),
+    (False, 0x1 | 0x8000, 0, "reserved"),
 ])
 def test_bad_driver_event_suppression(event_idx, flags, off, why):
     mem, a, drv, dev, buf_id, chain = used_one(event_idx=event_idx)
@@ -318,8 +321,8 @@ def test_device_ignores_table_ids_and_write_on_the_indirect_descriptor():
     desc(mem, a, 1, BUF + 16, 8, VIRTQ_DESC_F_WRITE, buf_id=0x1234, table=TABLE)
     desc(mem, a, 0, TABLE, 32, A | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE, buf_id=3)
     c = dev.pop()
-    assert (c.head, c.indirect, [(b.addr, b.len) for b in c.readable], [(b.addr, b.len) for b in c.writable]) == \
-        (3, True, [(BUF, 16)], [(BUF + 16, 8)])
+    got = (c.head, c.indirect, [(b.addr, b.len) for b in c.readable], [(b.addr, b.len) for b in c.writable])
+    assert got == (3, True, [(BUF, 16)], [(BUF + 16, 8)])
 
 
 @pytest.mark.verifies("PACKED-DEV-D12")

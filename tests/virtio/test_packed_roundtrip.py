@@ -38,7 +38,8 @@ class PackedRingRoundTrip(RuleBasedStateMachine):
                 laps=st.integers(0, 5), back=st.integers(0, 3))
     def setup(self, qs, event_idx, indirect, in_order, laps, back):
         start = max(0, laps * qs - back)  # a few descriptors before a wrap, or at one
-        note(f"queue size {qs}, event_idx={event_idx}, indirect={indirect}, in_order={in_order}, start {start}")
+        note(f"queue size {qs}, event_idx={event_idx}, indirect={indirect}, in_order={in_order}, "
+             f"start {start}")
         self.mem = GuestMemory(1 << 20)
         self.a = place(0x1000, qs)
         self.qs, self.event_idx, self.indirect, self.in_order = qs, event_idx, indirect, in_order
@@ -77,7 +78,8 @@ class PackedRingRoundTrip(RuleBasedStateMachine):
         except QueueFull:
             note("queue full")
             return
-        note(f"add token {tok} as ID {buf_id}: {len(readable)} readable, {n_write} writable, indirect={indirect}")
+        note(f"add token {tok} as ID {buf_id}: {len(readable)} readable, {n_write} writable, "
+             f"indirect={indirect}")
         assert buf_id not in self.added
         self.added[buf_id] = (tok, readable, writable, payload)
         self.pending.append(buf_id)
@@ -130,8 +132,8 @@ class PackedRingRoundTrip(RuleBasedStateMachine):
     def round_trip(self, count, data):
         """Add ``count`` lists, publish, pop them all, use them (in a drawn order), harvest: laps go fast."""
         for _ in range(count):
-            self.add(data.draw(st.integers(0, 3), label="n_read"), data.draw(st.integers(0, 2), label="n_write"),
-                     data.draw(st.booleans(), label="indirect"), data)
+            shape = data.draw(st.tuples(st.integers(0, 3), st.integers(0, 2), st.booleans()), label="shape")
+            self.add(*shape, data)
         self.publish()
         while self.published:
             self.pop()
@@ -210,8 +212,9 @@ def test_many_wraps_with_full_rings(qs, in_order):
         while True:
             n = 1 + (tok % 3) % qs if qs > 1 else 1
             try:
-                bid = drv.add([(DATA + 16 * (tok % 64), 16)] * (n - 1 if n > 1 else 1),
-                              [(OUT + 16 * (tok % 64), 16)] if n > 1 else [], token=tok, indirect=tok % 5 == 0)
+                readable = [(DATA + 16 * (tok % 64), 16)] * max(n - 1, 1)
+                writable = [(OUT + 16 * (tok % 64), 16)] if n > 1 else []
+                bid = drv.add(readable, writable, token=tok, indirect=tok % 5 == 0)
             except QueueFull:
                 break
             added[bid] = tok

@@ -1,1 +1,1 @@
-"""The packed virtqueue (§2.8): byte layout and ring arithmetic, event suppression, driver side and device side."""
+"""The packed virtqueue (§2.8): layout and ring arithmetic, event suppression, driver side and device side."""

@@ -31,10 +31,10 @@ from __future__ import annotations
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation, Sticky, guarded
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.packed.events import EventSuppress, unpack_notification
-from refmodel.virtio.packed.layout import (EVENT_SUPPRESS_SIZE, PDESC_BODY_FMT, PDESC_FMT, PVIRTQ_DESC_SIZE,
-                                           VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-                                           VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE, check_queue_size, misalignment,
-                                           outside, used_flags, wrap_of)
+from refmodel.virtio.packed.layout import (DESC_FLAGS, EVENT_SUPPRESS_SIZE, PDESC_BODY_FMT, PDESC_FMT,
+                                           PVIRTQ_DESC_SIZE, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT,
+                                           VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
+                                           check_queue_size, misalignment, outside, used_flags, wrap_of)
 from refmodel.virtio.virtq import Buffer, Chain, QueueAddresses
 
 #: PACKED-DRV-D13 (AMB-PACKED-CHAIN-BYTES): the split ring's bound on a buffer's total length.
@@ -82,7 +82,7 @@ class PackedQueueDevice(Sticky):
 
     @property
     def next_avail(self) -> int:
-        """The position polled next; its offset is ``% queue_size``, its Driver Ring Wrap Counter :func:`wrap_of`."""
+        """The position polled next: offset ``% queue_size``, Driver Ring Wrap Counter :func:`wrap_of`."""
         return self._avail
 
     @property
@@ -119,7 +119,7 @@ class PackedQueueDevice(Sticky):
             return None
         chain, ndesc = got
         if chain.head in self._in_flight:
-            raise PeerSpecViolation("PACKED-DRV-D5", f"Buffer ID {chain.head} made available while still in flight")
+            raise PeerSpecViolation("PACKED-DRV-D5", f"Buffer ID {chain.head} made available while in flight")
         if self.check_driver_writes:
             for pos in range(self._avail, self._avail + ndesc):
                 self._popped[pos] = self.mem.read(self._slot(pos), PVIRTQ_DESC_SIZE)
@@ -152,23 +152,24 @@ class PackedQueueDevice(Sticky):
             if avail != wrap and not ndesc:  # not made available in this lap
                 return None
             if pos >= limit:  # the slot still holds a descriptor in flight
-                raise PeerSpecViolation("PACKED-DRV-10", f"the list from offset {first % qs} runs into offset "
-                                        f"{pos % qs}, still in flight ({self._avail - self._used} descriptors "
-                                        "in flight)")
+                raise PeerSpecViolation("PACKED-DRV-10", f"the list from offset {first % qs} runs into "
+                                        f"offset {pos % qs}, still in flight "
+                                        f"({self._avail - self._used} descriptors in flight)")
             if avail != wrap:
-                raise PeerSpecViolation("PACKED-DRV-11", f"the list from offset {first % qs} is available but "
-                                        f"its descriptor {ndesc} (offset {pos % qs}) is not")
+                raise PeerSpecViolation("PACKED-DRV-11", f"the list from offset {first % qs} is available "
+                                        f"but its descriptor {ndesc} (offset {pos % qs}) is not")
             if used == wrap:
-                raise PeerSpecViolation("PACKED-DRV-D2", f"descriptor at offset {pos % qs} has AVAIL and USED "
-                                        f"both {int(wrap)}, the Driver Ring Wrap Counter: it looks used")
+                raise PeerSpecViolation("PACKED-DRV-D2", f"descriptor at offset {pos % qs} has AVAIL and "
+                                        f"USED both {int(wrap)}, the Driver Ring Wrap Counter: it looks used")
             ndesc += 1
             pos += 1
             if flags & VIRTQ_DESC_F_INDIRECT:
                 if not self.indirect_desc:
-                    raise PeerSpecViolation("PACKED-DRV-12", f"descriptor at offset {(pos - 1) % qs} sets INDIRECT")
+                    raise PeerSpecViolation("PACKED-DRV-12", f"descriptor at offset {(pos - 1) % qs} sets "
+                                            "INDIRECT")
                 if flags & VIRTQ_DESC_F_NEXT or ndesc > 1:
-                    raise PeerSpecViolation("PACKED-DRV-15", f"descriptor at offset {(pos - 1) % qs} sets INDIRECT "
-                                            "in a list linked by NEXT")
+                    raise PeerSpecViolation("PACKED-DRV-15", f"descriptor at offset {(pos - 1) % qs} sets "
+                                            "INDIRECT in a list linked by NEXT")
                 # PACKED-DEV-D6: WRITE on this descriptor is ignored.
                 self._walk_table_untrusted(addr, length, readable, writable)
                 return Chain(buf_id, tuple(readable), tuple(writable), True), ndesc
@@ -185,22 +186,26 @@ class PackedQueueDevice(Sticky):
             raise PeerSpecViolation("PACKED-DRV-D7", f"indirect table len {length}")
         count = length // PVIRTQ_DESC_SIZE
         if count > qs:
-            raise PeerSpecViolation("PACKED-DRV-14", f"indirect table of {count} descriptors, queue size {qs}")
+            raise PeerSpecViolation("PACKED-DRV-14", f"indirect table of {count} descriptors, "
+                                    f"queue size {qs}")
         if not mem.contains(table, length):
-            raise PeerSpecViolation("PACKED-DRV-D4", f"indirect table [{table:#x}, +{length}) is not in guest memory")
+            raise PeerSpecViolation("PACKED-DRV-D4", f"indirect table [{table:#x}, +{length}) is not in "
+                                    "guest memory")
         total = 0
         for i in range(count):
             # PACKED-DEV-D5: the Buffer ID here is ignored; every entry belongs to the list, in order.
             addr, elen, _, flags = mem.unpack(PDESC_FMT, table + PVIRTQ_DESC_SIZE * i)
             if flags & ~VIRTQ_DESC_F_WRITE:
-                raise PeerSpecViolation("PACKED-DRV-13", f"indirect table entry {i} has flags {flags:#x}: only "
-                                        "WRITE is allowed (AMB-PACKED-INDIRECT-RESERVED)")
-            total = self._element_untrusted(addr, elen, flags, readable, writable, total, f"indirect table entry {i}")
+                raise PeerSpecViolation("PACKED-DRV-13", f"indirect table entry {i} has flags {flags:#x}: "
+                                        "only WRITE is allowed (AMB-PACKED-INDIRECT-RESERVED)")
+            total = self._element_untrusted(addr, elen, flags, readable, writable, total,
+                                            f"indirect table entry {i}")
 
     @staticmethod
     def _check_element(mem: GuestMemory, addr: int, length: int, where: str) -> None:
         if not mem.contains(addr, length):
-            raise PeerSpecViolation("PACKED-DRV-D4", f"{where}: element [{addr:#x}, +{length}) is not in guest memory")
+            raise PeerSpecViolation("PACKED-DRV-D4", f"{where}: element [{addr:#x}, +{length}) is not in "
+                                    "guest memory")
 
     def _element_untrusted(self, addr: int, length: int, flags: int, readable: list[Buffer],
                            writable: list[Buffer], total: int, where: str) -> int:
@@ -219,7 +224,8 @@ class PackedQueueDevice(Sticky):
 
     def _check_device_area(self) -> None:
         if self.mem.read(self.addrs.used, EVENT_SUPPRESS_SIZE) != self._device_event:
-            raise PeerSpecViolation("PACKED-DRV-D9", "the driver wrote the Device Event Suppression structure")
+            raise PeerSpecViolation("PACKED-DRV-D9", "the driver wrote the Device Event Suppression "
+                                    "structure")
 
     # -- used descriptors -------------------------------------------------------------------------------
     @guarded
@@ -231,7 +237,8 @@ class PackedQueueDevice(Sticky):
             raise LocalSpecViolation("PACKED-DEV-D4", f"Buffer ID {head} is not in flight")
         chain, ndesc = entry
         if not 0 <= length <= chain.writable_len:
-            raise LocalSpecViolation("PACKED-DEV-D3", f"used len {length}, {chain.writable_len} writable bytes")
+            raise LocalSpecViolation("PACKED-DEV-D3", f"used len {length}, {chain.writable_len} writable "
+                                     "bytes")
         if self.check_driver_writes:
             self._check_driver_left_alone(ndesc)
         del self._in_flight[head]
@@ -256,7 +263,7 @@ class PackedQueueDevice(Sticky):
         slot = self._slot(pos)
         self.mem.pack(PDESC_BODY_FMT, slot, 0, length, buf_id)  # §2.8.4: addr is unused
         flags = used_flags(wrap_of(pos, self.queue_size)) | (VIRTQ_DESC_F_WRITE if length else 0)
-        self.mem.write_u16(slot + 14, flags)
+        self.mem.write_u16(slot + DESC_FLAGS, flags)
 
     # -- notifications (§2.8.10) ------------------------------------------------------------------------
     @guarded
@@ -298,7 +305,8 @@ class PackedQueueDevice(Sticky):
         lists available now to find where the driver's next descriptor goes."""
         got_vqn, off, wrap = unpack_notification(data)
         if got_vqn != vqn:
-            raise PeerSpecViolation("PACKED-DRV-D14", f"notification data names queue {got_vqn}, sent for {vqn}")
+            raise PeerSpecViolation("PACKED-DRV-D14", f"notification data names queue {got_vqn}, sent "
+                                    f"for {vqn}")
         pos = self._avail
         while (got := self.walk_untrusted(pos)) is not None:
             pos += got[1]

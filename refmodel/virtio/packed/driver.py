@@ -26,9 +26,9 @@ from refmodel.virtio.packed.device import MAX_BUFFER_BYTES
 from refmodel.virtio.packed.events import EventSuppress, pack_notification
 from refmodel.virtio.packed.layout import (DESC_FLAGS, EVENT_SUPPRESS_SIZE, PDESC_BODY_FMT, PDESC_FMT,
                                            PVIRTQ_DESC_SIZE, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT,
-                                           VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE, avail_flags,
-                                           check_queue_size, desc_ring_size, misalignment, outside, used_flags,
-                                           wrap_of)
+                                           VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
+                                           avail_flags, check_queue_size, desc_ring_size, misalignment,
+                                           outside, used_flags, wrap_of)
 from refmodel.virtio.split.driver import IndirectArena, QueueFull
 from refmodel.virtio.virtq import QueueAddresses, UsedBuffer
 
@@ -114,7 +114,7 @@ class PackedQueueDriver(Sticky):
 
     @property
     def last_kick_idx(self) -> int:
-        """The published position at the last notification (:meth:`notify_needed` deciding to, or :meth:`kicked`)."""
+        """The published position at the last notification (:meth:`notify_needed` or :meth:`kicked`)."""
         return self._last_kick
 
     @property
@@ -180,7 +180,8 @@ class PackedQueueDriver(Sticky):
             ind = (table, nbytes)
             ring = [(table, nbytes, VIRTQ_DESC_F_INDIRECT | (VIRTQ_DESC_F_WRITE if table_write_flag else 0))]
         else:
-            ring = [(a, n, f | (VIRTQ_DESC_F_NEXT if i + 1 < len(bufs) else 0)) for i, (a, n, f) in enumerate(bufs)]
+            ring = [(a, n, f | (VIRTQ_DESC_F_NEXT if i + 1 < len(bufs) else 0))
+                    for i, (a, n, f) in enumerate(bufs)]
         buf_id = self._free_ids.pop()
         start = self._next_avail
         if self.check_device_writes:
@@ -213,12 +214,12 @@ class PackedQueueDriver(Sticky):
             off = pos % self.queue_size
             was = self._harvested.pop(off, None)
             if was is not None and self.mem.read(self._slot(pos), PVIRTQ_DESC_SIZE) != was:
-                raise PeerSpecViolation("PACKED-DEV-7", f"the device changed the used descriptor at offset {off} "
-                                        "after marking it used")
+                raise PeerSpecViolation("PACKED-DEV-7", f"the device changed the used descriptor at offset "
+                                        f"{off} after marking it used")
 
     @guarded
     def publish(self) -> bool:
-        """Expose the pending lists by writing the batch's first flags (§2.8.21.1); return whether to notify."""
+        """Expose the pending lists: write the batch's first flags (§2.8.21.1). Returns whether to notify."""
         if self._deferred is not None:
             self.mem.write_u16(*self._deferred)
             self._deferred = None
@@ -250,7 +251,8 @@ class PackedQueueDriver(Sticky):
 
     def notification_data(self, vqn: int) -> int:
         """The le32 a notification carries with VIRTIO_F_NOTIFICATION_DATA (§2.9, PACKED-DRV-4)."""
-        return pack_notification(vqn, self._published % self.queue_size, wrap_of(self._published, self.queue_size))
+        pos, qs = self._published, self.queue_size
+        return pack_notification(vqn, pos % qs, wrap_of(pos, qs))
 
     # -- used buffers (§2.8.22) -------------------------------------------------------------------------
     @guarded
@@ -258,7 +260,8 @@ class PackedQueueDriver(Sticky):
         """Collect every buffer the device has returned since the last call, in ring order."""
         mem, qs = self.mem, self.queue_size
         if self.check_device_writes and mem.read(self.addrs.avail, EVENT_SUPPRESS_SIZE) != self._driver_event:
-            raise PeerSpecViolation("PACKED-DEV-D9", "the device wrote the Driver Event Suppression structure")
+            raise PeerSpecViolation("PACKED-DEV-D9", "the device wrote the Driver Event Suppression "
+                                    "structure")
         out = []
         while self._used < self._published:  # something published is in flight
             slot = self._slot(self._used)
@@ -268,8 +271,9 @@ class PackedQueueDriver(Sticky):
             if used != wrap:
                 if avail == wrap:  # still as the driver made it available
                     break
-                raise PeerSpecViolation("PACKED-DEV-D2", f"descriptor at offset {self._used % qs}, in flight, "
-                                        f"has flags {flags:#x}: neither available nor used in lap wrap={wrap}")
+                raise PeerSpecViolation("PACKED-DEV-D2", f"descriptor at offset {self._used % qs}, in "
+                                        f"flight, has flags {flags:#x}: neither available nor used in the "
+                                        f"lap with wrap counter {wrap}")
             if avail != used:
                 raise PeerSpecViolation("PACKED-DEV-D2", f"used descriptor at offset {self._used % qs} has "
                                         f"USED {int(used)} but AVAIL {int(avail)}")
@@ -283,7 +287,8 @@ class PackedQueueDriver(Sticky):
             for addr, data, req in inf.snapshot or ():
                 if mem.read(addr, len(data)) != data:
                     what = "indirect table" if req == "PACKED-DEV-D7" else "device-readable buffer"
-                    raise PeerSpecViolation(req, f"the device wrote the {what} at {addr:#x} of Buffer ID {buf_id}")
+                    raise PeerSpecViolation(req, f"the device wrote the {what} at {addr:#x} of Buffer ID "
+                                            f"{buf_id}")
             if self.check_device_writes:
                 self._harvested[self._used % qs] = mem.read(slot, PVIRTQ_DESC_SIZE)
             del self._in_flight[buf_id]
@@ -302,14 +307,14 @@ class PackedQueueDriver(Sticky):
                                     "its Buffer ID was written")
         inf = self._in_flight.get(buf_id)
         if inf is None:
-            raise PeerSpecViolation("PACKED-DEV-D4", f"used descriptor at offset {off} names Buffer ID {buf_id}, "
-                                    "not in flight")
+            raise PeerSpecViolation("PACKED-DEV-D4", f"used descriptor at offset {off} names Buffer ID "
+                                    f"{buf_id}, not in flight")
         if buf_id in self._pending:
             if buf_id == self._pending[0]:
                 raise PeerSpecViolation("PACKED-DEV-6", f"Buffer ID {buf_id} used before the driver made its "
                                         "first descriptor available")
-            raise PeerSpecViolation("PACKED-DEV-1", f"Buffer ID {buf_id} used, but it sits behind a descriptor "
-                                    "not yet available: the device left ring order")
+            raise PeerSpecViolation("PACKED-DEV-1", f"Buffer ID {buf_id} used, but it sits behind a "
+                                    "descriptor not yet available: the device left ring order")
         return inf
 
     # -- used buffer notification suppression (§2.8.10) -------------------------------------------------

@@ -11,16 +11,16 @@ from __future__ import annotations
 import attrs
 
 from refmodel.virtio.memory import GuestMemory
-from refmodel.virtio.packed.layout import (EVENT_FMT, EVENT_OFF_MASK, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
-                                           RING_EVENT_FLAGS_ENABLE, RING_EVENT_FLAGS_RESERVED, pack_off_wrap,
-                                           unpack_off_wrap, wrap_of)
+from refmodel.virtio.packed.layout import (EVENT_FMT, EVENT_OFF_MASK, RING_EVENT_FLAGS_DESC,
+                                           RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
+                                           RING_EVENT_FLAGS_RESERVED, pack_off_wrap, unpack_off_wrap, wrap_of)
 
 _FLAG_NAMES = {RING_EVENT_FLAGS_ENABLE: "ENABLE", RING_EVENT_FLAGS_DISABLE: "DISABLE",
                RING_EVENT_FLAGS_DESC: "DESC", RING_EVENT_FLAGS_RESERVED: "reserved 0x3"}
 
 
 def need_event(off: int, wrap: int, old: int, new: int, queue_size: int) -> bool:
-    """Whether the position (``off``, ``wrap``) is among positions ``old .. new - 1`` (AMB-PACKED-EVENT-WINDOW).
+    """Whether position (``off``, ``wrap``) is among ``old .. new - 1`` (AMB-PACKED-EVENT-WINDOW).
 
     The pair recurs every ``2 * queue_size`` positions, so a window that long holds it for sure.
     """
@@ -50,7 +50,8 @@ class EventSuppress:
         return cls(flags & 3, off, wrap, flags >> 2)
 
     def write(self, mem: GuestMemory, addr: int) -> None:
-        mem.pack(EVENT_FMT, addr, pack_off_wrap(self.off, self.wrap), self.flags | self.reserved << 2, align=4)
+        flags = self.flags | self.reserved << 2
+        mem.pack(EVENT_FMT, addr, pack_off_wrap(self.off, self.wrap), flags, align=4)
 
     @classmethod
     def enable(cls) -> EventSuppress:
@@ -89,7 +90,8 @@ class EventSuppress:
     def __str__(self) -> str:
         name = _FLAG_NAMES[self.flags]
         extra = f" at offset {self.off} wrap {self.wrap}" if self.flags == RING_EVENT_FLAGS_DESC else ""
-        return f"RING_EVENT_FLAGS_{name}{extra}" + (f" (reserved bits {self.reserved:#x})" if self.reserved else "")
+        bits = f" (reserved bits {self.reserved:#x})" if self.reserved else ""
+        return f"RING_EVENT_FLAGS_{name}{extra}{bits}"
 
 
 # §2.9 with VIRTIO_F_NOTIFICATION_DATA: le32 { vqn : 16; next_off : 15; next_wrap : 1; }

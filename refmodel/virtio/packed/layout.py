@@ -95,7 +95,7 @@ def used_flags(wrap: int) -> int:
 
 
 def pack_off_wrap(off: int, wrap: int) -> int:
-    """The le16 of ``desc_event_off``/``desc_event_wrap`` (§2.8.14), also ``next_off``/``next_wrap`` (§2.9)."""
+    """The le16 of ``desc_event_off``/``desc_event_wrap`` (§2.8.14), or ``next_off``/``next_wrap`` (§2.9)."""
     return (off & EVENT_OFF_MASK) | (wrap & 1) << EVENT_WRAP_SHIFT
 
 
