@@ -42,7 +42,9 @@ from conformance.registry import DutError
 
 ABI_VERSION = 1
 E_QUEUE, E_PANIC, E_ARG = -1, -2, -3
-MAX_DESCS = 4096  # virtio-queue follows an indirect table of up to 65535 entries; ours hold a few
+#: The most descriptors virtio-queue's chain iterator yields: a direct chain as long as the largest queue
+#: (32768), then an indirect table of up to 65535 entries.
+MAX_DESCS = 0x8000 + 0xFFFF
 
 P = ctypes.c_void_p
 u8, u16_t, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -95,6 +97,12 @@ def load(version: str) -> ctypes.CDLL:
     return lib
 
 
+@functools.cache
+def _descs() -> ctypes.Array[VqDesc]:
+    """One buffer for every queue's popped chain (1.5 MiB; the calls never overlap)."""
+    return (VqDesc * MAX_DESCS)()
+
+
 def _fits(name: str, value: int, bits: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << bits:
         raise ValueError(f"{name}={value!r} does not fit {bits} bits")
@@ -112,7 +120,7 @@ class RustVmmQueue:
         self.mem, self.addrs, self.queue_size = mem, addrs, queue_size  # mem: the shim points into it
         self.event_idx, self.indirect_desc = event_idx, indirect_desc
         self._err = ctypes.create_string_buffer(512)
-        self._descs = (VqDesc * MAX_DESCS)()
+        self._descs = _descs()
         handle = P()
         rc = lib.vq_new(mem.host_pointer(), mem.size, mem.base, _fits("queue_size", queue_size, 16), addrs.desc,
                         addrs.avail, addrs.used, int(event_idx), _fits("start_idx", u16(start_idx), 16),
@@ -120,7 +128,7 @@ class RustVmmQueue:
         if rc < 0:
             name, msg = self._message()
             if rc == E_QUEUE and name in SETUP_ERRORS:
-                raise PeerSpecViolation(SETUP_ERRORS[name], f"virtio-queue {version}: {msg}")
+                raise PeerSpecViolation(SETUP_ERRORS[name], f"virtio-queue {RELEASES[version].crate}: {msg}")
             raise RustVmmError(f"vq_new: {msg}")
         self._handle: ctypes.c_void_p | None = handle
 
