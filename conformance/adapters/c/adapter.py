@@ -11,10 +11,12 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from refmodel.capabilities import Capability
-from refmodel.virtio.transport import Interrupts
+from refmodel.system.guest_os import GuestOS
 from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.transport import Interrupts, Transport
 from refmodel.virtio.virtq import QueueAddresses
 
 ABI_VERSION = 1
@@ -88,8 +90,9 @@ def _range(name: str, value: int, bits: int) -> int:
 class CDevice:
     """A C device behind the same calls as the reference device (see DeviceUnderTest)."""
 
-    capabilities = frozenset({Capability.HINTING, Capability.HINT_STOP, Capability.HINTED_PAGES,
-                              Capability.PER_QUEUE_INTERRUPTS})
+    #: request_stats() is there for a library that has it, but no host_stats(): no STATS.
+    capabilities: frozenset[Capability] = frozenset({
+        Capability.HINTING, Capability.HINT_STOP, Capability.HINTED_PAGES, Capability.PER_QUEUE_INTERRUPTS})
 
     def __init__(self, lib: ctypes.CDLL, mem: GuestMemory) -> None:
         self._lib, self.mem = lib, mem
@@ -134,9 +137,10 @@ class CDevice:
     def queue_max_size(self, index: int) -> int:
         return self._ok("vc_queue_max_size", self._lib.vc_queue_max_size(self._dev, _range("index", index, 16)))
 
-    def enable_queue(self, index: int, size: int, addrs: object) -> None:
-        self._ok("vc_enable_queue", self._lib.vc_enable_queue(self._dev, index, size, addrs.desc,  # type: ignore
-                                                              addrs.avail, addrs.used))  # type: ignore
+    def enable_queue(self, index: int, size: int, addrs: QueueAddresses) -> None:
+        self._ok("vc_enable_queue", self._lib.vc_enable_queue(
+            self._dev, _range("index", index, 16), _range("size", size, 16), _range("desc", addrs.desc, 64),
+            _range("avail", addrs.avail, 64), _range("used", addrs.used, 64)))
 
     def notify(self, index: int) -> None:
         self._ok("vc_notify", self._lib.vc_notify(self._dev, _range("index", index, 16)))
@@ -178,7 +182,8 @@ def device_factory(path: str | Path) -> Callable[[GuestMemory], CDevice]:
 
 # -- drivers under test ---------------------------------------------------------------------------------
 CB = ctypes.CFUNCTYPE
-_CALLBACKS = [  # (field, restype, argtypes) of struct vc_transport after ctx, in order
+#: (field, restype, argtypes) of struct vc_transport after ctx, in order.
+_CALLBACKS: list[tuple[str, Any, list[Any]]] = [
     ("read_device_features", u64, []), ("write_driver_features", None, [u64]), ("read_status", u8, []),
     ("write_status", None, [u8]), ("read_config", u32, [u32, u32]), ("write_config", None, [u32, u32, u32]),
     ("queue_max_size", u16, [u16]), ("enable_queue", None, [u16, u16, u64, u64, u64]),
@@ -208,7 +213,7 @@ class CDriver:
     """A C driver behind the same calls as the reference driver. Callbacks into the reference device
     cannot raise through C: the first exception is kept and raised when the C call returns."""
 
-    capabilities = frozenset()
+    capabilities: frozenset[Capability] = frozenset()
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         self._lib = lib
@@ -243,21 +248,22 @@ class CDriver:
             raise CDeviceError(f"{name} returned {rc}")
         return rc
 
-    def probe(self, dev: object, os: object) -> bool:
-        mem = os.mem  # type: ignore[attr-defined]
+    def probe(self, device: Transport, guest: GuestOS) -> bool:
+        mem = guest.mem
 
         def alloc_page() -> int:
-            p = os.alloc_page()  # type: ignore[attr-defined]
+            p = guest.alloc_page()
             return -1 if p is None else p
 
-        fns = {
-            "read_device_features": (dev.read_device_features, 0), "write_driver_features": (dev.write_driver_features, None),  # type: ignore[attr-defined]
-            "read_status": (dev.read_status, 0), "write_status": (dev.write_status, None),  # type: ignore[attr-defined]
-            "read_config": (dev.read_config, 0), "write_config": (dev.write_config, None),  # type: ignore[attr-defined]
-            "queue_max_size": (dev.queue_max_size, 0),  # type: ignore[attr-defined]
-            "enable_queue": (lambda i, n, d, a, u: dev.enable_queue(i, n, QueueAddresses(d, a, u)), None),  # type: ignore[attr-defined]
-            "notify": (dev.notify, None), "alloc_pages": (lambda n: os.alloc_contiguous(n), -1),  # type: ignore[attr-defined]
-            "alloc_page": (alloc_page, -1), "free_page": (lambda p: os.free_page(p), None),  # type: ignore[attr-defined]
+        fns: dict[str, tuple[Callable[..., object], object]] = {
+            "read_device_features": (device.read_device_features, 0),
+            "write_driver_features": (device.write_driver_features, None),
+            "read_status": (device.read_status, 0), "write_status": (device.write_status, None),
+            "read_config": (device.read_config, 0), "write_config": (device.write_config, None),
+            "queue_max_size": (device.queue_max_size, 0),
+            "enable_queue": (lambda i, n, d, a, u: device.enable_queue(i, n, QueueAddresses(d, a, u)), None),
+            "notify": (device.notify, None), "alloc_pages": (guest.alloc_contiguous, -1),
+            "alloc_page": (alloc_page, -1), "free_page": (guest.free_page, None),
         }
         self._transport = VcTransport(None, *(self._cb(n, *fns[n]) for n, _, _ in _CALLBACKS))
         return bool(self._c(self._lib.vc_driver_probe(self._drv, ctypes.byref(self._transport), mem.host_pointer(),

@@ -13,13 +13,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 
 from refmodel.capabilities import Capability
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.memory import GuestMemory
 
 from conformance.harness import ImplementationError
+from conformance.interface import DeviceUnderTest
 from conformance.adapters.vhost_user.backend import VhostUserBackend
 from conformance.adapters.vhost_user.protocol import DEFAULT_PROTOCOL_FEATURES
 from conformance.adapters.linux.guest import UML_BINARY, Guest, GuestError, Reply
@@ -47,17 +47,18 @@ class LinuxDriver:
         self.driver_name = ""
 
     # -- lifetime ------------------------------------------------------------------------------------
-    def start(self, offered: int, device_factory: Callable[[GuestMemory], Any], *, init_on_free: bool = False,
-              protocol_features: int = DEFAULT_PROTOCOL_FEATURES) -> str:
+    def start(self, offered: int, device_factory: Callable[[GuestMemory], DeviceUnderTest], *,
+              init_on_free: bool = False, protocol_features: int = DEFAULT_PROTOCOL_FEATURES) -> str:
         """Boot the guest with a backend offering ``offered``; returns the kernel release."""
         sock = os.path.join(self.workdir, "balloon.sock")
         self.backend = VhostUserBackend(sock, offered, device_factory, protocol_features=protocol_features)
         try:
-            self.guest = Guest(self.workdir, sock, mem_mib=self.mem_mib, init_on_free=init_on_free, uml=self.uml)
+            self.guest = guest = Guest(self.workdir, sock, mem_mib=self.mem_mib, init_on_free=init_on_free,
+                                       uml=self.uml)
         except GuestError as e:
             raise ImplementationError("start", str(e)) from None
-        self._pump(lambda: self.guest.ready_release is not None, self.boot_timeout, "boot")
-        return self.guest.ready_release or ""
+        self._pump(lambda: guest.ready_release is not None, self.boot_timeout, "boot")
+        return guest.ready_release or ""
 
     def close(self) -> None:
         if self.guest is not None:

@@ -29,6 +29,7 @@ from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.virtq import QueueAddresses
 
+from conformance.interface import DeviceUnderTest
 from conformance.adapters.vhost_user import protocol as P
 from conformance.adapters.vhost_user.protocol import VhostUserProtocolError
 
@@ -54,7 +55,7 @@ class VhostUserBackend:
     lets the device consume every kicked queue at once and delivers its interrupts, as a VMM would.
     """
 
-    def __init__(self, path: str, offered: int, device_factory: Callable[[GuestMemory], Any], *,
+    def __init__(self, path: str, offered: int, device_factory: Callable[[GuestMemory], DeviceUnderTest], *,
                  protocol_features: int = P.DEFAULT_PROTOCOL_FEATURES, autorun: bool = True,
                  trace_len: int = 400) -> None:
         self.path = path
@@ -74,7 +75,7 @@ class VhostUserBackend:
         self.regions: list[P.MemRegion] = []
         self._maps: list[mmap.mmap] = []
         self.mem: GuestMemory | None = None
-        self.device: Any = None
+        self.device: Any = None  # a DeviceUnderTest; its error, name_of, queues, config are read if there
         self.ready = False  # DRIVER_OK given to the device
         self.pending_kicks: list[int] = []
         self.kicks: collections.Counter[int] = collections.Counter()

@@ -1,0 +1,201 @@
+"""Checked by mypy, never run (see test_typing.py): each implementation this project ships satisfies the
+Protocol of its role and of every capability it declares.
+
+Each function returns its implementations as the Protocol they must satisfy, so mypy names the class
+and the member that does not fit. A class's role and capabilities are one combined Protocol below;
+test_typing.py checks that these cover every mutant and what each class declares.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Protocol
+
+from conformance.adapters.c.adapter import CDevice, CDriver, device_factory, driver_factory
+from conformance.adapters.linux.adapter import LinuxDriver
+from conformance.adapters.qemu.device import QemuBalloon, QemuFactory
+from conformance.adapters.qemu.process import QemuProcess
+from conformance.adapters.qemu.virtio_pci import VirtioCaps
+from conformance.adapters.vhost_user.backend import VhostUserBackend
+from conformance.adapters.rust_vmm.adapter import RustVmmQueue
+from conformance.interface import (
+    DeclaresNumbering, DeviceQueueUnderTest, DeviceUnderTest, DriverOom, DriverQueueUnderTest,
+    DriverReporting, DriverUnderTest, GuestAgent, HintedPages, HintStop, HostHinting, HostStats,
+    NotifiesKicks, OwnsGuestMemory, PerQueueInterrupts, VmmFactory,
+)
+from conformance.mutants import device as dm
+from conformance.mutants import driver as rm
+from conformance.mutants import virtq as qm
+from refmodel.balloon.device import BalloonDevice
+from refmodel.balloon.driver import BalloonDriver
+from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.driver import SplitQueueDriver
+from refmodel.virtio.virtq import QueueAddresses
+
+
+# -- what each kind of class declares ------------------------------------------------------------------------
+class ReferenceDevice(DeviceUnderTest, HostHinting, HintStop, HintedPages, HostStats,
+                      PerQueueInterrupts, DeclaresNumbering, Protocol):
+    """BalloonDevice, and the device mutants, which inherit its capabilities."""
+
+
+class ReferenceDriver(DriverUnderTest, DriverReporting, DriverOom, DeclaresNumbering, Protocol):
+    """BalloonDriver, and the driver mutants."""
+
+
+class KickingDriverQueue(DriverQueueUnderTest, NotifiesKicks, Protocol):
+    """SplitQueueDriver: it has kicked(), which the virtqueue machine calls when present."""
+
+
+class CDeviceCaps(DeviceUnderTest, HostHinting, HintStop, HintedPages, PerQueueInterrupts, Protocol):
+    """CDevice: request_stats() without host_stats(), so no STATS."""
+
+
+class QemuDevice(DeviceUnderTest, HostHinting, HostStats, OwnsGuestMemory, Protocol):
+    """QemuBalloon: HINTING always, STATS when the factory is asked for it; QEMU's RAM is the guest's."""
+
+
+class GuestDriverUnderTest(GuestAgent, Protocol):
+    """What LinuxDriverConformance (conformance/adapters/linux/machine.py) calls on LinuxDriver: no
+    DriverUnderTest, since probe() takes no device (the guest's transport is vhost-user, served from
+    the device start() is given); GuestAgent, which it declares."""
+
+    def start(self, offered: int, device_factory: Callable[[GuestMemory], DeviceUnderTest], *,
+              init_on_free: bool = False, protocol_features: int = ...) -> str: ...
+
+    def probe(self) -> bool: ...
+
+    def interrupt(self, queues: frozenset[int] = ..., config: bool = ...) -> None: ...
+
+    def run(self) -> None: ...
+
+    def serve(self, seconds: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# -- the reference -------------------------------------------------------------------------------------------
+def reference_device(mem: GuestMemory) -> ReferenceDevice:
+    return BalloonDevice(mem)
+
+
+def reference_driver() -> ReferenceDriver:
+    return BalloonDriver()
+
+
+def reference_device_queue(mem: GuestMemory, addrs: QueueAddresses) -> DeviceQueueUnderTest:
+    return SplitQueueDevice(mem, addrs, 8)
+
+
+def reference_driver_queue(mem: GuestMemory, addrs: QueueAddresses) -> KickingDriverQueue:
+    return SplitQueueDriver(mem, addrs, 8)
+
+
+# -- the adapters --------------------------------------------------------------------------------------------
+def c_device(lib: ctypes.CDLL, mem: GuestMemory) -> CDeviceCaps:
+    return CDevice(lib, mem)
+
+
+def c_driver(lib: ctypes.CDLL) -> DriverUnderTest:
+    return CDriver(lib)
+
+
+def c_factories(path: str) -> tuple[Callable[[GuestMemory], DeviceUnderTest],
+                                   Callable[[], DriverUnderTest]]:
+    return device_factory(path), driver_factory(path)
+
+
+def qemu_device(qemu: QemuProcess, caps: VirtioCaps) -> QemuDevice:
+    return QemuBalloon(qemu, caps)
+
+
+def qemu_factory() -> VmmFactory:
+    return QemuFactory()
+
+
+def linux_driver() -> GuestDriverUnderTest:
+    return LinuxDriver()
+
+
+def rust_vmm_queue(lib: ctypes.CDLL, mem: GuestMemory, addrs: QueueAddresses) -> DeviceQueueUnderTest:
+    return RustVmmQueue(lib, "0.18", mem, addrs, 8)
+
+
+def vhost_user_backend() -> VhostUserBackend:
+    """The backend is no transport itself: it serves a device's transport calls to a real frontend."""
+    return VhostUserBackend("balloon.sock", 0, BalloonDevice)
+
+
+# -- the mutants ---------------------------------------------------------------------------------------------
+def device_mutants(mem: GuestMemory) -> list[ReferenceDevice]:
+    return [
+        dm.ReusedCommandId(mem),
+        dm.AppliesStaleHints(mem),
+        dm.PublishesReservedId(mem),
+        dm.WritesHintedAfterDone(mem),
+        dm.NeverDone(mem),
+        dm.UsedIdxBeforeElement(mem),
+        dm.WrongUsedLen(mem),
+        dm.JunkUsedId(mem),
+        dm.WritesReadableBuffer(mem),
+        dm.IgnoresEventIdx(mem),
+        dm.NoUsedNotification(mem),
+        dm.NoConfigNotification(mem),
+        dm.StuckGeneration(mem),
+        dm.ResetKeepsStatus(mem),
+        dm.RejectsValidSubset(mem),
+        dm.OffersUndefinedBit(mem),
+        dm.ReportZeroUnderPoison(mem),
+        dm.ModifiesReportedAfterAck(mem),
+        dm.LazyDeflateDiscard(mem),
+        dm.ConsumesBeforeDriverOk(mem),
+        dm.KeepsUnknownStats(mem),
+        dm.OddQueueSize(mem),
+    ]
+
+
+def driver_mutants() -> list[ReferenceDriver]:
+    return [
+        rm.DoubleEcho(),
+        rm.MissingStop(),
+        rm.LongCommandId(),
+        rm.KeepsHintedAfterDone(),
+        rm.ReusesReportedEarly(),
+        rm.ReportsUnpoisoned(),
+        rm.NoPoisonWrite(),
+        rm.UsesInflatedEarly(),
+        rm.DeflatesEarly(),
+        rm.StaleActual(),
+        rm.TwoStatsBuffers(),
+        rm.TwelveByteStats(),
+        rm.KicksBeforeDriverOk(),
+        rm.AcceptsUnoffered(),
+        rm.WritesNumPages(),
+        rm.LoopingChain(),
+        rm.ForgetsToNotify(),
+    ]
+
+
+def device_queue_mutants(mem: GuestMemory, addrs: QueueAddresses) -> list[DeviceQueueUnderTest]:
+    return [
+        qm.UsedIdxBeforeElement(mem, addrs, 8),
+        qm.NotifiesPastUsedEvent(mem, addrs, 8),
+        qm.IgnoresNoInterrupt(mem, addrs, 8),
+        qm.HonoursWriteOnIndirect(mem, addrs, 8),
+        qm.FirstDescriptorOnly(mem, addrs, 8),
+    ]
+
+
+def driver_queue_mutants(mem: GuestMemory, addrs: QueueAddresses) -> list[KickingDriverQueue]:
+    return [
+        qm.KicksAlways(mem, addrs, 8),
+        qm.FollowsAvailEventWithoutEventIdx(mem, addrs, 8),
+    ]
+
+
+def canary(mem: GuestMemory) -> DriverUnderTest:
+    """Must stay an error: mypy runs with --warn-unused-ignores, so an unused ignore here means it took the
+    project's classes for Any and checked nothing."""
+    return BalloonDevice(mem)  # type: ignore[return-value]
