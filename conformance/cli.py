@@ -83,7 +83,9 @@ def load_known_deviations(path: str | None) -> frozenset[str]:
 
 #: Real implementations the suite starts itself (they need a binary, so they are not in BUILTIN).
 EXTERNAL = (("qemu", "device", "QEMU's virtio-balloon-pci over qtest (--qemu-binary)"),
-            ("linux", "driver", "Linux's virtio_balloon in a User-Mode Linux guest, over vhost-user (--uml-binary)"))
+            ("linux", "driver", "Linux's virtio_balloon in a User-Mode Linux guest, over vhost-user (--uml-binary)"),
+            ("rust-vmm-virtio-queue-0.14", "device", "rust-vmm virtio-queue 0.14 (Debian trixie), --level virtqueue"),
+            ("rust-vmm-virtio-queue-0.18", "device", "rust-vmm virtio-queue 0.18 (Debian sid), --level virtqueue"))
 
 
 _EPILOG = """\

@@ -120,6 +120,8 @@ def _load_factory(spec: str) -> Callable[..., Any]:
 
 
 LEVELS = ("balloon", "virtqueue")
+#: rust-vmm's virtio-queue as Debian packages it, built on first use (conformance.adapters.rust_vmm).
+RUST_VMM = {"rust-vmm-virtio-queue-0.14": "make_014", "rust-vmm-virtio-queue-0.18": "make_018"}
 
 
 def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: str | None = None,
@@ -136,6 +138,12 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
             if impl.machine not in (DeviceQueueConformance, DriverQueueConformance):
                 raise DutError(f"--dut {dut!r} is a balloon {role}, not a virtqueue")
             return impl
+        if dut in RUST_VMM:
+            if role != "device":
+                raise DutError(f"--dut {dut} is a device-side queue; use --role device")
+            return Implementation(dut, role, _load_factory(f"conformance.adapters.rust_vmm.adapter:{RUST_VMM[dut]}"),
+                                  f"rust-vmm virtio-queue {dut.rsplit('-', 1)[1]} (Debian's packaged crate)",
+                                  machine=DeviceQueueConformance)
         if ":" not in dut or dut.startswith("c:"):
             raise DutError(f"--dut {dut!r}: a virtqueue under test is a built-in virtq-* name or module:factory")
         machine = DeviceQueueConformance if role == "device" else DriverQueueConformance
