@@ -7,6 +7,7 @@ The loop never blocks on the guest, and every wait has a deadline: a hung or dea
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
 from refmodel.capabilities import Capability
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.memory import GuestMemory
@@ -22,9 +24,11 @@ from conformance.harness import ImplementationError
 from conformance.interface import DeviceUnderTest
 from conformance.adapters.vhost_user.backend import VhostUserBackend
 from conformance.adapters.vhost_user.protocol import DEFAULT_PROTOCOL_FEATURES
-from conformance.adapters.linux.guest import UML_BINARY, Guest, GuestError, Reply
+from conformance.adapters.linux.guest import UML_BINARY, Guest, GuestError, Reply, cache_dir, early_death
 
 BOOT_TIMEOUT = 60.0
+#: A build that has not answered by then does not boot here (a good one answers in about 1.5 s).
+PROBE_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 QUIET = 0.25  # no vhost-user traffic for this long: the driver has nothing left to do right now
 RUN_LIMIT = 8.0
@@ -82,8 +86,16 @@ class LinuxDriver:
             if self.backend.error is not None:
                 raise ImplementationError(what, f"vhost-user: {self.backend.error}")
             if not self.guest.alive():
+                try:
+                    self.guest.feed()  # the console's last words, if it still has any
+                except (OSError, ValueError):
+                    pass
+                tail = self.guest.console_tail(60)
+                cause = early_death(tail) if self.guest.ready_release is None else None
+                if cause is not None:  # one line, not a console dump: the build does not run here
+                    raise ImplementationError(what, f"the guest died before its agent answered: {cause}")
                 raise ImplementationError(what, f"the guest stopped (exit {self.guest.proc.returncode}); "
-                                          f"console:\n{self.guest.console_tail()}")
+                                          f"console:\n{tail}")
             left = end - time.monotonic()
             if left <= 0:
                 raise ImplementationError(what, f"no progress within {timeout:g} s; console:\n"
@@ -164,6 +176,60 @@ class LinuxDriver:
         return [p.rsplit("/", 1)[-1] for p in self.command("verify").values("BAD")]
 
 
+def _build_path(uml: str) -> str:
+    """A path as given; a Debian release name provisioned into the cache."""
+    if "/" in uml:
+        return uml
+    from conformance.provision import Kind, ProvisionError, provision
+
+    try:
+        return str(provision(uml, Kind.UML).binary)
+    except ProvisionError as e:
+        raise GuestError(str(e)) from None
+
+
+def _prepare(uml: str) -> str:
+    from conformance.adapters.linux.guest import build_root, kernel_release
+
+    try:
+        build_root(uml)
+        return kernel_release(uml)
+    except (GuestError, OSError, subprocess.SubprocessError) as e:
+        raise GuestError(f"cannot prepare a Linux guest from {uml}: {e}") from None
+
+
+def _probe_key(uml: str) -> str:
+    """What decides whether a UML build boots: the binary, this host's kernel and its CPU."""
+    st = os.stat(uml)
+    try:
+        cpu = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+    except OSError:
+        cpu = ""
+    h = hashlib.sha256(f"{os.path.realpath(uml)}|{st.st_size}|{st.st_mtime_ns}|{os.uname().release}|{cpu}".encode())
+    return h.hexdigest()[:16]
+
+
+def boot_probe(uml: str) -> str | None:
+    """Boot ``uml`` once with the reference device and return None if its agent answered, else one line
+    naming why not. Cached per binary, host kernel and CPU: a second run knows at once."""
+    mark = cache_dir() / "uml-probe" / _probe_key(uml)
+    if mark.exists():
+        text = mark.read_text()
+        return text or None
+    _prepare(uml)
+    drv = LinuxDriver(uml=uml, boot_timeout=PROBE_TIMEOUT)
+    failure = ""
+    try:
+        drv.start(DEFAULT_OFFER, BalloonDevice)
+    except ImplementationError as e:
+        failure = e.what.splitlines()[0]
+    finally:
+        drv.close()
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(failure)
+    return failure or None
+
+
 class LinuxFactory:
     """A fresh guest per example (each boots in about 1.5 s); the root is built once, up front."""
 
@@ -172,16 +238,41 @@ class LinuxFactory:
                 "ci": {"max_examples": 8, "stateful_step_count": 12},
                 "nightly": {"max_examples": 40, "stateful_step_count": 25}}
 
-    def __init__(self, uml: str | None = None) -> None:
-        from conformance.adapters.linux.guest import build_root, kernel_release
+    #: Builds tried, in order, when none is named and the system's UML does not boot on this host.
+    FALLBACK_BUILDS = ("sid",)
 
-        self.uml = uml or UML_BINARY
-        try:
-            build_root(self.uml)
-            self.release = kernel_release(self.uml)
-        except (GuestError, OSError, subprocess.SubprocessError) as e:
-            raise GuestError(f"cannot prepare a Linux guest from {self.uml}: {e}") from None
+    def __init__(self, uml: str | None = None) -> None:
+        """``uml``: a path, a Debian release (``bookworm``, ``trixie``, ``sid``: fetched by
+        :mod:`conformance.provision`), or None: the system's UML if it boots here, else the first of
+        :data:`FALLBACK_BUILDS` that does."""
+        self.note = ""
+        if uml is None:
+            self.uml = self._default()
+        else:
+            self.uml = _build_path(uml)
+            failure = boot_probe(self.uml)
+            if failure:
+                raise GuestError(f"{uml}: {failure}")
+        self.release = _prepare(self.uml)
         self.version = f"Linux {self.release} virtio_balloon (User-Mode Linux {self.uml}, vhost-user)"
+        if self.note:  # the report says which build ran, and why not the system's
+            self.version += f"; {self.note}"
+
+    def _default(self) -> str:
+        tried = []
+        candidates: list[str] = [UML_BINARY] if os.access(UML_BINARY, os.X_OK) else []
+        for uml in [*candidates, *self.FALLBACK_BUILDS]:
+            try:
+                path = _build_path(uml)
+                failure = boot_probe(path)
+            except GuestError as e:
+                failure = str(e)
+            if not failure:
+                if tried:
+                    self.note = f"{'; '.join(tried)}; using {path}"
+                return path
+            tried.append(f"{uml}: {failure}")
+        raise GuestError("no User-Mode Linux boots on this host: " + "; ".join(tried))
 
     def __call__(self) -> LinuxDriver:
         return LinuxDriver(uml=self.uml)

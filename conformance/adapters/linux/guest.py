@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -69,11 +70,41 @@ def kernel_release(uml: str = UML_BINARY) -> str:
     return release
 
 
+def modules_dir(uml: str = UML_BINARY) -> str:
+    """Where ``uml``'s modules are: beside a provisioned build (conformance.provision), else Debian's path."""
+    beside = Path(uml).parent / "modules"
+    return str(beside) if beside.is_dir() else UML_MODULES
+
+
 def balloon_module(release: str, modules: str = UML_MODULES) -> Path:
     hits = glob.glob(f"{modules}/{release}/**/virtio_balloon.ko*", recursive=True)
     if not hits:
         raise GuestError(f"no virtio_balloon module under {modules}/{release} (install user-mode-linux)")
     return Path(hits[0])
+
+
+#: Exit codes of an init that died at once, as UML's panic prints them.
+_SIGNALS = {0x04: "SIGILL", 0x07: "SIGBUS", 0x0B: "SIGSEGV"}
+
+
+def early_death(console: str) -> str | None:
+    """One line naming the likely cause of a guest that died before its agent answered, or None.
+
+    Seen: Debian 12's UML 6.1 and 13's 6.12 boot and then kill init with SIGSEGV in userspace on some
+    hosts (an Intel Xeon with AVX-512 under host kernel 6.18), where 7.2 runs.
+    """
+    if "Attempted to kill init" in console:
+        m = re.search(r"exitcode=(0x[0-9a-fA-F]+)", console)
+        code = int(m.group(1), 16) if m else None
+        sig = _SIGNALS.get(code & 0x7F, f"signal {code & 0x7F}") if code is not None else "a signal"
+        return (f"init died at once ({sig}{', exitcode ' + m.group(1) if m else ''}): this UML build does not "
+                "run userspace on this host (CPU or host kernel); a newer one does, e.g. --uml-binary sid")
+    if "Too few physical memory" in console:
+        return "UML could not size its memory: it cannot start through a foreign loader (use a patchelf'd copy)"
+    m = re.search(r"Kernel panic - not syncing: ([^\n]*)", console)
+    if m:
+        return f"the guest kernel panicked: {m.group(1).strip()}"
+    return None
 
 
 def cache_dir() -> Path:
@@ -88,7 +119,7 @@ def build_root(uml: str = UML_BINARY, busybox: str = BUSYBOX) -> Path:
         if not os.access(need, os.X_OK):
             raise GuestError(f"{need} not found: install Debian's {pkg}")
     release = kernel_release(uml)
-    module = balloon_module(release)
+    module = balloon_module(release, modules_dir(uml))
     if module.suffix != ".ko":
         raise GuestError(f"{module}: compressed modules are not supported")
     h = hashlib.sha256(AGENT.encode())
