@@ -15,6 +15,10 @@ This package never imports ``conformance``, ``hypothesis`` or ``pytest``.
 """
 
 from refmodel.ambiguities import AMBIGUITIES, Ambiguity
+from refmodel.balloon.device import BalloonDevice
+from refmodel.balloon.driver import BalloonDriver
+from refmodel.capabilities import Capability
+from refmodel.virtio.transport import Interrupts, Transport
 from refmodel.balloon.config import CONFIG_FIELDS, BalloonConfigSpace, VirtioBalloonConfig
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.balloon.constants import VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOON_CMD_ID_STOP
@@ -31,7 +35,8 @@ from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.driver import IndirectArena, QueueFull, SplitQueueDriver
 
 __all__ = [
-    "AMBIGUITIES", "Ambiguity", "BALLOON_QUEUES", "BalloonConfigSpace", "BrokenSide", "Buffer", "CONFIG_FIELDS",
+    "AMBIGUITIES", "Ambiguity", "BALLOON_QUEUES", "BalloonConfigSpace", "BalloonDevice", "BalloonDriver", "Capability",
+    "Interrupts", "Transport", "BrokenSide", "Buffer", "CONFIG_FIELDS",
     "Chain", "DeviceStatus", "DeviceStatusMachine", "Feature", "GuestMemory", "IndirectArena", "LayoutError",
     "LocalSpecViolation", "MemoryAccessError", "NegotiationVerdict", "NotNegotiated", "PeerSpecViolation",
     "QueueAddresses", "QueueFull", "QueueNumbering", "Role", "SpecViolation", "SplitQueueDevice",
