@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import adapterdoc
+import matrixdoc
 import plots
 from plots import Bar, Mark, Series
 
@@ -414,7 +415,7 @@ def generate(app: Any) -> None:
     for name, make in (("diagrams", diagrams), ("catalogue", catalogue_page), ("traceability", traceability_page),
                        ("ambiguities", ambiguities_page),
                        ("verdicts", verdicts_page), ("results", results_page),
-                       ("proposal", proposal_page)):
+                       ("proposal", proposal_page), ("matrix", matrixdoc.page)):
         text = make()
         path = target / f"{name}.rst"
         if not path.exists() or path.read_text() != text:
