@@ -8,7 +8,9 @@ buffer being made available and the device acting on it.
 
 The device is deliberately the *strictest* peer the spec allows:
 
-* every driver mistake it can see raises :class:`PeerSpecViolation` and latches ERROR;
+* every driver mistake it can see sets DEVICE_NEEDS_RESET, sends a configuration change notification
+  when DRIVER_OK is set (STATUS-DEV-2, STATUS-DEV-3), raises :class:`PeerSpecViolation` and latches ERROR
+  until the driver resets the device;
 * it changes page contents at the latest moment the spec lets it (inflate: discard; deflate with
   MUST_TELL_HOST: fresh page before the ack; report: discard or ``poison_val``), and records each
   change in :attr:`touched` with the requirement a driver breaks if that page was in use.
@@ -20,6 +22,7 @@ one part per operation: :mod:`~refmodel.balloon.inflate`, :mod:`~refmodel.balloo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -34,12 +37,12 @@ from refmodel.balloon.queues import BALLOON_QUEUES, QueueNumbering, balloon_queu
 from refmodel.balloon.reporting import ReportingDevice
 from refmodel.balloon.stats import KNOWN_STAT_TAGS, StatsDevice
 from refmodel.capabilities import Capability
-from refmodel.errors import PeerSpecViolation, Sticky, guarded
+from refmodel.errors import PeerSpecViolation, SpecViolation, Sticky, guarded
 from refmodel.system.guest import bits
 from refmodel.virtio.features import Feature, check_negotiation, has, mask_of
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.split.device import SplitQueueDevice
-from refmodel.virtio.status import DeviceStatusMachine, Role, StatusEvent
+from refmodel.virtio.status import STATUS_TRANSITIONS, DeviceStatusMachine, Role, StatusEvent
 from refmodel.virtio.transport import Interrupts
 from refmodel.virtio.virtq import QueueAddresses
 
@@ -58,6 +61,21 @@ CHAIN_QUEUES = tuple(sorted((q.name for q in BALLOON_QUEUES if q.name != "free_p
                             key=lambda name: name != "deflateq"))
 
 __all__ = ["BalloonDevice", "CHAIN_QUEUES", "DEFAULT_OFFER", "DEFAULT_QUEUE_MAX", "KNOWN_STAT_TAGS", "Touch"]
+
+#: The field :meth:`BalloonDevice.notify_config_change` names for DEVICE_NEEDS_RESET (STATUS-DEV-3).
+NEEDS_RESET_FIELD = "device_status"
+
+
+def needs_reset_on_breach(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A driver breach seen in ``fn`` asks for a reset before it is raised (STATUS-DEV-2)."""
+    @functools.wraps(fn)
+    def wrapper(self: BalloonDevice, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except PeerSpecViolation as e:
+            self._enter_needs_reset(e)
+            raise
+    return wrapper
 
 
 @attrs.frozen
@@ -91,6 +109,8 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         # PFNs are guest-physical: memory may start above 0 (vhost-user maps the guest's one region).
         self.n_pages = mem.end // BALLOON_PAGE_SIZE
         self.target = 0
+        #: The first driver breach since the device was made; a reset clears the latch, not this.
+        self.breach: PeerSpecViolation | None = None
         self._reset_state()
 
     def _map_queues(self, negotiated: int) -> None:
@@ -120,10 +140,28 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
     def negotiated_has(self, feature: Feature) -> bool:
         return self.negotiated is not None and has(self.negotiated, feature)
 
+    @property
+    def error(self) -> SpecViolation | None:
+        """The latched violation; after a reset cleared the latch, still the first breach (a harness
+        that reads it after a driver's step must not miss one the driver reset away)."""
+        return self._error if self._error is not None else self.breach
+
+    def _enter_needs_reset(self, cause: PeerSpecViolation) -> None:
+        """The driver broke ``cause``: DEVICE_NEEDS_RESET (STATUS-DEV-2) and, with DRIVER_OK, a
+        configuration change notification after it (STATUS-DEV-3). The latch stays until a reset."""
+        if self.breach is None:
+            self.breach = cause
+        if (self.status.state, StatusEvent.SET_NEEDS_RESET) not in STATUS_TRANSITIONS:
+            return  # nothing to reset yet (RESET, FEATURES_CHECK) or already asked (or FAILED)
+        self.status.process(StatusEvent.SET_NEEDS_RESET)
+        if self.status.driver_ok:
+            self.notify_config_change(NEEDS_RESET_FIELD)
+
     # -- transport: features and status (§2.1, §2.2, §3.1) ---------------------------------------
     def read_device_features(self) -> int:
         return self.offered
 
+    @needs_reset_on_breach
     @guarded
     def write_driver_features(self, value: int) -> None:
         if self.status.state.name != "DRIVER_LOADED":
@@ -134,8 +172,15 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
     def read_status(self) -> int:
         return self.status.status
 
-    @guarded
     def write_status(self, value: int) -> None:
+        if value == 0 and self._error is not None:
+            self._reset_state()  # the way back from DEVICE_NEEDS_RESET (§2.1.2, §2.4) clears the latch
+            return
+        self._write_status(value)
+
+    @needs_reset_on_breach
+    @guarded
+    def _write_status(self, value: int) -> None:
         events = self.status.driver_write(value)
         for ev in events:
             if ev is StatusEvent.RESET:
@@ -159,10 +204,12 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
     def config_generation(self) -> int:
         return self.config.generation
 
+    @needs_reset_on_breach
     @guarded
     def read_config(self, offset: int, size: int) -> int:
         return self.config.driver_read(offset, size)
 
+    @needs_reset_on_breach
     @guarded
     def write_config(self, offset: int, size: int, value: int) -> None:
         self.config.driver_write(offset, size, value)
@@ -173,7 +220,8 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
             self.notify_config_change(field)
 
     def notify_config_change(self, field: str) -> None:
-        """The device changed ``field``: a configuration change notification (NOTIFY-DEV-D1).
+        """The device changed ``field``: a configuration change notification (NOTIFY-DEV-D1); for
+        :data:`NEEDS_RESET_FIELD`, it set DEVICE_NEEDS_RESET (STATUS-DEV-3).
 
         Override point.
         """
@@ -185,6 +233,7 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         name = self.name_of.get(index)
         return self.queue_max[name] if name is not None else 0
 
+    @needs_reset_on_breach
     @guarded
     def enable_queue(self, index: int, size: int, addrs: QueueAddresses) -> None:
         name = self.name_of.get(index)
@@ -205,6 +254,7 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         """
         return SplitQueueDevice(*args, **kwargs)
 
+    @needs_reset_on_breach
     @guarded
     def notify(self, index: int) -> None:
         if not self.status.driver_ok:
@@ -228,6 +278,7 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         return irq
 
     # -- the device's own work ------------------------------------------------------------------------
+    @needs_reset_on_breach
     @guarded
     def run(self) -> None:
         """Consume everything available on every queue (only after DRIVER_OK: STATUS-DEV-1)."""
