@@ -54,8 +54,12 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
                  numbering: QueueNumbering = QueueNumbering.COMPACT_BY_OFFERED, poison_val: int = 0x5A5A5A5A,
                  queue_size: int = 16, batch: int = 8, report_pages: int = 4, hint_burst: int = 4,
                  hint_order: int = 0, hint_min_order: int | None = None,
-                 stats_tags: tuple[int, ...] = STATS_TAGS, before_driver_ok: Any = None) -> None:
+                 stats_tags: tuple[int, ...] = STATS_TAGS, before_driver_ok: Any = None,
+                 init_on_free: bool = False) -> None:
         self.features, self.numbering, self.poison_val = features, numbering, poison_val
+        #: The guest initializes pages as it frees them and relies on free pages keeping that value (Linux's
+        #: init_on_free=1, or page poisoning): then PAGE_REPORTING only with PAGE_POISON (BAL-FB-DRV-3).
+        self.init_on_free = init_on_free
         self.queue_size, self.batch, self.report_pages = queue_size, batch, report_pages
         self.hint_burst = hint_burst
         self.dev: Any = None
@@ -82,8 +86,11 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         """Initialize the device; False if it refused our features (then status has FAILED)."""
         self.dev, self.os = dev, os
         dev.write_status(0)
-        if dev.read_status() != 0:  # RESET-DRV-1
-            raise PeerSpecViolation("RESET-DEV-1", f"status reads {dev.read_status():#x} after a reset")
+        status = dev.read_status()  # RESET-DRV-1: the reset is complete once status reads 0
+        if status != 0:
+            raise PeerSpecViolation("RESET-DEV-1", f"status reads {status:#x} after a reset")
+        if self.ok:
+            self._start_over()  # probed again while running (a rebind, a resume): the device forgot it all
         dev.write_status(DeviceStatus.ACKNOWLEDGE)
         dev.write_status(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER)
         offered = dev.read_device_features()
@@ -116,6 +123,8 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         accepted = offered & self.features
         if not check_negotiation(offered, accepted).driver_valid:  # e.g. a dependency we would break
             accepted &= ~(F.VIRTIO_BALLOON_F_PAGE_REPORTING.mask | F.VIRTIO_BALLOON_F_PAGE_POISON.mask)
+        if self.init_on_free and not has(accepted, F.VIRTIO_BALLOON_F_PAGE_POISON):
+            accepted &= ~F.VIRTIO_BALLOON_F_PAGE_REPORTING.mask  # BAL-FB-DRV-3: a report may discard them
         return accepted
 
     def _scratch_page(self) -> int:
@@ -160,6 +169,19 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         self.owned.clear()
         self.balloon.clear()
         self.ok = False
+
+    def _start_over(self) -> None:
+        """After the reset of a second probe: every page the driver held goes back to the OS (those in
+        buffers the device will never return too), and nothing of the old queues or rounds is kept."""
+        assert self.os is not None
+        pages = self.os.pages
+        for p in self.pfns_in_flight:
+            pages.allocated &= ~(1 << p)
+        self.remove()
+        self._init_inflate()
+        self._init_stats()
+        self.vqs, self.index_of, self.hint, self.negotiated = {}, {}, None, 0
+        self._config_dirty = True
 
     # -- events ---------------------------------------------------------------------------------------
     def interrupt(self, queues: frozenset[int] = frozenset(), config: bool = False) -> None:

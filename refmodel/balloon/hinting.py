@@ -25,7 +25,7 @@ from refmodel.balloon.config import CFG_CMD_ID, BalloonConfigSpace
 from refmodel.balloon.constants import (BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE,
     VIRTIO_BALLOON_CMD_ID_STOP)
 from refmodel.errors import LocalSpecViolation, NotNegotiated, PeerSpecViolation, Sticky, guarded
-from refmodel.system.guest import GuestPages, range_mask
+from refmodel.system.guest import GuestPages, bits, range_mask
 from refmodel.virtio.virtq import Chain
 from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.driver import SplitQueueDriver
@@ -352,6 +352,17 @@ class FreePageHintDriver(Sticky):
         self._go(RE.SEND_STOP)
 
     @guarded
+    def shrink(self, count: int) -> int:
+        """The guest needs memory before DONE (Linux's shrinker): give up to ``count`` hinted pages back,
+        which BAL-FPH-DRV-7 allows, each written with zeros first (BAL-FPH-DRV-9): the device may have
+        discarded it. Returns how many."""
+        pages = bits(self.guest.hinted)[:max(count, 0)]
+        for p in pages:
+            self.vq.mem.fill(self.guest.page_addr(p), BALLOON_PAGE_SIZE, 0)
+        self.guest.release_hinted(sum(1 << p for p in pages))
+        return len(pages)
+
+    @guarded
     def hint_one(self) -> bool:
         """Supply one page block if a round is active; STOP when none is left. Returns True if sent."""
         if self.state is not RS.HINTING:
@@ -481,6 +492,14 @@ class HintingDriver(Sticky):
     def make_hint_driver(self, *args: Any, **kwargs: Any) -> FreePageHintDriver:
         """The hinting side, given :class:`FreePageHintDriver`'s arguments. Override point."""
         return FreePageHintDriver(*args, **kwargs)
+
+    @guarded
+    def shrink(self, count: int) -> int:
+        """The guest reclaims memory: up to ``count`` hinted pages go back before DONE, initialized
+        (:meth:`FreePageHintDriver.shrink`). Returns how many."""
+        if self.hint is None:
+            return 0
+        return self.hint.shrink(count)
 
     def _run_hinting(self, config_changed: bool) -> None:
         if self.hint is None:

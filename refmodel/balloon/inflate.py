@@ -111,6 +111,7 @@ class InflateDriver(Sticky):
     inflating: int  # pages in inflate buffers not yet acknowledged
     actual_written: int | None
     released: list[int]  # every page given back to the OS after a deflate, in order
+    pfns_in_flight: set[int]  # pages in inflate or deflate buffers the device has not returned, still held
     _slots: dict[str, list[int]]  # free PFN-array buffers per queue
     if TYPE_CHECKING:  # provided by BalloonDriver
         dev: Any
@@ -129,6 +130,7 @@ class InflateDriver(Sticky):
         self.inflating = 0
         self.actual_written = None
         self.released = []
+        self.pfns_in_flight = set()
         self._slots = {}
 
     def _setup_pfn_slots(self, name: str, size: int) -> None:
@@ -163,6 +165,7 @@ class InflateDriver(Sticky):
             if not pfns:
                 return  # no free memory: try again later (BAL-OP-DRV-1 is a SHOULD)
             self.send_pfns("inflateq", pfns)  # BAL-OP-D1; pages untouched until the ack (BAL-OP-DRV-9)
+            self.pfns_in_flight.update(pfns)
             self.inflating += len(pfns)
             count -= len(pfns)
 
@@ -170,6 +173,7 @@ class InflateDriver(Sticky):
         slot, pfns = used.token  # type: ignore[misc]
         self._slots["inflateq"].append(slot)
         self.inflating -= len(pfns)
+        self.pfns_in_flight.difference_update(pfns)
         self.balloon.extend(pfns)
 
     def waits_for_deflate_ack(self) -> bool:
@@ -185,11 +189,14 @@ class InflateDriver(Sticky):
             count -= len(pfns)
             if not self.waits_for_deflate_ack():
                 self.release(pfns)  # BAL-OP-DRV-8: no need to wait for the ack
+            else:
+                self.pfns_in_flight.update(pfns)
 
     def _used_deflateq(self, used: UsedBuffer) -> None:
         slot, pfns = used.token  # type: ignore[misc]
         self._slots["deflateq"].append(slot)
         if self.waits_for_deflate_ack():
+            self.pfns_in_flight.difference_update(pfns)
             self.release(list(pfns))  # BAL-OP-DRV-7: only now
 
     def release(self, pfns: list[int]) -> None:
