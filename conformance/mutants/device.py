@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE
-from refmodel.balloon.device import BalloonDevice
+from refmodel.balloon.device import NEEDS_RESET_FIELD, BalloonDevice
 from refmodel.balloon.hinting import FreePageHintDevice
+from refmodel.errors import PeerSpecViolation
 from refmodel.system.guest import bits
-from refmodel.virtio.constants import DeviceStatus
+from refmodel.virtio.constants import VIRTQ_AVAIL_F_NO_INTERRUPT, DeviceStatus
 from refmodel.virtio.features import Feature
 from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.layout import AVAIL_FLAGS
 
 F = Feature
 
@@ -183,11 +185,28 @@ class WritesReadableBuffer(_QueueMutant):
 
 
 class _AlwaysNotifyQueue(SplitQueueDevice):
+    """Notifies whenever the used idx moved, if ``event_idx`` is what the queue negotiated."""
+
+    WHEN_EVENT_IDX = True
+
     def notify_needed(self) -> bool:
+        if self.event_idx != self.WHEN_EVENT_IDX:
+            return super().notify_needed()
         if self.last_signalled == self.used_idx:
             return False
         self.signalled()
         return True
+
+
+class _NoInterruptIgnoredQueue(_AlwaysNotifyQueue):
+    WHEN_EVENT_IDX = False
+
+
+class _StrayFlagQueue(SplitQueueDevice):
+    def notify_needed(self) -> bool:
+        need = super().notify_needed()
+        return need and not (self.event_idx and self.mem.read_u16(self.addrs.avail + AVAIL_FLAGS)
+                             & VIRTQ_AVAIL_F_NO_INTERRUPT)
 
 
 class _NeverNotifyQueue(SplitQueueDevice):
@@ -200,6 +219,20 @@ class IgnoresEventIdx(_QueueMutant):
 
     breaks = "SPLIT-DEV-13"
     QUEUE = _AlwaysNotifyQueue
+
+
+class IgnoresNoInterrupt(_QueueMutant):
+    """Without EVENT_IDX, notifies after every used buffer, even while the driver sets NO_INTERRUPT."""
+
+    breaks = "SPLIT-DEV-9"
+    QUEUE = _NoInterruptIgnoredQueue
+
+
+class HonoursNoInterruptWithEventIdx(_QueueMutant):
+    """With EVENT_IDX, still reads NO_INTERRUPT in avail flags and stays silent when it is set."""
+
+    breaks = "SPLIT-DEV-11"
+    QUEUE = _StrayFlagQueue
 
 
 class NoUsedNotification(_QueueMutant):
@@ -328,6 +361,83 @@ class KeepsUnknownStats(BalloonDevice):
         return used
 
 
+class HidesItsError(BalloonDevice):
+    """On a driver's malformed input it stops serving, silently: no DEVICE_NEEDS_RESET, no notification,
+    the buffer never returned, until the driver happens to reset it."""
+
+    breaks = "STATUS-DEV-2"
+    gave_up = False
+
+    def run(self) -> None:
+        if self.gave_up:
+            return
+        try:
+            super().run()
+        except PeerSpecViolation:
+            self.gave_up = True
+
+    def notify(self, index: int) -> None:
+        if not self.gave_up:
+            super().notify(index)
+
+    def read_status(self) -> int:
+        return super().read_status() & ~DeviceStatus.DEVICE_NEEDS_RESET
+
+    def notify_config_change(self, field: str) -> None:
+        if field != NEEDS_RESET_FIELD:
+            super().notify_config_change(field)
+
+    def write_status(self, value: int) -> None:
+        if value == 0:
+            self.gave_up = False
+        super().write_status(value)
+
+
+class NeedsResetUnannounced(BalloonDevice):
+    """Sets DEVICE_NEEDS_RESET on a driver's error but sends no configuration change notification."""
+
+    breaks = "STATUS-DEV-3"
+
+    def notify_config_change(self, field: str) -> None:
+        if field != NEEDS_RESET_FIELD:
+            super().notify_config_change(field)
+
+
+class ReportLenUnwritten(BalloonDevice):
+    """Returns each report with a used len over every reported byte, but leaves the pages as they were."""
+
+    breaks = "SPLIT-DEV-15"
+
+    def on_reporting_vq(self, chain: Any) -> int | None:
+        before = [(b.addr, self.mem.read(b.addr, b.len)) for b in chain.writable]
+        super().on_reporting_vq(chain)
+        for addr, data in before:  # the discard never happened
+            self.mem.write(addr, data)
+        return chain.writable_len
+
+
+class DiscardsRewrittenHints(BalloonDevice):
+    """Drops the contents of every page it applied as a hint, on each pass until DONE, even pages the guest
+    has written since it hinted them."""
+
+    breaks = "BAL-FPH-D4"
+    discarding = False
+
+    def hint_start(self) -> int:
+        self.discarding = True
+        return super().hint_start()
+
+    def hint_done(self) -> None:
+        self.discarding = False
+        super().hint_done()
+
+    def run(self) -> None:
+        super().run()
+        if self.discarding:
+            for p in bits(self.hinted_pages()):
+                self.mem.fill(p * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE, 0)
+
+
 class OddQueueSize(BalloonDevice):
     """Offers an inflate queue of 12 entries, which is no power of 2."""
 
@@ -343,5 +453,6 @@ DEVICE_MUTANTS: tuple[type[BalloonDevice], ...] = (
     UsedIdxBeforeElement, WrongUsedLen, JunkUsedId, WritesReadableBuffer, IgnoresEventIdx, NoUsedNotification,
     NoConfigNotification, StuckGeneration, ResetKeepsStatus, RejectsValidSubset, OffersUndefinedBit,
     ReportZeroUnderPoison, ModifiesReportedAfterAck, LazyDeflateDiscard, ConsumesBeforeDriverOk,
-    KeepsUnknownStats, OddQueueSize,
+    KeepsUnknownStats, OddQueueSize, IgnoresNoInterrupt, HonoursNoInterruptWithEventIdx, HidesItsError,
+    NeedsResetUnannounced, ReportLenUnwritten, DiscardsRewrittenHints,
 )

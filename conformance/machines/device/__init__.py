@@ -7,22 +7,22 @@ against the hinting handshake, and the guest's pages against what the workload w
 
 The machine is put together from one mixin per requirement area, each in its own module: boot and
 negotiation, reset, operation (the turns, with notifications and pages), hinting, stats, reporting and
-memory pressure.
+memory pressure, used lengths, malformed driver input, and rules aimed at the dangerous moments.
 """
 
 from __future__ import annotations
 
 from conformance.machines.base import CYCLES, OPTIONAL
 from conformance.machines.device.boot import DEVICE_STATS_TAGS, N_PAGES, UNKNOWN_STAT_TAG, DeviceBoot
-from conformance.machines.device.hinting import DeviceHinting
+from conformance.machines.device.malformed import MALFORMED, DeviceMalformedInput
+from conformance.machines.device.moments import DeviceMoments
 from conformance.machines.device.notifications import OWED_LOOKS
-from conformance.machines.device.reporting import DeviceReportingAndOom
-from conformance.machines.device.reset import DeviceReset
 from conformance.machines.device.stats import DeviceStats
+from conformance.machines.device.used import DeviceUsedLengths
 
-__all__ = ["CYCLES", "DEVICE_STATS_TAGS", "DeviceConformance", "N_PAGES", "OPTIONAL", "OWED_LOOKS",
-           "UNKNOWN_STAT_TAG"]
+__all__ = ["CYCLES", "DEVICE_STATS_TAGS", "DeviceConformance", "MALFORMED", "N_PAGES", "OPTIONAL",
+           "OWED_LOOKS", "UNKNOWN_STAT_TAG"]
 
 
-class DeviceConformance(DeviceHinting, DeviceStats, DeviceReportingAndOom, DeviceReset, DeviceBoot):
+class DeviceConformance(DeviceMoments, DeviceMalformedInput, DeviceUsedLengths, DeviceStats, DeviceBoot):
     """Subclass with ``factory = staticmethod(lambda mem: device)``; see :mod:`conformance.registry`."""

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from refmodel.balloon.config import CONFIG_FIELDS, ConfigField
-from refmodel.balloon.driver import BalloonDriver
 from refmodel.balloon.queues import QueueNumbering
 from refmodel.system.guest_os import GuestOS
+from refmodel.system.provenance import PageHistory
 from refmodel.virtio.features import Feature, has
 from refmodel.virtio.split.layout import USED_IDX
 
 from conformance.interface import Capability
 from conformance.machines.base import GuestMachine
+from conformance.machines.device.canary import CanaryDriver
 
 
 class DeviceMachine(GuestMachine):
@@ -21,7 +22,7 @@ class DeviceMachine(GuestMachine):
 
     os: GuestOS
     dev: Any
-    drv: BalloonDriver
+    drv: CanaryDriver
     caps: frozenset[Capability]
     per_queue_irq: bool  # take_interrupts() names exactly the signalled queues
     numbering: QueueNumbering
@@ -33,16 +34,25 @@ class DeviceMachine(GuestMachine):
     last_signalled: dict[str, int]  # queue -> used idx at the last interrupt collection
     owed: dict[str, tuple[int, int, int]]  # queue -> (used idx then, now, looks so far)
     _pending_config: bool  # a configuration change notification not yet matched to a config change
+    stray_flag: set[str]  # queues whose avail flags carry NO_INTERRUPT under EVENT_IDX (SPLIT-DEV-11)
     # hinting
     ids_since_stop: set[int]
     stops_seen: int
     current_id: int | None
+    applied_at_end: int  # pages the device had applied when the last round ended (STOP, DONE, reset)
     # pages
-    mark: dict[int, str]  # page -> the device requirement that protects it now
-    frozen: dict[int, tuple[str, bytes]]  # free pages the device gave back, as it left them
+    history: PageHistory  # where each page has been: names the requirement that protects it now
+    reused: set[int]  # hinted pages the guest took back and wrote since the last DONE
+    frozen: dict[int, bytes]  # free pages the device gave back, as it left them
+    used_seen: dict[str, int]  # queue -> used idx up to which used lengths were checked (SPLIT-DEV-15)
 
     def has(self, feature: Feature) -> bool:
         return has(self.features, feature)
+
+    def _want_feature(self, feature: Feature, on: bool) -> None:
+        """Re-probe so that ``feature`` is negotiated (``on``) or not, as far as the device offers it
+        (the reset area provides it)."""
+        raise NotImplementedError
 
     def _used_idx(self, name: str) -> int:
         vq = self.drv.vqs[name]

@@ -12,6 +12,7 @@ from refmodel.balloon.config import CONFIG_FIELDS
 from refmodel.balloon.driver import STATS_TAGS, SUPPORTED, BalloonDriver
 from refmodel.balloon.queues import QueueNumbering
 from refmodel.system.guest_os import GuestOS
+from refmodel.system.provenance import PageHistory
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.features import Feature, check_negotiation, check_offer, has, names_of
 
@@ -19,6 +20,7 @@ from conformance.harness import Guarded, ImplementationError
 from conformance.interface import (Capability, DeclaresNumbering, DeviceUnderTest, InterfaceError,
                                    OwnsGuestMemory, VmmFactory, check_implementation)
 from conformance.machines.base import OPTIONAL, note
+from conformance.machines.device.canary import CanaryDriver
 from conformance.machines.device.base import DeviceMachine
 
 N_PAGES = 160
@@ -87,7 +89,7 @@ class DeviceBoot(DeviceMachine):
 
     def _probe(self) -> None:
         """A fresh reference driver probes the device; every area's bookkeeping starts over."""
-        self.drv = BalloonDriver(features=SUPPORTED & ~sum(f.mask for f in self.drop), numbering=self.numbering,
+        self.drv = CanaryDriver(features=SUPPORTED & ~sum(f.mask for f in self.drop), numbering=self.numbering,
                                  queue_size=self.queue_size, stats_tags=DEVICE_STATS_TAGS,
                                  before_driver_ok=self._before_driver_ok)
         accepted = self.offered & self.drv.features
@@ -99,11 +101,15 @@ class DeviceBoot(DeviceMachine):
         self.R.saw("SPLIT-DEV-D4")
         self.last_signalled = {name: 0 for name in self.drv.vqs}
         self.owed = {}
+        self.stray_flag = set()
         self.ids_since_stop = set()
         self.stops_seen = 0
         self.current_id = None
-        self.mark = {}
+        self.applied_at_end = 0  # a fresh device applies no hint before a round
+        self.history = PageHistory()
+        self.reused = set()
         self.frozen = {}
+        self.used_seen = {}
         note(f"negotiated {names_of(self.features)}")
 
     def _before_driver_ok(self, drv: BalloonDriver) -> None:

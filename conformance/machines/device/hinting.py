@@ -7,6 +7,7 @@ from refmodel.balloon.constants import VIRTIO_BALLOON_CMD_ID_DONE, VIRTIO_BALLOO
 from refmodel.balloon.driver import CFG_CMD_ID
 from refmodel.balloon.hinting import DriverHintState
 from refmodel.system.guest import bits
+from refmodel.system.provenance import Origin
 from refmodel.virtio.features import Feature
 
 from conformance.interface import Capability
@@ -30,10 +31,16 @@ class DeviceHinting(DeviceOperation):
             self.ids_since_stop.clear()  # BAL-FPH-DEV-2: the device has received a STOP
 
     def _check_hints(self) -> None:
-        """After every device turn: the hints the host applied were all sent under the current command ID."""
-        if Capability.HINTED_PAGES not in self.caps or self.drv.hint is None or self.current_id is None:
+        """After every device turn: the hints the host applied were all sent under the current command ID,
+        and none was applied once the round ended (no hint matches STOP or DONE)."""
+        if Capability.HINTED_PAGES not in self.caps or self.drv.hint is None:
             return
         applied = self.dev.hinted_pages()
+        if self.current_id is None:
+            late = applied & ~self.applied_at_end
+            self.R.check("BAL-FPH-DEV-3", not late, f"pages {bits(late)[:8]} applied as hints after the "
+                         "round ended: the field reads STOP or DONE, which no hint matches")
+            return
         allowed = self.drv.hint.sent_under.get(self.current_id, 0)
         stale = applied & ~allowed
         self.R.check("BAL-FPH-DEV-3", not stale, f"pages {bits(stale)[:8]} applied as hints, but they were not "
@@ -49,6 +56,18 @@ class DeviceHinting(DeviceOperation):
         cid = self.dev.read_config(CFG_CMD_ID, 4)
         self.R.check("BAL-FPH-D5", cid == self.current_id, f"mid-round (the driver echoed {self.current_id} and "
                      f"is still hinting) free_page_hint_cmd_id reads {cid}")
+
+    def _round_ended(self, done: bool) -> None:
+        """The host published STOP or DONE: what the device applied so far is all it may have applied.
+        After DONE every page hinted before is protected (BAL-FPH-DEV-5), those the guest took back too."""
+        self.current_id = None
+        if Capability.HINTED_PAGES in self.caps:
+            self.applied_at_end = self.dev.hinted_pages()
+        if done:
+            for p in sorted(self.reused):
+                last = next((m for m in reversed(self.history.history(p)) if m.origin is Origin.HINTED), None)
+                self.history.record([p], Origin.HINT_RELEASED, round=None if last is None else last.round)
+            self.reused.clear()
 
     @step(when=_hinting, cycles=CYCLES)
     def hint_start(self, cycles: int) -> None:
@@ -67,7 +86,7 @@ class DeviceHinting(DeviceOperation):
         self._config_op("hint_stop")
         cid = self.dev.read_config(CFG_CMD_ID, 4)
         self.R.check("BAL-FPH-DEV-1", cid == VIRTIO_BALLOON_CMD_ID_STOP, f"after hint_stop the ID reads {cid}")
-        self.current_id = None
+        self._round_ended(done=False)
         self._cycles(cycles)
         note(f"host stops hinting (STOP), then {cycles} cycle(s)")
 
@@ -77,6 +96,6 @@ class DeviceHinting(DeviceOperation):
         cid = self.dev.read_config(CFG_CMD_ID, 4)
         if self.current_id is not None:  # a round ran: its pages must be handed back
             self.R.check("BAL-FPH-DEV-6", cid == VIRTIO_BALLOON_CMD_ID_DONE, f"after hint_done the ID reads {cid}")
-        self.current_id = None
+        self._round_ended(done=cid == VIRTIO_BALLOON_CMD_ID_DONE)
         self._cycles(cycles)
         note(f"host is done with the hints (DONE), then {cycles} cycle(s)")

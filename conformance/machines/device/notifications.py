@@ -1,5 +1,6 @@
-"""Device notifications: used buffer notifications and their suppression (§2.7.7, §2.7.10), spurious
-available buffer notifications (SPLIT-DEV-21), and configuration changes (§2.5.1, §4.1.5.4)."""
+"""Device notifications: used buffer notifications and their suppression (§2.7.7, §2.7.10) including a
+stray NO_INTERRUPT bit under EVENT_IDX (SPLIT-DEV-11), spurious available buffer notifications
+(SPLIT-DEV-21), and configuration changes (§2.5.1, §4.1.5.4)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from refmodel.balloon.queues import BALLOON_QUEUES
-from refmodel.virtio.split.layout import used_event_offset
+from refmodel.virtio.constants import VIRTQ_AVAIL_F_NO_INTERRUPT
+from refmodel.virtio.split.layout import AVAIL_FLAGS, used_event_offset
 from refmodel.virtio.transport import Interrupts
 
 from conformance.harness import ImplementationError
@@ -44,7 +46,8 @@ class DeviceNotifications(DeviceMachine):
             if wish.ignored_req:
                 self.R.saw(wish.ignored_req)  # used_event holds whatever used_notifications left there
             owed = wish.due(new, old)
-            self.R.check(wish.req(owed), notified == owed, f"{name}: used idx {old}->{new} with {wish}: "
+            self.R.check(self._owed_req(name, vq, owed), notified == owed,
+                         f"{name}: used idx {old}->{new} with {wish}: "
                          f"{'no notification' if owed else 'notified'}")
             self.last_signalled[name] = new
         self.drv.interrupt(irq.queues, irq.config)
@@ -53,7 +56,7 @@ class DeviceNotifications(DeviceMachine):
     def _owed_check(self, name: str, vq: Any, old: int, new: int, notified: bool) -> None:
         """An asynchronous device may signal after we looked: a notification it owes may come with the
         next collection; one still missing then is a failure."""
-        req = Kind.USED_BUFFER.req(vq.event_idx, owed=True)
+        req = self._owed_req(name, vq, owed=True)
         owed = self.owed.pop(name, None)
         if notified:
             self.R.saw(req)
@@ -83,17 +86,37 @@ class DeviceNotifications(DeviceMachine):
                          f"{op}: config changed {snapshot} -> {after} without a configuration change notification")
         return after
 
+    def _set_used_notifications(self, name: str, enabled: bool) -> None:
+        """The driver asks for (or suppresses) used buffer notifications on ``name``."""
+        vq = self.drv.vqs.get(name)
+        if vq is None:
+            return
+        # Entries the device used so far were judged under the old setting: the window restarts.
+        self._collect_interrupts()
+        self.last_signalled[name] = self._used_idx(name)
+        self.owed.pop(name, None)
+        vq.set_used_notifications(enabled)
+        if not vq.event_idx:  # SPLIT-DEV-8: garbage in used_event must not matter
+            self.os.mem.write_u16(vq.addrs.avail + used_event_offset(vq.queue_size), 0x5A5A)
+
+    def _stray_no_interrupt(self, name: str, on: bool) -> None:
+        """With EVENT_IDX, set (or clear) NO_INTERRUPT in avail flags, which the driver must not
+        (SPLIT-DRV-14) and the device must ignore (SPLIT-DEV-11)."""
+        vq = self.drv.vqs[name]
+        self._collect_interrupts()
+        self.os.mem.write_u16(vq.addrs.avail + AVAIL_FLAGS, VIRTQ_AVAIL_F_NO_INTERRUPT if on else 0)
+        (self.stray_flag.add if on else self.stray_flag.discard)(name)
+
+    def _owed_req(self, name: str, vq: Any, owed: bool) -> str:
+        """The requirement a notification decision falls under. Used only right after the same queue was
+        judged without the stray bit, so a missing notification here is the bit's doing (SPLIT-DEV-11)."""
+        if owed and name in self.stray_flag:
+            return "SPLIT-DEV-11"
+        return Kind.USED_BUFFER.req(vq.event_idx, owed)
+
     @step(name=QUEUE_NAMES, enabled=st.booleans())
     def used_notifications(self, name: str, enabled: bool) -> None:
-        vq = self.drv.vqs.get(name)
-        if vq is not None:
-            # Entries the device used so far were judged under the old setting: the window restarts.
-            self._collect_interrupts()
-            self.last_signalled[name] = self._used_idx(name)
-            self.owed.pop(name, None)
-            vq.set_used_notifications(enabled)
-            if not vq.event_idx:  # SPLIT-DEV-8: garbage in used_event must not matter
-                self.os.mem.write_u16(vq.addrs.avail + used_event_offset(vq.queue_size), 0x5A5A)
+        self._set_used_notifications(name, enabled)
         note(f"driver {'asks for' if enabled else 'suppresses'} used buffer notifications on {name}")
 
     @step(name=QUEUE_NAMES)

@@ -1,0 +1,275 @@
+"""Malformed driver input (§2.1.2): the suite's driver breaks one rule on purpose, through its own queues,
+and records what the device did with the input.
+
+What the device may do is open (the spec binds the driver), except that it SHOULD set
+DEVICE_NEEDS_RESET when the input leaves it needing a reset (STATUS-DEV-2), and then, with DRIVER_OK,
+MUST send a configuration change notification (STATUS-DEV-3). So the reactions are:
+
+* it set DEVICE_NEEDS_RESET (a configuration change notification must follow);
+* it reported the breach (the reference device raises :class:`PeerSpecViolation` naming the driver's
+  requirement, and also asks for a reset): rejected, not a failure of the device;
+* it returned the buffer and carries on: it ignored the input, and nothing needed a reset;
+* it kept the buffer and asked for nothing: then it must still serve a well-formed inflate, or it broke
+  without asking for a reset, and STATUS-DEV-2 fails.
+
+Damage is judged elsewhere: pages it changed by the page checks (run before the reset forgets what the
+device gave back), a crash or hang by the harness. What held for an input class in every example is the
+report's observation ``malformed <queue>: <class>``. The input ends the example's protocol (the device
+may be broken now): the driver resets the device and probes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+from hypothesis import strategies as st
+
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
+from refmodel.errors import PeerSpecViolation
+from refmodel.virtio.constants import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, DeviceStatus
+from refmodel.virtio.features import Feature
+from refmodel.virtio.split.driver import QueueFull
+from refmodel.virtio.split.layout import DESC_FMT, USED_ELEM_FMT, VIRTQ_DESC_SIZE, used_ring_entry
+from refmodel.virtio.transport import Interrupts
+from refmodel.virtio.virtq import u16
+
+from conformance.harness import ImplementationError
+from conformance.machines.base import note, step
+from conformance.machines.device.hinting import DeviceHinting
+from conformance.machines.device.notifications import OWED_LOOKS
+from conformance.machines.device.reset import DeviceReset
+
+#: A command ID no device publishes in an example (the reference counts up from 2, QEMU from 2^31).
+UNPUBLISHED_ID = 0x7FFFFFFF
+#: Where a buffer "outside guest memory" points: past the end of RAM, clear of any device's registers.
+OUTSIDE = 1 << 30
+
+
+@attrs.frozen
+class Malformed:
+    """One class of malformed input: where it goes, what it breaks, and the method that builds it."""
+
+    queue: str
+    name: str
+    breaks: str  # the driver requirement it breaks (the reference device may name a more specific one)
+    build: str  # DeviceMalformedInput method: (queue, scratch address) -> head on the ring, or None
+
+    @property
+    def topic(self) -> str:
+        return f"malformed {self.queue}: {self.name}"
+
+
+MALFORMED = (
+    Malformed("free_page_vq", "command ID of 3 bytes", "BAL-FPH-DRV-1", "_short_command_id"),
+    Malformed("free_page_vq", "hint as an out-buffer", "BAL-FPH-D3", "_hint_as_out_buffer"),
+    Malformed("free_page_vq", "hint outside guest memory", "BAL-FPH-D3", "_hint_outside"),
+    Malformed("free_page_vq", "command ID echoed twice", "BAL-FPH-DRV-3", "_second_echo"),
+    Malformed("free_page_vq", "command ID never published", "BAL-FPH-D2", "_unpublished_id"),
+    Malformed("inflateq", "PFN outside guest memory", "BAL-OP-D1", "_pfn_outside"),
+    Malformed("deflateq", "PFN outside guest memory", "BAL-OP-D1", "_pfn_outside"),
+    Malformed("reporting_vq", "report outside guest memory", "SPLIT-DRV-D1", "_report_outside"),
+    Malformed("inflateq", "descriptor loop", "SPLIT-DRV-4", "_loop"),
+    Malformed("inflateq", "indirect table longer than the queue", "SPLIT-DRV-8", "_long_indirect"),
+)
+
+
+class DeviceMalformedInput(DeviceHinting, DeviceReset):
+    def _malformed_kinds(self) -> list[Malformed]:
+        """The classes this example's queues can carry (a second echo needs a round to echo, an indirect
+        table the feature)."""
+        needs = {"_second_echo": self._hinting(), "_long_indirect": self.has(Feature.VIRTIO_F_INDIRECT_DESC)}
+        return [k for k in MALFORMED if k.queue in self.drv.vqs and needs.get(k.build, True)]
+
+    @step(when=lambda self: self._malformed_kinds(), kind=st.integers(0, len(MALFORMED) - 1))
+    def malformed_input(self, kind: int) -> None:
+        kinds = self._malformed_kinds()
+        k = kinds[kind % len(kinds)]
+        self.scratch: list[int] = []
+        scratch = self._scratch_page()
+        head = None if scratch is None else getattr(self, k.build)(k.queue, scratch)
+        if head is None:
+            note(f"{k.topic}: no room for it (no free page, or the ring is full)")
+        else:
+            note(f"driver puts a malformed input on {k.queue}: {k.name} ({k.breaks}), head {head}")
+            self._react(k, head, self._publish(k.queue))
+            self.workload_pages_intact()  # before the reset forgets which pages the device gave back
+        self._reprobe()
+        for page in self.scratch:
+            self.os.free_page(page)
+        note("driver resets the device and probes again")
+
+    # -- what the device did -------------------------------------------------------------------------------
+    def _react(self, k: Malformed, head: int, rejected: PeerSpecViolation | None) -> None:
+        name = k.queue
+        before = self._used_idx(name)
+        config = needs_reset = returned = False
+        for _ in range(OWED_LOOKS):
+            if rejected is None:
+                rejected = self._reported(self.dev.run)
+            irq = self.dev.take_interrupts()
+            if not isinstance(irq, Interrupts):
+                raise ImplementationError("device.take_interrupts", f"returned {irq!r}, expected Interrupts")
+            config = config or irq.config
+            status = self.dev.read_status()
+            needs_reset = bool(status & DeviceStatus.DEVICE_NEEDS_RESET)
+            returned = returned or head in self._used_heads(name, before)
+            if needs_reset and config or returned and not needs_reset:
+                break
+        seen = {text for text, held in (("set DEVICE_NEEDS_RESET", needs_reset),
+                                        ("returned the buffer", returned),
+                                        ("sent a configuration change notification", config)) if held}
+        if rejected is not None:
+            seen.add(f"reported the breach ({rejected.req_id})")
+        if rejected is None and not needs_reset and not returned:
+            alive = self._still_serves()
+            seen.add("kept the buffer" + {True: "; still serves inflateq", False: "; serves nothing more",
+                                          None: ""}[alive])
+            self.R.check("STATUS-DEV-2", alive is not False, f"after {k.topic} ({k.breaks}) the device kept "
+                         "the buffer, stopped serving inflateq and did not set DEVICE_NEEDS_RESET (status "
+                         f"{status:#04x})")
+        else:
+            self.R.saw("STATUS-DEV-2")
+        if needs_reset:  # the suite's driver had set DRIVER_OK
+            self.R.check("STATUS-DEV-3", config, f"DEVICE_NEEDS_RESET after {k.topic} ({k.breaks}) while "
+                         f"DRIVER_OK is set, and no configuration change notification in {OWED_LOOKS} looks")
+        self.R.narrow(k.topic, seen)
+        if name == "free_page_vq":
+            self._check_hints()  # none of it may count as an applied hint
+        note(f"the device: {', '.join(sorted(seen))}")
+
+    def _reported(self, call: Callable[[], object]) -> PeerSpecViolation | None:
+        """Call the device; a violation it raises naming a driver requirement is its report of the breach."""
+        try:
+            call()
+        except PeerSpecViolation as e:
+            if e.role != "driver":
+                raise
+            return e
+        return None
+
+    def _used_heads(self, name: str, since: int) -> set[int]:
+        vq = self.drv.vqs[name]
+        now = self._used_idx(name)
+        count = min(u16(now - since), vq.queue_size)
+        ring = vq.addrs.used
+        return {self.os.mem.unpack(USED_ELEM_FMT, ring + used_ring_entry(u16(now - 1 - i) % vq.queue_size))[0]
+                for i in range(count)}
+
+    def _still_serves(self) -> bool | None:
+        """A well-formed inflate of one page: does the device still use it? None if it cannot be tried."""
+        vq = self.drv.vqs["inflateq"]
+        page = self._scratch_page()
+        if page is None:
+            return None
+        buf = page + BALLOON_PAGE_SIZE // 2  # the PFN array lives in the page it names
+        self.os.mem.write_u32(buf, page // BALLOON_PAGE_SIZE)
+        head = self._add("inflateq", readable=[(buf, 4)])
+        if head is None:
+            return None
+        before = self._used_idx("inflateq")
+        if self._publish("inflateq") is not None:
+            return True  # it judged the new buffer: still at work
+        for _ in range(OWED_LOOKS):
+            if self._reported(self.dev.run) is not None:
+                return True
+            self.dev.take_interrupts()
+            if head in self._used_heads("inflateq", before):
+                return True
+        return False
+
+    # -- putting it on the ring ------------------------------------------------------------------------------
+    def _scratch_page(self) -> int | None:
+        """The address of a page the suite's driver takes from the guest for its own use."""
+        try:
+            page = self.os.alloc_contiguous(1)
+        except MemoryError:
+            return None
+        self.scratch.append(page)  # given back after the reset
+        return page * BALLOON_PAGE_SIZE
+
+    def _add(self, name: str, readable: Sequence[tuple[int, int]] = (),
+             writable: Sequence[tuple[int, int]] = ()) -> int | None:
+        try:
+            return self.drv.vqs[name].add(readable, writable)
+        except QueueFull:
+            return None
+
+    def _patch(self, name: str, desc: int, **fields: int) -> None:
+        """Rewrite fields of descriptor ``desc`` of ``name`` before the device may see it."""
+        addr = self.drv.vqs[name].addrs.desc + VIRTQ_DESC_SIZE * desc
+        a, n, flags, nxt = self.os.mem.unpack(DESC_FMT, addr)
+        values = {"addr": a, "len": n, "flags": flags, "next": nxt, **fields}
+        self.os.mem.pack(DESC_FMT, addr, values["addr"], values["len"], values["flags"], values["next"])
+
+    def _publish(self, name: str) -> PeerSpecViolation | None:
+        """Make it available and notify (always: a driver may), the device's report if it judged it then."""
+        self.drv.vqs[name].publish()
+        return self._reported(lambda: self.dev.notify(self.drv.index_of[name]))
+
+    def _outside(self) -> int:
+        return self.os.mem.end + OUTSIDE
+
+    def _short_command_id(self, name: str, scratch: int) -> int | None:
+        self.os.mem.write(scratch, b"\x02\x00\x00")
+        return self._add(name, readable=[(scratch, 3)])
+
+    def _hint_as_out_buffer(self, name: str, scratch: int) -> int | None:
+        # A workload page, so a device that took it for a hint and dropped it shows as damage.
+        page = min(self.os.workload, default=scratch // BALLOON_PAGE_SIZE)
+        return self._add(name, readable=[(page * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE)])
+
+    def _hint_outside(self, name: str, scratch: int) -> int | None:
+        head = self._add(name, writable=[(scratch, BALLOON_PAGE_SIZE)])
+        if head is not None:
+            self._patch(name, head, addr=self._outside())
+        return head
+
+    def _second_echo(self, name: str, scratch: int) -> int | None:
+        hint = self.drv.hint
+        if hint is not None and hint.served is None:
+            if self.current_id is None:
+                self.hint_start(0)
+            self._driver_run()  # the driver echoes the ID it read
+        if hint is None or hint.served is None:
+            return None
+        self.os.mem.write_u32(scratch, hint.served)
+        return self._add(name, readable=[(scratch, 4)])
+
+    def _unpublished_id(self, name: str, scratch: int) -> int | None:
+        self.os.mem.write_u32(scratch, UNPUBLISHED_ID)
+        return self._add(name, readable=[(scratch, 4)])
+
+    def _pfn_outside(self, name: str, scratch: int) -> int | None:
+        self.os.mem.write_u32(scratch, self._outside() // BALLOON_PAGE_SIZE)
+        return self._add(name, readable=[(scratch, 4)])
+
+    def _report_outside(self, name: str, scratch: int) -> int | None:
+        return self._hint_outside(name, scratch)
+
+    def _victim_pfn(self, scratch: int) -> int:
+        """A page a PFN array may name: another scratch page (a device that inflates it drops its contents,
+        so never the page holding the array), or the array's own if none is free."""
+        victim = self._scratch_page()
+        return (scratch if victim is None else victim) // BALLOON_PAGE_SIZE
+
+    def _loop(self, name: str, scratch: int) -> int | None:
+        self.os.mem.write_u32(scratch, self._victim_pfn(scratch))
+        head = self._add(name, readable=[(scratch, 4)])
+        if head is not None:
+            self._patch(name, head, flags=VIRTQ_DESC_F_NEXT, next=head)
+        return head
+
+    def _long_indirect(self, name: str, scratch: int) -> int | None:
+        """An indirect table of Queue Size + 1 descriptors, each the same one-PFN array."""
+        n = self.drv.vqs[name].queue_size + 1
+        table = scratch + 16 * VIRTQ_DESC_SIZE
+        self.os.mem.write_u32(scratch, self._victim_pfn(scratch))
+        for i in range(n):
+            last = i + 1 == n
+            self.os.mem.pack(DESC_FMT, table + VIRTQ_DESC_SIZE * i, scratch, 4,
+                             0 if last else VIRTQ_DESC_F_NEXT, 0 if last else i + 1)
+        head = self._add(name, readable=[(scratch, 4)])
+        if head is not None:
+            self._patch(name, head, addr=table, len=VIRTQ_DESC_SIZE * n, flags=VIRTQ_DESC_F_INDIRECT, next=0)
+        return head

@@ -1,0 +1,90 @@
+"""Used lengths (SPLIT-DEV-15): a device that returns a chain with used len L wrote its first L bytes,
+from the first device-writable buffer on, before it moved the used idx.
+
+Only reporting_vq returns device-writable buffers the device may change. Without PAGE_POISON the
+suite's driver (:class:`~conformance.machines.device.canary.CanaryDriver`) fills each reported page
+with a canary before the report (a guest may write its free pages); a used len that covers a canary
+word still in place claims bytes the device never wrote. With PAGE_POISON the pages hold poison_val,
+which a conforming device may write back unchanged, so nothing can be told apart there.
+"""
+
+from __future__ import annotations
+
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
+from refmodel.virtio.constants import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
+from refmodel.virtio.features import Feature, has
+from refmodel.virtio.split.layout import DESC_FMT, USED_ELEM_FMT, VIRTQ_DESC_SIZE, used_ring_entry
+from refmodel.virtio.virtq import u16
+
+from conformance.machines.base import note, step
+from conformance.machines.device.canary import WORD, canary
+from conformance.machines.device.operation import DeviceOperation
+from conformance.machines.device.reporting import DeviceReportingAndOom
+from conformance.machines.device.reset import DeviceReset
+
+
+class DeviceUsedLengths(DeviceOperation, DeviceReportingAndOom, DeviceReset):
+    def _after_device_run(self) -> None:
+        super()._after_device_run()
+        self._check_used_lengths("reporting_vq")
+
+    def _writable(self, name: str, head: int) -> list[tuple[int, int]] | None:
+        """The device-writable buffers of the chain at ``head``, read from the driver's own descriptor
+        table; None if it is not a plain chain (the used-ring parsers judge the rest)."""
+        vq = self.drv.vqs[name]
+        out, idx = [], head
+        for _ in range(vq.queue_size):
+            if idx >= vq.queue_size:
+                return None
+            addr, length, flags, nxt = self.os.mem.unpack(DESC_FMT, vq.addrs.desc + VIRTQ_DESC_SIZE * idx)
+            if flags & VIRTQ_DESC_F_INDIRECT:
+                return None
+            if flags & VIRTQ_DESC_F_WRITE:
+                out.append((addr, length))
+            if not flags & VIRTQ_DESC_F_NEXT:
+                return out
+            idx = nxt
+        return None
+
+    def _check_used_lengths(self, name: str) -> None:
+        vq = self.drv.vqs.get(name)
+        if vq is None:
+            return
+        now = self._used_idx(name)
+        seen = self.used_seen.get(name, vq.last_used_idx)
+        self.used_seen[name] = now
+        if u16(now - seen) > vq.queue_size:  # a wrapped ring keeps the last queue-size elements only
+            seen = u16(now - vq.queue_size)
+        for i in range(u16(now - seen)):
+            head, length = self.os.mem.unpack(USED_ELEM_FMT, vq.addrs.used + used_ring_entry(u16(seen + i)
+                                                                                           % vq.queue_size))
+            bufs = self._writable(name, head) if head < vq.queue_size else None
+            if not bufs or not all(a % BALLOON_PAGE_SIZE == 0 and n == BALLOON_PAGE_SIZE
+                                   and a // BALLOON_PAGE_SIZE in self.drv.canaried for a, n in bufs):
+                continue  # not a canaried report (with PAGE_POISON, or not the suite's layout)
+            self._check_written(name, head, length, bufs)
+
+    def _check_written(self, name: str, head: int, length: int, bufs: list[tuple[int, int]]) -> None:
+        """The first ``length`` bytes of ``bufs`` (whole canaried pages) no longer hold the canary."""
+        off = 0
+        for addr, size in bufs:
+            page = addr // BALLOON_PAGE_SIZE
+            self.drv.canaried.discard(page)
+            want = canary(page)
+            for w in range(0, max(0, min(size, length - off)), WORD.size):
+                if self.os.mem.read(addr + w, WORD.size) == want[w:w + WORD.size]:
+                    self.R.check("SPLIT-DEV-15", False, f"{name}: head {head} came back with used len "
+                                 f"{length}, but byte {off + w} of its device-writable buffers still holds "
+                                 "the canary the driver wrote there: the device did not write it")
+            off += size
+        self.R.saw("SPLIT-DEV-15")
+
+    @step(when=lambda self: has(self.offered, Feature.VIRTIO_BALLOON_F_PAGE_REPORTING))
+    def report_canaried(self) -> None:
+        """A report the device's used len can be judged on (SPLIT-DEV-15): reporting without PAGE_POISON,
+        re-probing for it if need be, then a device turn."""
+        self._want_feature(Feature.VIRTIO_BALLOON_F_PAGE_POISON, False)
+        self._want_feature(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING, True)
+        n = self._report()
+        self._cycles(1)
+        note(f"driver reports {n} canaried page(s), then a cycle")
