@@ -1,6 +1,7 @@
 """mypy checks every implementation this project ships against the Protocols of conformance.interface
-and refmodel.virtio.transport: typing_assignments.py returns each one as the Protocols of its role and
-declared capabilities. Only that module's errors count; a mismatch fails with mypy's own message."""
+and refmodel.virtio.transport, as the Protocols of its role and of each capability it declares: the
+reference and the adapters in typing_assignments.py, the mutants in a module written here from the
+mutant tuples. Only those modules' errors count; a mismatch fails with mypy's own message."""
 
 import ast
 import importlib.util
@@ -31,13 +32,46 @@ from refmodel.virtio.split.driver import SplitQueueDriver
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = Path(__file__).with_name("typing_assignments.py")
 
-#: Every class the suite runs, by role.
-ROLES = {
-    DeviceUnderTest: (BalloonDevice, CDevice, QemuBalloon, *DEVICE_MUTANTS),
-    DriverUnderTest: (BalloonDriver, CDriver, *DRIVER_MUTANTS),
-    DeviceQueueUnderTest: (SplitQueueDevice, RustVmmQueue, *DEVICE_QUEUE_MUTANTS),
-    DriverQueueUnderTest: (SplitQueueDriver, *DRIVER_QUEUE_MUTANTS),
+#: The reference and the adapters, by role (typing_assignments.py checks them).
+SHIPPED = {
+    DeviceUnderTest: (BalloonDevice, CDevice, QemuBalloon),
+    DriverUnderTest: (BalloonDriver, CDriver),
+    DeviceQueueUnderTest: (SplitQueueDevice, RustVmmQueue),
+    DriverQueueUnderTest: (SplitQueueDriver,),
 }
+#: The mutants, by role, with the arguments their factory gets (the generated module checks them).
+MUTANTS = {
+    DeviceUnderTest: (DEVICE_MUTANTS, "mem"),
+    DriverUnderTest: (DRIVER_MUTANTS, ""),
+    DeviceQueueUnderTest: (DEVICE_QUEUE_MUTANTS, "mem, addrs, 8"),
+    DriverQueueUnderTest: (DRIVER_QUEUE_MUTANTS, "mem, addrs, 8"),
+}
+
+
+def _wanted(role: type, cls: type) -> list[type]:
+    """The role's Protocol, then one per capability ``cls`` declares."""
+    caps = sorted(declared_capabilities(cls), key=lambda c: c.value)
+    return [role, *(CAPABILITY_PROTOCOLS[c] for c in caps)]
+
+
+def _name(obj: type) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def mutant_module() -> str:
+    """One assignment per mutant and Protocol, so mypy's message names both."""
+    modules = sorted({"conformance.interface", *(c.__module__ for cs, _ in MUTANTS.values() for c in cs)})
+    lines = ['"""Written by tests/suite/test_typing.py: each mutant as the Protocols it must satisfy."""', "",
+             *(f"import {m}" for m in modules), "from refmodel.virtio.memory import GuestMemory",
+             "from refmodel.virtio.virtq import QueueAddresses", "", "",
+             "def mutants(mem: GuestMemory, addrs: QueueAddresses) -> None:"]
+    n = 0
+    for role, (classes, args) in MUTANTS.items():
+        for cls in classes:
+            for proto in _wanted(role, cls):
+                lines.append(f"    m{n}: {_name(proto)} = {_name(cls)}({args})")
+                n += 1
+    return "\n".join(lines) + "\n"
 
 
 def _load():
@@ -73,29 +107,29 @@ def _checked_as(module) -> dict[type, set[type]]:
     return out
 
 
-def test_the_module_checks_every_class_as_its_role_and_declared_capabilities():
+def test_the_module_checks_each_shipped_class_as_its_role_and_declared_capabilities():
     module = _load()
     got = _checked_as(module)
-    missing = []
-    for role, classes in ROLES.items():
-        for cls in classes:
-            want = {role} | {CAPABILITY_PROTOCOLS[c] for c in declared_capabilities(cls)}
-            missing += sorted(f"{cls.__module__}.{cls.__qualname__} as {p.__name__}" for p in want - got[cls])
+    missing = {_name(cls): [p.__name__ for p in _wanted(role, cls) if p not in got[cls]]
+               for role, classes in SHIPPED.items() for cls in classes}
     # Linux's driver has a machine of its own, so no DriverUnderTest: what that machine calls instead.
-    caps = declared_capabilities(LinuxDriver)
-    linux = {module.GuestDriverUnderTest, *(CAPABILITY_PROTOCOLS[c] for c in caps)}
-    missing += sorted(f"LinuxDriver as {p.__name__}" for p in linux - got[LinuxDriver])
-    assert not missing, f"{MODULE.name} does not check: " + "; ".join(missing)
-    assert set(ROLES) == set(ROLE_PROTOCOLS.values())
+    linux = _wanted(module.GuestDriverUnderTest, LinuxDriver)
+    missing[_name(LinuxDriver)] = [p.__name__ for p in linux if p not in got[LinuxDriver]]
+    missing = {cls: protos for cls, protos in missing.items() if protos}
+    assert not missing, f"{MODULE.name} does not check: " + "; ".join(
+        f"{cls} as {', '.join(protos)}" for cls, protos in missing.items())
+    assert set(SHIPPED) == set(MUTANTS) == set(ROLE_PROTOCOLS.values())
 
 
 def test_mypy_finds_no_protocol_mismatch(tmp_path):
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (pip install -e .[test])")
+    mutants = tmp_path / "typing_mutants.py"
+    mutants.write_text(mutant_module())
     env = {**os.environ, "MYPYPATH": str(ROOT)}
-    # Only the module's own errors count (--follow-imports=silent); --warn-unused-ignores makes its canary
-    # fail if mypy ever resolved the project's classes to Any.
+    # Only these modules' errors count (--follow-imports=silent); --warn-unused-ignores makes the canary in
+    # typing_assignments.py fail if mypy ever resolved the project's classes to Any.
     out = subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports",
-                          "--warn-unused-ignores", "--cache-dir", str(tmp_path / "mypy-cache"), str(MODULE)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, f"mypy {MODULE.name}:\n{out.stdout}{out.stderr}"
+                          "--warn-unused-ignores", "--cache-dir", str(tmp_path / "mypy-cache"), str(MODULE),
+                          str(mutants)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"mypy:\n{out.stdout}{out.stderr}"
