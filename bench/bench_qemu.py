@@ -1,7 +1,8 @@
-"""Real QEMU: virtqueue requests/s through the qtest adapter, and live-migration bytes with and without
-the reference driver's free page hints at two guest sizes, beside the model's prediction for the same
-pages, hints and writes (``refmodel.system.migration.predict_full_pages``, every hint before the bulk pass)
-and the ideal (pages in use + pages dirtied). Targets (issue 5): >= 500 requests/s; with hints
+"""Real QEMU: virtqueue requests/s through the qtest adapter, QMP round trips/s (qemu.qmp), and
+live-migration bytes with and without the reference driver's free page hints at two guest sizes, beside
+the model's prediction for the same pages, hints and writes
+(``refmodel.system.migration.predict_full_pages``, every hint before the bulk pass) and the ideal (pages
+in use + pages dirtied). Targets (issue 5): >= 500 requests/s; with hints
 <= 1.1x the ideal. Asserts nothing. ``--json FILE`` writes the figures for the docs' plots.
 """
 
@@ -45,14 +46,31 @@ def requests_per_second(requests: int) -> float:
         factory.close()
 
 
+def qmp_round_trips_per_second(n: int) -> float:
+    """``query-status`` back to back on the adapter's QMP client (qemu.qmp)."""
+    from conformance.adapters.qemu.process import QemuProcess
+
+    q = QemuProcess()
+    try:
+        start = time.perf_counter()
+        for _ in range(n):
+            q.qmp.execute("query-status")
+        return n / (time.perf_counter() - start)
+    finally:
+        q.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--qmp", type=int, default=1000, help="QMP round trips to time")
     p.add_argument("--ram-mib", type=int, nargs="+", default=[64, 256])
     p.add_argument("--json", type=Path, help="write the migration figures here (results/migration-qtest-*.json)")
     args = p.parse_args()
     rps = requests_per_second(args.requests)
     print(f"qtest adapter: {rps:,.0f} virtqueue requests/s ({args.requests} requests)")
+    qmp = qmp_round_trips_per_second(args.qmp)
+    print(f"QMP: {qmp:,.0f} round trips/s (query-status x {args.qmp})")
     print(f"\n{'guest':>7} {'hints':>6} {'MB sent':>9} {'full pages':>11} {'model':>7} {'ideal':>7} {'x ideal':>8} "
           f"{'lost':>5} {'s':>6}")
     figures = {}
@@ -79,12 +97,14 @@ def main() -> None:
             version = f"QEMU {num.get('major')}.{num.get('minor')}.{num.get('micro')} ({v.get('package', '').strip()})"
         finally:
             q.close()
-        args.json.write_text(json.dumps({"qemu": version, "requests_per_s": round(rps), "runs": [
+        args.json.write_text(json.dumps({"qemu": version, "requests_per_s": round(rps),
+                                         "qmp_round_trips_per_s": round(qmp), "runs": [
             {"ram_mib": r.ram_mib, "hints": r.hints, "mb": round(r.transferred_bytes / 1e6, 1),
              "full_pages": r.normal_pages, "model_pages": r.model_pages, "ideal": r.ideal_pages,
              "hinted_pages": r.hinted_pages, "lost": len(r.lost), "seconds": round(r.seconds, 2)}
             for r in figures.values()]}, indent=1) + "\n")
-    print(f"requests_per_s={rps:.0f} ram_mib={big} hinted_mb={h.transferred_bytes / 1e6:.1f} "
+    print(f"requests_per_s={rps:.0f} qmp_round_trips_per_s={qmp:.0f}", end=" ")
+    print(f"ram_mib={big} hinted_mb={h.transferred_bytes / 1e6:.1f} "
           f"plain_mb={n.transferred_bytes / 1e6:.1f} hinted_x_ideal={h.normal_pages / h.ideal_pages:.2f} "
           f"hinted_x_model={h.normal_pages / h.model_pages:.3f} plain_x_model={n.normal_pages / n.model_pages:.3f} "
           f"lost={len(h.lost) + len(n.lost)}")

@@ -2,11 +2,15 @@
 virtio-pci transport over qtest, guest RAM shared through a file, hint rounds from real migrations.
 """
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,6 +75,71 @@ def test_qemu_dying_mid_run_is_a_reported_error_not_a_hang():
         impl.factory.close()
     assert res.errors and time.monotonic() - start < 120
     assert any(w in res.errors[0].detail for w in ("QEMU exited", "closed", "did not answer")), res.errors[0]
+
+
+def test_qmp_errors_and_a_dead_qemu_are_one_line_errors():
+    from conformance.adapters.qemu.process import QemuProcess
+    from conformance.adapters.qemu.qmp import QmpError
+
+    q = QemuProcess()
+    try:
+        assert q.qmp.execute("query-status")["status"] == "prelaunch"
+        with pytest.raises(QmpError, match=r"^nope: The command nope has not been found$"):
+            q.qmp.execute("nope")
+        assert q.qmp.execute("query-status")["status"] == "prelaunch"  # an error leaves the connection usable
+        os.killpg(q.proc.pid, signal.SIGKILL)
+        q.proc.wait(timeout=10)
+        for _ in range(2):  # the first call sees the hang-up, the next one the closed connection
+            with pytest.raises(QmpError) as e:
+                q.qmp.execute("query-status")
+            assert str(e.value).startswith("QEMU closed the QMP socket") and "\n" not in str(e.value), e.value
+        assert q.qmp.broken
+    finally:
+        q.close()
+
+
+def _silent_qmp_server(path: str, stop: threading.Event) -> None:
+    """Greets and negotiates like QEMU, then never answers a command."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+    srv.settimeout(10)
+    conn, _ = srv.accept()
+    greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": ""},
+                        "capabilities": []}}
+    conn.sendall(json.dumps(greeting).encode() + b"\n")
+    msg = json.loads(conn.recv(65536))  # qmp_capabilities (qemu.qmp ends a message with no newline)
+    conn.sendall(json.dumps({"return": {}, **({"id": msg["id"]} if "id" in msg else {})}).encode() + b"\n")
+    conn.recv(65536)
+    stop.wait(10)
+    conn.close()
+    srv.close()
+
+
+def test_a_qmp_command_never_answered_and_a_qemu_that_never_connects_are_bounded():
+    from conformance.adapters.qemu.qmp import QmpClient, QmpError
+
+    d = tempfile.mkdtemp(prefix="vc-qmp-")
+    stop = threading.Event()
+    server = threading.Thread(target=_silent_qmp_server, args=(f"{d}/silent.sock", stop), daemon=True)
+    server.start()
+    try:
+        while not os.path.exists(f"{d}/silent.sock"):
+            time.sleep(0.01)
+        client = QmpClient(f"{d}/silent.sock", timeout=0.5)
+        start = time.monotonic()
+        with pytest.raises(QmpError, match=r"^QEMU did not answer query-status on QMP within 0.5 s$"):
+            client.execute("query-status")
+        assert time.monotonic() - start < 3
+        client.close()
+        lonely = QmpClient(f"{d}/nobody.sock", timeout=0.3, listen=True)
+        with pytest.raises(QmpError, match=r"^QEMU did not connect to QMP within 0.3 s$"):
+            lonely.accept()
+        lonely.close()
+    finally:
+        stop.set()
+        server.join(10)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_missing_qemu_binary_is_a_one_line_error():

@@ -21,7 +21,7 @@ from refmodel.virtio.split.layout import USED_IDX
 from refmodel.virtio.virtq import QueueAddresses
 
 from conformance.adapters.qemu import virtio_pci as vp
-from conformance.adapters.qemu.process import DEFAULT_BINARY, QemuError, QemuProcess
+from conformance.adapters.qemu.process import DEFAULT_BINARY, DEFAULT_DEVICE, QemuError, QemuProcess
 from conformance.adapters.qemu.qmp import QmpError
 
 BALLOON_PATH = "/machine/peripheral/balloon0"
@@ -34,6 +34,8 @@ QEMU_STAT_NAMES = ("stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-m
                    "stat-htlb-pgfail")
 #: Guest pages the suite must not use: the first MiB (VGA window, BIOS ROM aliases).
 RESERVED_PAGES = 256
+#: query-migrate states of a migration still under way (then: completed, failed, cancelled).
+MIGRATING = ("setup", "active", "pre-switchover", "device", "cancelling")
 
 
 class QemuBalloon:
@@ -154,10 +156,12 @@ class QemuBalloon:
         raise QemuError(f"QEMU: {what} did not happen within {seconds:g} s")
 
     def _cancel_migration(self) -> None:
-        if self._migration_status() in ("setup", "active", "pre-switchover", "device"):
-            self.q.qmp.execute("migrate_cancel")
-            try:
-                self._wait("migration cancel", lambda: self._migration_status() in ("cancelled", "failed"))
+        status = self._migration_status()
+        if status in MIGRATING:
+            if status != "cancelling":
+                self.q.qmp.execute("migrate_cancel")
+            try:  # the migration may also complete before the cancel lands: guest RAM changes little
+                self._wait("migration cancel", lambda: self._migration_status() not in MIGRATING)
             except QemuError:
                 why = corrupted_queue(self.queue_status(FREE_PAGE_VQ))
                 if why is None:
@@ -245,7 +249,7 @@ class QemuBalloon:
 
     def hint_done(self) -> None:
         """Cancel the migration: QEMU's CLEANUP notifier publishes DONE. Without one, nothing to do."""
-        if self._migration_status() not in ("setup", "active", "pre-switchover", "device"):
+        if self._migration_status() not in MIGRATING:
             return
         self._cancel_migration()
         self._wait("DONE", lambda: self._cmd_id() == 1)
@@ -284,11 +288,10 @@ class QemuFactory:
         self.version: str | None = None  # filled when QEMU starts (QMP query-version)
 
     def __call__(self) -> QemuBalloon:
-        if self.qemu is None or not self.qemu.alive or self.qemu.wedged:
+        if self.qemu is None or not self.qemu.alive or self.qemu.wedged or self.qemu.qmp.broken:
             if self.qemu is not None:
                 self.qemu.close()
-            opts = {"device": self.device} if self.device else {}
-            self.qemu = QemuProcess(self.binary, **opts, **self.kwargs)
+            self.qemu = QemuProcess(self.binary, device=self.device or DEFAULT_DEVICE, **self.kwargs)
             self.caps = vp.setup(vp.find_balloon(self.qemu.qtest))
             # Hinting starts only in a running VM during a migration; keep that migration slow and
             # unable to converge, so a hint round lasts as long as an example needs.

@@ -6,7 +6,7 @@ The RAM file lives in the run's temporary directory, not /dev/shm: containers of
 
 Facts this relies on (Debian 12's QEMU 7.2 and bookworm-backports' 10.0): no qtest accelerator, so
 ``-machine q35 -accel tcg -S -qtest unix:PATH`` with a firmware of HLT bytes; QEMU connects to the
-qtest socket we listen on; free-page-hint needs an iothread.
+qtest and QMP sockets we listen on; free-page-hint needs an iothread.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import subprocess
 import tempfile
 import weakref
 from pathlib import Path
+from typing import NoReturn
 
 from refmodel.virtio.memory import GuestMemory
 
-from conformance.adapters.qemu.qmp import QmpClient
+from conformance.adapters.qemu.qmp import QmpClient, QmpError
 from conformance.adapters.qemu.qtest import QtestClient
 
 DEFAULT_BINARY = "qemu-system-x86_64"
@@ -54,6 +55,11 @@ class QemuProcess:
         bios = self.dir / "bios.bin"
         bios.write_bytes(b"\xf4" * 65536)  # HLT: no firmware touches PCI; the suite is the driver
         qtest_path, qmp_path = self.dir / "qtest.sock", self.dir / "qmp.sock"
+        try:
+            self.qmp = QmpClient(str(qmp_path), timeout, listen=True)  # QEMU connects to it, as to qtest's
+        except QmpError as e:
+            self.close()
+            raise QemuError(str(e)) from None
         listener = socket.socket(socket.AF_UNIX)
         listener.bind(str(qtest_path))
         listener.listen(1)
@@ -62,26 +68,39 @@ class QemuProcess:
                 "-display", "none", "-m", f"{ram_mib}M",
                 "-object", f"memory-backend-file,id=ram0,size={ram_mib}M,mem-path={self.ram_path},share=on",
                 "-object", "iothread,id=io0", "-bios", str(bios), "-qtest", f"unix:{qtest_path}",
-                "-qmp", f"unix:{qmp_path},server=on,wait=off", "-device", device, *extra_args]
+                "-qmp", f"unix:{qmp_path}", "-device", device, *extra_args]
         self.args = args
         self._log = open(self.dir / "qemu.log", "w+b")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        except OSError as e:
+            listener.close()
+            self.close()
+            raise QemuError(f"cannot run {path}: {e.strerror}") from None
         _live.add(self)
         try:
             conn, _ = listener.accept()
         except TimeoutError:
-            self.close()
-            raise QemuError(f"QEMU did not connect to qtest within {timeout:g} s: {self.log_tail()}") from None
+            self._fail(f"QEMU did not connect to qtest within {timeout:g} s")
         finally:
             listener.close()
         self.qtest = QtestClient(conn, timeout)
-        self.qmp = QmpClient(str(qmp_path), timeout)
+        try:
+            self.qmp.accept()
+        except QmpError as e:
+            self._fail(str(e))
         fd = os.open(self.ram_path, os.O_RDWR)
         try:
             self._map = mmap.mmap(fd, self.ram_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
         self.mem = GuestMemory(buffer=self._map)
+
+    def _fail(self, what: str) -> NoReturn:
+        tail = self.log_tail()  # before close() removes the log
+        self.close()
+        raise QemuError(f"{what}: {tail}") from None
 
     def log_tail(self, n: int = 2000) -> str:
         try:
@@ -108,6 +127,8 @@ class QemuProcess:
                     (client.sock if obj == "qtest" else client).close()
                 except Exception:  # noqa: BLE001 - closing a dead socket
                     pass
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
         self.ram_path.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         _live.discard(self)
