@@ -1,0 +1,171 @@
+"""Verdicts on devices an implementer can trust: malformed driver input is judged by what the device did
+(STATUS-DEV-2/3), a changed page is charged to the requirement its history names, and the dangerous
+moments are reached by rules aimed at them. Each test drives the device machine step by step, as a
+printed counterexample would."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.checks import Recorder
+from conformance.machines.device import MALFORMED, DeviceConformance
+from conformance.registry import BUILTIN, machine_for
+from refmodel.balloon.device import BalloonDevice
+from refmodel.errors import PeerSpecViolation
+from refmodel.virtio.constants import DeviceStatus
+from refmodel.virtio.features import Feature
+
+
+def machine(name: str, factory: type | None = None,
+            drop: frozenset[Feature] = frozenset()) -> DeviceConformance:
+    """A booted device machine for built-in ``name`` (or a machine around ``factory``)."""
+    if factory is None:
+        cls = machine_for(BUILTIN[name, "device"])
+    else:
+        cls = type(f"{name}Conformance", (DeviceConformance,), {"factory": staticmethod(factory)})
+    cls.recorder = Recorder()
+    m = cls()
+    m.boot(drop=drop, queue_size=8)
+    return m
+
+
+def fails_with(req_id: str, step) -> PeerSpecViolation:
+    with pytest.raises(PeerSpecViolation) as e:
+        step()
+    assert e.value.req_id == req_id, e.value
+    return e.value
+
+
+# -- malformed driver input --------------------------------------------------------------------------------
+@pytest.mark.verifies("STATUS-DEV-2", "STATUS-DEV-3")
+@pytest.mark.parametrize("index", range(len(MALFORMED)), ids=[k.topic for k in MALFORMED])
+def test_the_reference_device_asks_for_a_reset_after_each_malformed_input(index):
+    m = machine("reference")
+    kind = m._malformed_kinds()[index]
+    assert kind is MALFORMED[index]  # with every feature negotiated, every class is on offer
+    m.malformed_input(index)
+    seen = m.R.observations[kind.topic]
+    assert {"set DEVICE_NEEDS_RESET", "sent a configuration change notification"} <= seen, seen
+    assert any(s.startswith("reported the breach (") for s in seen), seen
+    assert {"STATUS-DEV-2", "STATUS-DEV-3", "RESET-DEV-1", "RESET-DEV-2"} <= m.R.exercised
+    assert m.dev.read_status() & DeviceStatus.DRIVER_OK and m.drv.ok  # reset, probed again
+    m.cycle(2)  # and the example goes on normally
+
+
+class ReturnsBadPfns(BalloonDevice):
+    """Skips PFNs outside memory and returns the buffer, as QEMU does: nothing needs a reset."""
+
+    def on_inflateq(self, chain):
+        try:
+            return super().on_inflateq(chain)
+        except PeerSpecViolation:
+            return 0
+
+
+def test_a_device_that_ignores_the_input_and_carries_on_passes():
+    m = machine("returns-bad-pfns", ReturnsBadPfns)
+    m.malformed_input(5)  # inflateq: PFN outside guest memory
+    assert m.R.observations["malformed inflateq: PFN outside guest memory"] == {"returned the buffer"}
+    assert "STATUS-DEV-2" in m.R.exercised and "STATUS-DEV-3" not in m.R.exercised
+
+
+def test_a_device_that_stops_silently_fails_status_dev_2():
+    m = machine("mutant-hides-its-error")
+    err = fails_with("STATUS-DEV-2", lambda: m.malformed_input(5))
+    assert "stopped serving inflateq" in err.detail
+
+
+def test_a_device_that_asks_for_a_reset_without_a_notification_fails_status_dev_3():
+    m = machine("mutant-needs-reset-unannounced")
+    fails_with("STATUS-DEV-3", lambda: m.malformed_input(8))  # a descriptor loop
+
+
+def test_no_rule_draws_from_data():
+    """A printed trace replays as is: every draw is an argument of the rule (data=data(...) is not)."""
+    for rule in DeviceConformance.setup_state().rules:
+        assert all(repr(s) != "data()" for s in rule.arguments.values()), rule.function.__name__
+
+
+# -- provenance decides the label --------------------------------------------------------------------------
+@pytest.mark.verifies("BAL-FPH-DEV-5")
+def test_a_hinted_page_changed_after_done_and_written_since_is_bal_fph_dev_5():
+    """The device keeps changing the pages it was hinted after DONE; the guest takes one back and writes
+    it. What the page is now (a workload page) would say BAL-OP-DEV-D1; its history says BAL-FPH-DEV-5."""
+    m = machine("mutant-writes-hinted-after-done")
+    m.hint_start(2)  # the driver echoes and hints; the device applies the hints
+    assert m.dev.hinted_pages()
+    m.hint_done(1)  # the driver sees DONE and releases its pages
+    assert not m.os.pages.hinted
+    m.workload_alloc_write(8, False)  # the lowest free pages: the released ones
+    m.cycle(1)
+    err = fails_with("BAL-FPH-DEV-5", m.workload_pages_intact)
+    assert "workload page" in err.detail and "hinted (command ID" in err.detail
+    assert "released after DONE" in err.detail
+
+
+@pytest.mark.verifies("BAL-FPH-D4")
+def test_a_hinted_page_the_guest_wrote_must_keep_the_write():
+    m = machine("mutant-discards-rewritten-hints")
+    m.guest_reuses_hinted(0, 1)
+    err = fails_with("BAL-FPH-D4", m.workload_pages_intact)
+    assert "reused by the guest before DONE" in err.detail
+
+
+def test_the_reference_keeps_a_rewritten_hinted_page_and_that_exercises_bal_fph_d4():
+    m = machine("reference")
+    m.guest_reuses_hinted(0, 2)
+    m.workload_pages_intact()
+    assert "BAL-FPH-D4" in m.R.exercised
+
+
+@pytest.mark.verifies("BAL-FPH-DEV-5")
+def test_after_done_a_rewritten_hinted_page_is_protected_by_done():
+    """Hinted, reused by the guest, then DONE: a change now breaks BAL-FPH-DEV-5 (the device's claim
+    ended with the round), not only BAL-FPH-D4."""
+    m = machine("mutant-writes-hinted-after-done")
+    m.guest_reuses_hinted(0, 1)
+    m.hint_done(0)
+    m.cycle(1)
+    fails_with("BAL-FPH-DEV-5", m.workload_pages_intact)
+
+
+# -- the dangerous moments ---------------------------------------------------------------------------------
+@pytest.mark.verifies("SPLIT-DEV-9", "SPLIT-DEV-11")
+def test_suppression_mid_batch_reaches_split_dev_9_and_11_for_the_reference():
+    m = machine("reference", drop=frozenset({Feature.VIRTIO_F_EVENT_IDX}))
+    m.suppression_mid_batch(False)
+    assert "SPLIT-DEV-9" in m.R.exercised and not m.has(Feature.VIRTIO_F_EVENT_IDX)
+    m.suppression_mid_batch(True)  # probes again with EVENT_IDX
+    assert m.has(Feature.VIRTIO_F_EVENT_IDX)
+    assert {"SPLIT-DEV-11", "SPLIT-DEV-12", "SPLIT-DEV-13"} <= m.R.exercised
+
+
+@pytest.mark.parametrize("name, event_idx, req", [
+    ("mutant-ignores-no-interrupt", False, "SPLIT-DEV-9"),
+    ("mutant-honours-no-interrupt-with-event-idx", True, "SPLIT-DEV-11"),
+    ("mutant-no-used-notification", True, "SPLIT-DEV-12"),  # silent without the stray bit: not SPLIT-DEV-11
+])
+def test_suppression_mid_batch_names_the_requirement_the_device_breaks(name, event_idx, req):
+    m = machine(name)
+    fails_with(req, lambda: m.suppression_mid_batch(event_idx))
+
+
+@pytest.mark.verifies("BAL-FPH-DEV-3")
+@pytest.mark.parametrize("end", ["done", "stop", "new command ID", "reset"])
+def test_hints_in_flight_when_a_round_ends_are_not_applied(end):
+    assert machine("reference").round_ends_with_hints_in_flight(end, 0) is None
+    m = machine("mutant-applies-stale-hints")
+    if end == "reset":  # a reset forgets the hints: nothing stale is left to apply
+        m.round_ends_with_hints_in_flight(end, 0)
+    else:
+        fails_with("BAL-FPH-DEV-3", lambda: m.round_ends_with_hints_in_flight(end, 0))
+
+
+@pytest.mark.verifies("SPLIT-DEV-15")
+def test_a_used_len_over_bytes_the_device_never_wrote_fails_split_dev_15():
+    ok = machine("reference")
+    ok.report_canaried()
+    assert "SPLIT-DEV-15" in ok.R.exercised and not ok.has(Feature.VIRTIO_BALLOON_F_PAGE_POISON)
+    m = machine("mutant-report-len-unwritten")
+    err = fails_with("SPLIT-DEV-15", m.report_canaried)
+    assert "still holds the canary" in err.detail
