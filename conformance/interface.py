@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from refmodel.balloon.queues import QueueNumbering
@@ -37,7 +37,7 @@ from refmodel.virtio.transport import Interrupts, Transport
 from refmodel.virtio.virtq import Chain, UsedBuffer
 
 __all__ = [
-    "CAPABILITY_PROTOCOLS", "Capability", "DeclaresNumbering", "DeviceQueueUnderTest", "DeviceUnderTest",
+    "CAPABILITY_PROTOCOLS", "Capability", "DeclaresNumbering", "GuestDriverUnderTest", "DeviceQueueUnderTest", "DeviceUnderTest",
     "DriverOom", "DriverQueueUnderTest", "DriverReporting", "DriverUnderTest", "HintStop", "HintedPages",
     "HostHinting", "HostStats", "InterfaceError", "Interrupts", "NotifiesKicks", "OwnsGuestMemory",
     "PerQueueInterrupts", "ROLE_PROTOCOLS", "RETURNS", "Transport", "VmmFactory", "check_implementation",
@@ -227,6 +227,37 @@ class GuestAgent(Protocol):
 
     def meminfo(self) -> dict[str, int]:
         """MemTotal and MemFree as the guest sees them, in bytes."""
+        ...
+
+
+@runtime_checkable
+class GuestDriverUnderTest(GuestAgent, Protocol):
+    """A driver that runs in a real guest (Linux under UML): the suite cannot hand it a transport; it boots
+    the guest against a device the suite serves (vhost-user) and commands the guest's agent."""
+
+    def start(self, offered: int, device_factory: Callable[[GuestMemory], DeviceUnderTest], *,
+              init_on_free: bool = False, protocol_features: int = ...) -> str:
+        """Boot the guest against a device offering ``offered``, built by ``device_factory``; the kernel release."""
+        ...
+
+    def probe(self) -> bool:
+        """Load the driver in the guest; False if it did not bind to the device."""
+        ...
+
+    def interrupt(self, queues: frozenset[int] = ..., config: bool = ...) -> None:
+        """Deliver the device's notifications to the guest."""
+        ...
+
+    def run(self) -> None:
+        """Serve the guest until the driver has been quiet for a moment (§5.5.6 work done)."""
+        ...
+
+    def serve(self, seconds: float) -> None:
+        """Serve the guest for ``seconds`` whatever it does."""
+        ...
+
+    def close(self) -> None:
+        """Stop the guest; no process or file of it is left."""
         ...
 
 

@@ -9,11 +9,16 @@ library, QEMU over qtest, or a vhost-user backend.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import attrs
 
 from refmodel.virtio.virtq import QueueAddresses
+
+
+def _queue_set(queues: Iterable[int]) -> frozenset[int]:
+    return frozenset(queues)
 
 
 @attrs.frozen
@@ -24,7 +29,7 @@ class Interrupts:
     notification (§4.1.4.5).
     """
 
-    queues: frozenset[int] = attrs.field(default=frozenset(), converter=frozenset)
+    queues: frozenset[int] = attrs.field(default=frozenset(), converter=_queue_set)
     config: bool = False
 
     def __bool__(self) -> bool:

@@ -23,7 +23,7 @@ from conformance.adapters.vhost_user.backend import VhostUserBackend
 from conformance.adapters.rust_vmm.adapter import RustVmmQueue
 from conformance.interface import (
     DeclaresNumbering, DeviceQueueUnderTest, DeviceUnderTest, DriverOom, DriverQueueUnderTest,
-    DriverReporting, DriverUnderTest, GuestAgent, HintedPages, HintStop, HostHinting, HostStats,
+    DriverReporting, DriverUnderTest, GuestDriverUnderTest, HintedPages, HintStop, HostHinting, HostStats,
     NotifiesKicks, OwnsGuestMemory, PerQueueInterrupts, VmmFactory,
 )
 from refmodel.balloon.device import BalloonDevice
@@ -54,25 +54,6 @@ class CDeviceCaps(DeviceUnderTest, HostHinting, HintStop, HintedPages, PerQueueI
 
 class QemuDevice(DeviceUnderTest, HostHinting, HostStats, OwnsGuestMemory, Protocol):
     """QemuBalloon: HINTING always, STATS when the factory is asked for it; QEMU's RAM is the guest's."""
-
-
-class GuestDriverUnderTest(GuestAgent, Protocol):
-    """What LinuxDriverConformance (conformance/adapters/linux/machine.py) calls on LinuxDriver: no
-    DriverUnderTest, since probe() takes no device (the guest's transport is vhost-user, served from
-    the device start() is given); GuestAgent, which it declares."""
-
-    def start(self, offered: int, device_factory: Callable[[GuestMemory], DeviceUnderTest], *,
-              init_on_free: bool = False, protocol_features: int = ...) -> str: ...
-
-    def probe(self) -> bool: ...
-
-    def interrupt(self, queues: frozenset[int] = ..., config: bool = ...) -> None: ...
-
-    def run(self) -> None: ...
-
-    def serve(self, seconds: float) -> None: ...
-
-    def close(self) -> None: ...
 
 
 # -- the reference -------------------------------------------------------------------------------------------

@@ -259,7 +259,7 @@ class LinuxFactory:
             self.version += f"; {self.note}"
 
     def _default(self) -> str:
-        tried = []
+        tried: list[str] = []
         candidates: list[str] = [UML_BINARY] if os.access(UML_BINARY, os.X_OK) else []
         for uml in [*candidates, *self.FALLBACK_BUILDS]:
             try:
