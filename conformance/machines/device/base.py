@@ -39,7 +39,7 @@ class DeviceMachine(GuestMachine):
     ids_since_stop: set[int]
     stops_seen: int
     current_id: int | None
-    applied_at_end: int  # pages the device had applied when the last round ended (STOP, DONE, reset)
+    applied_at_end: int | None  # pages the device had applied when the last round ended (STOP or DONE)
     # pages
     history: PageHistory  # where each page has been: names the requirement that protects it now
     reused: set[int]  # hinted pages the guest took back and wrote since the last DONE

@@ -105,7 +105,7 @@ class DeviceBoot(DeviceMachine):
         self.ids_since_stop = set()
         self.stops_seen = 0
         self.current_id = None
-        self.applied_at_end = 0  # a fresh device applies no hint before a round
+        self.applied_at_end = None
         self.history = PageHistory()
         self.reused = set()
         self.frozen = {}

@@ -37,6 +37,8 @@ class DeviceHinting(DeviceOperation):
             return
         applied = self.dev.hinted_pages()
         if self.current_id is None:
+            if self.applied_at_end is None:
+                return  # no round has ended since the reset
             late = applied & ~self.applied_at_end
             self.R.check("BAL-FPH-DEV-3", not late, f"pages {bits(late)[:8]} applied as hints after the "
                          "round ended: the field reads STOP or DONE, which no hint matches")

@@ -227,6 +227,8 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
 
     def _second_echo(self, name: str, scratch: int) -> int | None:
         hint = self.drv.hint
+        if not self._hinting():
+            return None  # no round to echo (a host without hinting controls)
         if hint is not None and hint.served is None:
             if self.current_id is None:
                 self.hint_start(0)

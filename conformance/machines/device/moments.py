@@ -34,23 +34,22 @@ class DeviceMoments(DeviceHinting, DeviceReset):
         self._cycles(device_turns)
         self._driver_run()
 
-    @step(when=DeviceHinting._hinting, end=st.sampled_from(ROUND_ENDS), device_turns=st.integers(0, 2))
+    @step(when=lambda self: self._hinting(), end=st.sampled_from(ROUND_ENDS), device_turns=st.integers(0, 2))
     def round_ends_with_hints_in_flight(self, end: str, device_turns: int) -> None:
         self._round_with_hints(device_turns)
-        if end == "stop" and Capability.HINT_STOP not in self.caps:
-            end = "new command ID"
         if end == "done":
             self.hint_done(0)
-        elif end == "stop":
+        elif end == "stop" and Capability.HINT_STOP in self.caps:
             self.hint_stop(0)
-        elif end == "new command ID":
-            self.hint_start(0)
-        else:
+        elif end == "reset":
             self.reset_and_reprobe()
+        else:  # a new command ID (also STOP's stand-in on a host that cannot publish STOP)
+            end = "new command ID"
+            self.hint_start(0)
         self._cycles(2)
         note(f"hints on the ring when the round ends ({end}), then 2 cycles")
 
-    @step(when=DeviceHinting._hinting, index=st.integers(0, 1 << 16), device_turns=st.integers(1, 2))
+    @step(when=lambda self: self._hinting(), index=st.integers(0, 1 << 16), device_turns=st.integers(1, 2))
     def guest_reuses_hinted(self, index: int, device_turns: int) -> None:
         """Mid-round the guest takes back a page it hinted and writes it (FPH-DRV-7, FPH-DRV-9)."""
         self._round_with_hints(1)
