@@ -35,11 +35,12 @@ class DevicePages(DeviceMachine):
         self.history.tick()
         self.history.record(pages, Origin.WRITTEN)
 
-    @step(when=lambda self: self.os.workload, index=st.integers(0, 1 << 16))
-    def workload_free(self, index: int) -> None:
-        """The guest frees a workload page (an explicit index: a printed trace replays as is)."""
+    @step(when=lambda self: self.os.workload, pick=st.integers(0, 1 << 16))
+    def workload_free(self, pick: int) -> None:
+        """The guest frees a workload page; the page's history records it. An index as the argument, not
+        a draw from data(): a printed trace replays as is."""
         pages = sorted(self.os.workload)  # may differ between replays of an asynchronous implementation,
-        page = pages[index % len(pages)]  # so draw an index, not a member
+        page = pages[pick % len(pages)]  # so the argument is an index, not a member
         self.os.workload_free(page)
         self.history.record([page], Origin.FREED)
         note(f"workload frees page {page}")
