@@ -1,6 +1,6 @@
 """The suite's driver in the device machine: the reference driver, whose reported pages hold a canary
 when PAGE_POISON is not negotiated, so a used len can be checked against what the device wrote
-(SPLIT-DEV-15)."""
+(SPLIT-DEV-15), and which remembers the PFN arrays it gave the device to read (SPLIT-DEV-3)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.balloon.driver import BalloonDriver
 from refmodel.virtio.features import Feature
+from refmodel.virtio.split.layout import DESC_FMT, VIRTQ_DESC_SIZE
 
 WORD = struct.Struct("<Q")
 #: "VCcanary" as a little-endian word; the word after it names the page.
@@ -27,6 +28,14 @@ class CanaryDriver(BalloonDriver):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.canaried: set[int] = set()  # pages reported with a canary, until the device returns them
+        self.readable: dict[int, bytes] = {}  # address -> the PFN array the driver last put there
+
+    def send_pfns(self, name: str, pfns: list[int]) -> int:
+        head = super().send_pfns(name, pfns)
+        vq = self.vqs[name]
+        addr, length, _, _ = vq.mem.unpack(DESC_FMT, vq.addrs.desc + VIRTQ_DESC_SIZE * head)
+        self.readable[addr] = vq.mem.read(addr, length)
+        return head
 
     def fill_reported(self, pages: list[int]) -> None:
         if self.negotiated_has(Feature.VIRTIO_BALLOON_F_PAGE_POISON):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from refmodel.errors import PeerSpecViolation
+
 from conformance.checks import RING_DEVICE_CHECKS
 from conformance.machines.base import CYCLES, note, step
 from conformance.machines.device.notifications import DeviceNotifications
@@ -14,9 +16,22 @@ from conformance.machines.device.pages import DevicePages
 
 class DeviceOperation(DeviceNotifications, DevicePages):
     def _device_run(self) -> None:
-        self.dev.run()
+        try:
+            self.dev.run()
+        except PeerSpecViolation as e:
+            if e.role == "driver":  # the suite's driver sent nothing malformed: did the device misread it?
+                self._check_readable(e)
+            raise
         self._collect_interrupts()
         self._after_device_run()
+
+    def _check_readable(self, blame: PeerSpecViolation) -> None:
+        """The device blamed the reference driver; if a PFN array the driver wrote changed, the device
+        wrote a device-readable buffer (SPLIT-DEV-3) and read back its own writing."""
+        for addr, data in self.drv.readable.items():
+            self.R.check("SPLIT-DEV-3", self.os.mem.read(addr, len(data)) == data,
+                         f"the device wrote the device-readable PFN array at {addr:#x}, then raised "
+                         f"{blame.req_id} against the driver: {blame.detail}")
 
     def _after_device_run(self) -> None:
         """Hook: the device just ran and its interrupts were delivered."""
