@@ -102,7 +102,10 @@ NOT_YET: dict[str, str] = {
     "BAL-FPH-DRV-4": "a SHOULD about pace; needs a bound on how soon the driver must supply pages",
     "BAL-FPH-DRV-5": "a SHOULD; hints already queued when STOP arrives are legal, so it needs a time bound",
     "BAL-FPH-DRV-9": "initialization of a reused hinted page happens inside the guest",
-    "BAL-FPH-D3": "checked by the reference device's hint parser only for page alignment so far",
+    "BAL-FPH-D3": "a driver rule the reference device enforces under the sharper IDs it names first (a hint "
+                  "outside guest memory is SPLIT-DRV-D1, a page sent as an out-buffer BAL-FPH-DRV-1); no driver "
+                  "mutant names it. The device's side, that such a hint is not applied, is judged by the device "
+                  "machine's malformed-input rules (STATUS-DEV-2, BAL-FPH-DEV-3)",
     "BAL-FPH-D4": "the reference device never modifies hinted pages; needs a device that does (FPH-DEV-4)",
     # The proposal's statements (profile "proposal") that no check or test covers yet.
     "PROP-FPH-7": "a SHOULD with no time bound, so observed rather than judged: the report's observation "
