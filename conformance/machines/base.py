@@ -5,7 +5,9 @@ reproducer runs as is). The runner sets ``recorder`` before each run.
 
 Every rule is declared with :func:`step`, every invariant that reads the implementation with
 :func:`live_invariant`; both end the example quietly on a known deviation
-(:meth:`ConformanceMachine.tolerate`).
+(:meth:`ConformanceMachine.tolerate`), and note the violation they raise, so the printed
+counterexample says which step broke what. Rules take every value they use as an argument (no
+``st.data()``): Hypothesis prints arguments, and the printed script must run as is.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypothesis import note as _note, strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from refmodel.errors import PeerSpecViolation
+from refmodel.errors import PeerSpecViolation, SpecViolation
 from refmodel.virtio.features import Feature
 
 from conformance.checks import Recorder
@@ -34,16 +36,36 @@ OPTIONAL = (F.VIRTIO_BALLOON_F_MUST_TELL_HOST, F.VIRTIO_BALLOON_F_STATS_VQ, F.VI
             F.VIRTIO_BALLOON_F_FREE_PAGE_HINT, F.VIRTIO_BALLOON_F_PAGE_POISON, F.VIRTIO_BALLOON_F_PAGE_REPORTING,
             F.VIRTIO_F_EVENT_IDX, F.VIRTIO_F_INDIRECT_DESC)
 CYCLES = st.integers(0, 3)  # device/driver cycles after a host action
+#: An index into a list known only at run time (taken modulo its length): printed as a plain number.
+PICK = st.integers(0, 1 << 16)
 
 Method = TypeVar("Method", bound=Callable[..., None])
 
 
 def note(text: str) -> None:
-    """hypothesis.note inside a search; a print when a counterexample is replayed by hand."""
+    """hypothesis.note inside a search; a print when a counterexample is replayed by hand. Either way
+    each line is a Python comment, so a note never reads as a step of the printed script."""
+    text = "\n".join(f"# {line}" for line in text.splitlines() or [""])
     try:
         _note(text)
     except InvalidArgument:
-        print(f"# {text}")
+        print(text)
+
+
+#: Marks an exception whose step already noted it (an inner step of a composite one such as round_trip).
+_NOTED = "_conformance_noted"
+
+
+def note_failure(where: str, e: Exception) -> None:
+    """Note what the failing step raised, once, at the innermost step: the comment printed right before
+    the raise (Hypothesis prints a step's notes before its line)."""
+    if getattr(e, _NOTED, False):
+        return
+    with contextlib.suppress(AttributeError):  # an exception type with __slots__ cannot be marked
+        setattr(e, _NOTED, True)
+    what = f"{e.req_id} violated: {e.detail or e.paraphrase}" if isinstance(e, SpecViolation) else \
+        f"{type(e).__name__}: {e}"
+    note(f"{where or 'this step'} fails here: {what}")
 
 
 def live(self: ConformanceMachine) -> bool:
@@ -73,7 +95,7 @@ def step(when: Callable[[Any], object] | None = None,
             if self.ended:
                 note(f"{f.__name__}: skipped, the example ended on a known deviation")
                 return
-            with self.tolerate():
+            with self.tolerate(f.__name__):
                 f(self, *args, **kwargs)
 
         def allowed(self: ConformanceMachine) -> bool:
@@ -92,7 +114,7 @@ def live_invariant() -> Callable[[Method], Method]:
         @functools.wraps(f)
         def check(self: ConformanceMachine) -> None:
             if live(self):
-                with self.tolerate():
+                with self.tolerate(f.__name__):
                     f(self)
         return invariant()(check)  # type: ignore[return-value]
     return decorate
@@ -115,16 +137,21 @@ class ConformanceMachine(RuleBasedStateMachine):
         return type(self).recorder
 
     @contextlib.contextmanager
-    def tolerate(self) -> Iterator[None]:
-        """End the example quietly on a violation the run already knows about."""
+    def tolerate(self, where: str = "") -> Iterator[None]:
+        """End the example quietly on a violation the run already knows about; note any other failure
+        of the step ``where``."""
         try:
             yield
         except PeerSpecViolation as e:
             if e.req_id not in self.R.tolerated:
+                note_failure(where, e)
                 raise
             self.R.tolerated_seen.setdefault(e.req_id, str(e))
             note(f"known deviation {e.req_id}; this example ends here")
             self.ended = True
+        except Exception as e:
+            note_failure(where, e)
+            raise
 
     @precondition(lambda self: not started(self))
     @rule()
@@ -145,9 +172,9 @@ class GuestMachine(ConformanceMachine):
         self._written([p for p in pages if p is not None])
         note(f"workload allocates and writes pages {pages}")
 
-    @step(when=lambda self: self.os.workload, data=st.data())
-    def workload_free(self, data: st.DataObject) -> None:
+    @step(when=lambda self: self.os.workload, pick=PICK)
+    def workload_free(self, pick: int) -> None:
         pages = sorted(self.os.workload)  # may differ between replays of an asynchronous implementation,
-        page = pages[data.draw(st.integers(0, 1 << 16)) % len(pages)]  # so draw an index, not a member
+        page = pages[pick % len(pages)]  # so the argument is an index, not a member
         self.os.workload_free(page)
         note(f"workload frees page {page}")

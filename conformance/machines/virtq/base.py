@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import strategies as st
 
 from refmodel.virtio.features import Feature
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.virtq import QueueAddresses
 
-from conformance.machines.base import ConformanceMachine, note
+from conformance.machines.base import PICK, ConformanceMachine, note
 
 RING = 0x1000
 DATA = 0x20000  # 256-byte payload slot per token
@@ -20,12 +18,33 @@ MEM = 0x80000
 SIZES = st.sampled_from([1, 2, 4, 8, 16, 256])
 STARTS = st.one_of(st.just(0), st.integers(0, 0xFFFF), st.integers(0xFFFF - 20, 0xFFFF))
 
+#: A chain's payload and where to cut it: rule arguments, so the printed counterexample shows them.
+PAYLOADS = st.binary(max_size=96)
+CUTS = st.lists(st.integers(1, 95), max_size=2)
+#: What the device does with a chain it holds: which one (an index into the held heads, sorted) and the
+#: used length (modulo the chain's writable bytes + 1).
+USE = st.tuples(PICK, st.integers(0, 3 * 48))
+USES = st.lists(USE, max_size=8)  # one per chain a round trip uses; past the list, (0, 0)
 
-def chain_payload(draw: Any, n_read: int) -> tuple[bytes, list[int]]:
-    payload = draw(st.binary(min_size=max(n_read, 1), max_size=96), label="payload")
-    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(payload) - 1)), min_size=n_read - 1,
-                               max_size=n_read - 1), label="cuts")) if n_read > 1 else []
-    return payload, cuts
+
+def chain_payload(payload: bytes, cuts: list[int], n_read: int) -> tuple[bytes, list[int]]:
+    """``payload`` (padded to one byte per readable buffer) and ``n_read - 1`` distinct cut points in it:
+    the given ones (wrapped into range) first, then the lowest free ones."""
+    if not n_read:
+        return b"", []
+    payload = payload.ljust(n_read, b"\0")
+    points: list[int] = []
+    for c in ([*cuts, *range(1, len(payload))] if n_read > 1 else []):
+        at = (c - 1) % (len(payload) - 1) + 1
+        if at not in points:
+            points.append(at)
+        if len(points) == n_read - 1:
+            break
+    return payload, sorted(points)
+
+
+def use_of(uses: list[tuple[int, int]], i: int) -> tuple[int, int]:
+    return uses[i] if i < len(uses) else (0, 0)
 
 
 class QueueMachine(ConformanceMachine):
@@ -43,11 +62,11 @@ class QueueMachine(ConformanceMachine):
             Feature.VIRTIO_F_INDIRECT_DESC.mask if indirect else 0)
         note(f"queue size {qs}, event_idx={event_idx}, indirect={indirect}, indices start at {start}")
 
-    def _buffers(self, data: st.DataObject, n_read: int, n_write: int) -> tuple[bytes, list, list]:
+    def _buffers(self, payload: bytes, cuts: list[int], n_read: int, n_write: int) -> tuple[bytes, list, list]:
         """The next token's payload, written to memory, cut into ``n_read`` readable buffers, and
         ``n_write`` writable buffers of 48 bytes."""
         tok = self.next_token
-        payload, cuts = chain_payload(data.draw, n_read) if n_read else (b"", [])
+        payload, cuts = chain_payload(payload, cuts, n_read)
         base = DATA + 256 * (tok % 64)
         self.mem.write(base, payload)
         bounds = [0, *cuts, len(payload)]

@@ -16,7 +16,8 @@ from conformance.harness import Guarded, ImplementationError
 from conformance.interface import DeviceQueueUnderTest, check_implementation
 from conformance.machines.base import note, step
 from conformance.machines.notify import Kind, Suppression
-from conformance.machines.virtq.base import ARENA, SIZES, STARTS, QueueMachine
+from conformance.machines.virtq.base import (ARENA, CUTS, PAYLOADS, SIZES, STARTS, USE, USES, QueueMachine,
+                                             use_of)
 
 
 class DeviceQueueConformance(QueueMachine):
@@ -42,13 +43,15 @@ class DeviceQueueConformance(QueueMachine):
 
     # -- the reference driver -------------------------------------------------------------------------
     @step(n_read=st.integers(0, 3), n_write=st.integers(0, 3), indirect=st.booleans(), write_flag=st.booleans(),
-          data=st.data())
-    def add(self, n_read: int, n_write: int, indirect: bool, write_flag: bool, data: st.DataObject) -> None:
+          payload=PAYLOADS, cuts=CUTS)
+    def add(self, n_read: int, n_write: int, indirect: bool, write_flag: bool, payload: bytes,
+            cuts: list[int]) -> None:
         indirect = indirect and self.indirect
         if n_read + n_write == 0 or n_read + n_write > self.qs or len(self.expect) >= 64:
+            note("driver adds nothing (no buffers, more than the queue holds, or 64 in flight)")
             return
         tok = self.next_token
-        payload, readable, writable = self._buffers(data, n_read, n_write)
+        payload, readable, writable = self._buffers(payload, cuts, n_read, n_write)
         try:
             head = self.drv.add(readable, writable, token=tok, indirect=indirect,
                                 table_write_flag=indirect and write_flag)
@@ -104,11 +107,12 @@ class DeviceQueueConformance(QueueMachine):
         self.popped[head] = chain
         note(f"device pops head {head} (token {tok}, {how})")
 
-    @step(when=lambda self: self.popped, data=st.data())
-    def device_use(self, data: st.DataObject) -> None:
-        head = data.draw(st.sampled_from(sorted(self.popped)), label="head")
+    @step(when=lambda self: self.popped, use=USE)
+    def device_use(self, use: tuple[int, int]) -> None:
+        heads = sorted(self.popped)
+        head = heads[use[0] % len(heads)]
         chain = self.popped.pop(head)
-        length = data.draw(st.integers(0, chain.writable_len), label="len")
+        length = use[1] % (chain.writable_len + 1)
         chain.write_all(self.mem, bytes([head & 0xFF]) * length)
         self.dut.add_used(head, length)
         tok = self.expect.pop(head)[0]
@@ -130,14 +134,16 @@ class DeviceQueueConformance(QueueMachine):
         if got:
             self.signalled_at = new
 
-    @step(when=lambda self: self.published or self.pending_heads, data=st.data())
-    def round_trip(self, data: st.DataObject) -> None:
+    @step(when=lambda self: self.published or self.pending_heads, uses=USES)
+    def round_trip(self, uses: list[tuple[int, int]]) -> None:
         """Publish, let the device pop everything and use what it holds, then harvest."""
         self.publish()
         while self.published and not self.ended:
             self.device_pop()
+        used = 0
         while self.popped and not self.ended:
-            self.device_use(data)
+            self.device_use(use_of(uses, used))
+            used += 1
         self.harvest()
 
     @step(enabled=st.booleans())

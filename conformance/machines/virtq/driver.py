@@ -17,7 +17,8 @@ from conformance.harness import Guarded, ImplementationError
 from conformance.interface import (Capability, DriverQueueUnderTest, NotifiesKicks, check_implementation)
 from conformance.machines.base import note, step
 from conformance.machines.notify import Kind, Suppression
-from conformance.machines.virtq.base import ARENA, SIZES, STARTS, QueueMachine
+from conformance.machines.virtq.base import (ARENA, CUTS, PAYLOADS, SIZES, STARTS, USE, USES, QueueMachine,
+                                             use_of)
 
 #: What the reference device-side queue's walk checks on every pop.
 WALK_CHECKS = ("SPLIT-DRV-2", "SPLIT-DRV-4", "SPLIT-DRV-6", "SPLIT-DRV-7", "SPLIT-DRV-8", "SPLIT-DRV-9",
@@ -58,13 +59,15 @@ class DriverQueueConformance(QueueMachine):
         self.used: list[tuple[int, int]] = []  # (token, len) used, not yet harvested
         self.tokens: dict[int, int] = {}  # head -> token, made available
 
-    @step(n_read=st.integers(0, 3), n_write=st.integers(0, 3), indirect=st.booleans(), data=st.data())
-    def add(self, n_read: int, n_write: int, indirect: bool, data: st.DataObject) -> None:
+    @step(n_read=st.integers(0, 3), n_write=st.integers(0, 3), indirect=st.booleans(), payload=PAYLOADS,
+          cuts=CUTS)
+    def add(self, n_read: int, n_write: int, indirect: bool, payload: bytes, cuts: list[int]) -> None:
         indirect = indirect and self.indirect
         if n_read + n_write == 0 or n_read + n_write > self.qs or len(self.tokens) >= 64:
+            note("driver adds nothing (no buffers, more than the queue holds, or 64 in flight)")
             return
         tok = self.next_token
-        payload, readable, writable = self._buffers(data, n_read, n_write)
+        payload, readable, writable = self._buffers(payload, cuts, n_read, n_write)
         try:
             head = self.dut.add(readable, writable, token=tok, indirect=indirect)
         except ImplementationError as e:
@@ -122,11 +125,12 @@ class DriverQueueConformance(QueueMachine):
         self.in_device[chain.head] = (tok, chain)
         note(f"device pops head {chain.head} (token {tok})")
 
-    @step(when=lambda self: self.in_device, data=st.data())
-    def device_use(self, data: st.DataObject) -> None:
-        head = data.draw(st.sampled_from(sorted(self.in_device)), label="head")
+    @step(when=lambda self: self.in_device, use=USE)
+    def device_use(self, use: tuple[int, int]) -> None:
+        heads = sorted(self.in_device)
+        head = heads[use[0] % len(heads)]
         tok, chain = self.in_device.pop(head)
-        length = data.draw(st.integers(0, chain.writable_len), label="len")
+        length = use[1] % (chain.writable_len + 1)
         self.dev.add_used(head, length)
         del self.tokens[head]
         self.used.append((tok, length))
@@ -142,14 +146,16 @@ class DriverQueueConformance(QueueMachine):
         self.R.saw("SPLIT-DRV-16")
         note(f"driver harvests {len(got)}")
 
-    @step(when=lambda self: self.tokens, data=st.data())
-    def round_trip(self, data: st.DataObject) -> None:
+    @step(when=lambda self: self.tokens, uses=USES)
+    def round_trip(self, uses: list[tuple[int, int]]) -> None:
         """Publish, let the device pop and use everything, then harvest."""
         self.publish()
         while not self.ended and self.dev.available():
             self.device_pop()
+        used = 0
         while self.in_device and not self.ended:
-            self.device_use(data)
+            self.device_use(use_of(uses, used))
+            used += 1
         self.harvest()
 
     @step(enabled=st.booleans())
