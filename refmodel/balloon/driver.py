@@ -174,6 +174,7 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         """After the reset of a second probe: every page the driver held goes back to the OS (those in
         buffers the device will never return too), and nothing of the old queues or rounds is kept."""
         assert self.os is not None
+        self.poison([*self.balloon, *self.pfns_in_flight])  # they leave the balloon (BAL-PP-DRV-1)
         pages = self.os.pages
         for p in self.pfns_in_flight:
             pages.allocated &= ~(1 << p)

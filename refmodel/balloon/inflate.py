@@ -7,7 +7,7 @@ names, under ``TYPE_CHECKING``, what it uses of the side it is part of.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from refmodel.balloon.config import CFG_ACTUAL, CFG_NUM_PAGES
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_PFN_SHIFT
@@ -26,6 +26,7 @@ F = Feature
 _PFN = struct.Struct("<I")
 #: The queues of le32 PFN arrays: the two every balloon has.
 PFN_QUEUES = tuple(q.name for q in BALLOON_QUEUES if q.feature is None)
+_Token = tuple[int, tuple[int, ...]]  # a PFN buffer's (slot address, PFNs)
 
 
 class InflateDevice(Sticky):
@@ -170,7 +171,7 @@ class InflateDriver(Sticky):
             count -= len(pfns)
 
     def _used_inflateq(self, used: UsedBuffer) -> None:
-        slot, pfns = used.token  # type: ignore[misc]
+        slot, pfns = cast(_Token, used.token)
         self._slots["inflateq"].append(slot)
         self.inflating -= len(pfns)
         self.pfns_in_flight.difference_update(pfns)
@@ -193,7 +194,7 @@ class InflateDriver(Sticky):
                 self.pfns_in_flight.update(pfns)
 
     def _used_deflateq(self, used: UsedBuffer) -> None:
-        slot, pfns = used.token  # type: ignore[misc]
+        slot, pfns = cast(_Token, used.token)
         self._slots["deflateq"].append(slot)
         if self.waits_for_deflate_ack():
             self.pfns_in_flight.difference_update(pfns)

@@ -7,7 +7,9 @@ back too early shows up as a corrupted workload page, attributed to the rule it 
 
 The driver is reached through :class:`conformance.interface.DriverUnderTest`. The machine is put together
 from one mixin per requirement area, each in its own module: boot and negotiation, operation (the turns
-and the kicks), settling, hinting, stats, reporting and memory pressure, and the workload's pages.
+and the kicks), settling, hinting, stats, reporting and memory pressure, the guest's pages (with their
+history), a reset mid-operation, and the fragile moments as single rules; :mod:`.device` is the
+reference device as the machine watches it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 from conformance.machines.base import CYCLES, OPTIONAL
 from conformance.machines.driver.boot import DRIVER_NEGOTIATION, N_PAGES, UNDEFINED_BIT, DriverBoot
 from conformance.machines.driver.hinting import DriverHinting
+from conformance.machines.driver.moments import DriverMoments
 from conformance.machines.driver.pages import DriverPages
 from conformance.machines.driver.reporting import DriverReportingAndOom
+from conformance.machines.driver.reset import DriverReset
 from conformance.machines.driver.settle import SETTLE_CYCLES, DriverSettle
 from conformance.machines.driver.stats import DriverStats
 
@@ -24,6 +28,6 @@ __all__ = ["CYCLES", "DRIVER_NEGOTIATION", "DriverConformance", "N_PAGES", "OPTI
            "UNDEFINED_BIT"]
 
 
-class DriverConformance(DriverHinting, DriverStats, DriverSettle, DriverReportingAndOom, DriverPages,
-                        DriverBoot):
+class DriverConformance(DriverReset, DriverMoments, DriverHinting, DriverStats, DriverSettle,
+                        DriverReportingAndOom, DriverPages, DriverBoot):
     """Subclass with ``factory = staticmethod(lambda: driver)``; see :mod:`conformance.registry`."""

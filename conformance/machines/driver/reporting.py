@@ -16,10 +16,10 @@ class DriverReportingAndOom(DriverMachine):
     @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
           and Capability.REPORT in self.caps)
     def report(self) -> None:
-        n = self._step(self.drv.report)
+        n = self._driver(self.drv.report)
         note(f"driver reports {n} free page(s)")
 
     @step(when=lambda self: Capability.OOM in self.caps, count=st.integers(1, 8))
     def oom(self, count: int) -> None:
-        n = self._step(self.drv.oom, count)
+        n = self._driver(self.drv.oom, count)
         note(f"memory pressure: the driver gives back {n} page(s)")

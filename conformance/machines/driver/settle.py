@@ -6,9 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from refmodel.balloon.hinting import DeviceHintState
-from refmodel.system.guest import bits
-from refmodel.system.guest_os import poison_pattern
-from refmodel.virtio.features import Feature
 
 from conformance.machines.base import note, step
 from conformance.machines.driver.operation import DriverOperation
@@ -54,6 +51,10 @@ class DriverSettle(DriverOperation):
         if ref.hint is not None:
             self.R.check("BAL-FPH-DRV-6", ref.hint.state is not DeviceHintState.ACTIVE,
                          "the driver stopped supplying pages without sending STOP")
+            if ref.hint.issued:
+                self.R.check("BAL-FPH-DRV-4", ref.hint.state is not DeviceHintState.REQUESTED,
+                             f"the driver went quiet with free_page_hint_cmd_id at {ref.hint.cmd_id}, never echoing "
+                             "it or supplying a page")
             if self.done_pending and ref.hint.state is DeviceHintState.DONE:
                 self._check_hints_released()
                 self.done_pending = False
@@ -66,18 +67,3 @@ class DriverSettle(DriverOperation):
     def _check_hints_released(self) -> None:
         hinted = self.os.pages.hinted
         self.R.check("BAL-FPH-DRV-10", not hinted, f"{hinted.bit_count()} hinted page(s) still held after DONE")
-
-    def _guest_quiet_checks(self) -> None:
-        """Checks that read the model guest's pages (a real guest overrides or drops them)."""
-        ref, pages = self.ref, self.os.pages
-        if self.has(Feature.VIRTIO_BALLOON_F_PAGE_POISON):
-            fill = poison_pattern(ref.config.get("poison_val"))
-            for p in bits(self.left_balloon & pages.free):
-                if not self.os.holds(p, fill):
-                    last = next((t for t in reversed(ref.touched) if t.pages >> p & 1), None)
-                    if last is not None and last.req_id == "BAL-OP-DRV-7":
-                        self.R.check(last.req_id, False, f"deflated page {p}: {last.why}, after the driver "
-                                     "had already released it")
-                    self.R.check("BAL-PP-DRV-1", False, f"deflated page {p} not set to poison_val")
-                self.R.saw("BAL-PP-DRV-1")
-        self.left_balloon = 0

@@ -13,7 +13,7 @@ class DriverStats(DriverOperation):
     def request_stats(self) -> None:
         returned = self.ref.request_stats()
         irq = self.ref.take_interrupts()
-        self._step(self.drv.interrupt, irq.queues, irq.config)
+        self._driver(self.drv.interrupt, irq.queues, irq.config)
         if returned:
             updates = self.ref.stats_updates
             for _ in range(3):

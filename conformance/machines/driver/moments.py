@@ -1,0 +1,42 @@
+"""Moments where a driver's page handling is most fragile (§5.5.6.1, §5.5.6.6, §5.5.6.7), each one rule, so
+that finding a driver that gets them wrong does not wait on a lucky sequence of single steps:
+
+* the balloon grows, shrinks, and the guest takes the deflated pages at once (BAL-OP-DRV-7, BAL-PP-DRV-1);
+* the driver reports free pages and the guest allocates at once (BAL-FPR-DRV-3).
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from refmodel.virtio.features import Feature
+
+from conformance.interface import Capability
+from conformance.machines.base import note, step
+from conformance.machines.driver.operation import DriverOperation
+from conformance.machines.driver.reporting import DriverReportingAndOom
+
+#: Cycles the balloon gets to reach its target before it is asked to shrink.
+GROW_CYCLES = 12
+
+
+class DriverMoments(DriverReportingAndOom, DriverOperation):
+    @step(grow=st.integers(4, 40), keep=st.integers(0, 3), count=st.integers(1, 8), top=st.booleans())
+    def deflate_then_reuse(self, grow: int, keep: int, count: int, top: bool) -> None:
+        self._host("set_target", grow)
+        for _ in range(GROW_CYCLES):
+            if self.ref.ballooned.bit_count() >= grow:
+                break
+            self._cycle()
+        self._host("set_target", keep, cycles=1)  # one turn: the driver sends its deflates
+        self.workload_alloc_write(count, top)
+        self._cycle()
+        note(f"balloon to {grow} pages, then down to {keep}; the guest allocates {count} page(s) at once")
+
+    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING) and Capability.REPORT in self.caps,
+          count=st.integers(1, 8))
+    def report_then_reuse(self, count: int) -> None:
+        n = self._driver(self.drv.report)
+        self.workload_alloc_write(count, True)  # from the top, where the reported pages are
+        self._cycle()
+        note(f"the driver reports {n} page(s); the guest allocates {count} at once")
