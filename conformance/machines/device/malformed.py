@@ -92,7 +92,8 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
             note(f"{k.topic}: no room for it (no free page, or the ring is full)")
         else:
             note(f"driver puts a malformed input on {k.queue}: {k.name} ({k.breaks}), head {head}")
-            self._react(k, head, self._publish(k.queue))
+            before = self._used_idx(k.queue)  # an asynchronous device may take it as soon as it is kicked
+            self._react(k, head, before, self._publish(k.queue))
             self.workload_pages_intact()  # before the reset forgets which pages the device gave back
         self._reprobe()
         for page in self.scratch:
@@ -100,9 +101,8 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
         note("driver resets the device and probes again")
 
     # -- what the device did -------------------------------------------------------------------------------
-    def _react(self, k: Malformed, head: int, rejected: PeerSpecViolation | None) -> None:
+    def _react(self, k: Malformed, head: int, before: int, rejected: PeerSpecViolation | None) -> None:
         name = k.queue
-        before = self._used_idx(name)
         config = needs_reset = returned = False
         for _ in range(OWED_LOOKS):
             if rejected is None:
