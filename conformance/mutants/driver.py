@@ -380,15 +380,16 @@ class SplitsBuffers(BalloonDriver):
 
 # -- feature bits (§5.5.3) -----------------------------------------------------------------------------------
 class ReportsOverInitOnFree(BalloonDriver):
-    """Accepts PAGE_REPORTING without PAGE_POISON although its guest relies on free pages keeping their value."""
+    """Accepts PAGE_REPORTING without PAGE_POISON though its guest relies on free pages keeping a value."""
 
     breaks = "BAL-FB-DRV-3"
 
     def choose_features(self, offered: int) -> int:
-        return super().choose_features(offered) | offered & self.features & F.VIRTIO_BALLOON_F_PAGE_REPORTING.mask
+        reporting = offered & self.features & F.VIRTIO_BALLOON_F_PAGE_REPORTING.mask
+        return super().choose_features(offered) | reporting
 
 
-# -- free page hinting (§5.5.6.5) -------------------------------------------------------------------------------
+# -- free page hinting (§5.5.6.5) ----------------------------------------------------------------------------
 class _NoBlockHint(FreePageHintDriver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

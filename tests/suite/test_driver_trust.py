@@ -48,7 +48,8 @@ def steps(state: Any, *calls: tuple[str, dict[str, Any]]) -> None:
             inv(state)
 
 
-def breaks(req_id: str, state_or_impl: Any, *calls: tuple[str, dict[str, Any]], **boot: Any) -> PeerSpecViolation:
+def breaks(req_id: str, state_or_impl: Any, *calls: tuple[str, dict[str, Any]],
+           **boot: Any) -> PeerSpecViolation:
     with pytest.raises(PeerSpecViolation) as e:
         state = machine(state_or_impl, **boot) if not hasattr(state_or_impl, "boot") else state_or_impl
         steps(state, *calls)
@@ -158,7 +159,7 @@ def test_a_driver_that_says_nothing_of_free_pages_is_not_judged_on_it():
     assert state.init_on_free is None and "BAL-FB-DRV-3" not in state.R.exercised
 
 
-# -- hinting ----------------------------------------------------------------------------------------------------
+# -- hinting -------------------------------------------------------------------------------------------------
 def test_hinting_nothing_in_a_round_fails_bal_fph_drv_4_and_the_reference_supplies_pages():
     breaks("BAL-FPH-DRV-4", mutants.HintsNothing, ("hint_start", dict(cycles=3)))
     state = machine()
@@ -186,7 +187,7 @@ def test_hints_after_the_driver_read_stop_fail_bal_fph_drv_5_and_those_already_q
     for end in ("hint_stop", "hint_done"):
         state = machine()
         steps(state, ("hint_race", dict(end=end, lead=1, cycles=3)), ("settle", {}))
-        assert state.ref.hint.ignored_hints  # hints were in the ring when the round ended: not the driver's fault
+        assert state.ref.hint.ignored_hints  # in the ring when the round ended: not the driver's fault
         assert "BAL-FPH-DRV-5" in state.R.exercised
 
 
@@ -204,13 +205,13 @@ def test_the_device_overwrites_only_hinted_pages_the_driver_still_holds():
     assert state.ref.discarded and not state.ref.discarded & ~state.os.pages.hinted
 
 
-# -- the other moments ----------------------------------------------------------------------------------------
+# -- the other moments ---------------------------------------------------------------------------------------
 def test_a_reset_mid_round_starts_over_on_both_sides():
     state = machine()
     steps(state, ("set_target", dict(cycles=3, num_pages=8)), ("reset_mid_round", dict(lead=1, cycles=3)),
           ("settle", {}))
     assert state.ref.resets == 2 and state.ref.ballooned.bit_count() == 8
-    assert state.ref.hint.echoed == {2}  # the new device's first ID again, echoed by the driver that started over
+    assert state.ref.hint.echoed == {2}  # the new device's first ID again: the driver started over
 
 
 @pytest.mark.parametrize("mutant, call", [
@@ -223,7 +224,7 @@ def test_the_aimed_moments_catch_early_reuse_in_one_step(mutant, call):
     steps(state, call, ("settle", {}))
 
 
-# -- replayable counterexamples ----------------------------------------------------------------------------------
+# -- replayable counterexamples ------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [DriverConformance, LinuxDriverConformance])
 def test_no_driver_rule_draws_from_data(cls):
     for r in cls.setup_state().rules:

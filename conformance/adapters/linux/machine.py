@@ -51,8 +51,8 @@ UNOBSERVABLE = {
     "BAL-PP-DRV-2": "vhost-user carries no DRIVER_OK: a poison_val write late in probe cannot be told from an "
                     "early one",
     "BAL-PP-DRV-1": "deflated pages go back to Linux's allocator at once; their fill cannot be read from outside",
-    "BAL-FPH-DRV-9": "hinted pages Linux gives back before DONE go to its allocator; whether it initialized them "
-                     "cannot be read from outside, nor can the suite make its guest reclaim them",
+    "BAL-FPH-DRV-9": "hinted pages Linux gives back before DONE go to its allocator; whether it initialized "
+                     "them cannot be read from outside, nor can the suite make its guest reclaim them",
 }
 
 
@@ -99,7 +99,7 @@ class LinuxDriverConformance(DriverConformance):
             ok = self._step(self.drv.probe)
             if self.ref is None:
                 raise ImplementationError("driver.probe", "the driver never sent the memory table")
-            self.init_on_free = init_on_free  # Linux relies on free pages keeping their value with it (BAL-FB-DRV-3)
+            self.init_on_free = init_on_free  # Linux then relies on free pages' value (BAL-FB-DRV-3)
             self._check_negotiation(offered, ok)
             self._observe_numbering(offered)
             self.booted = ok

@@ -90,7 +90,8 @@ class DriverMachine(GuestMachine):
 
     def _device_run(self) -> None:
         """One turn of the reference device, then judge what it did."""
-        before, touched, log, ballooned = self._pages(), len(self.ref.touched), len(self.ref.hint_log), self.ref.ballooned
+        before, ballooned = self._pages(), self.ref.ballooned
+        touched, log = len(self.ref.touched), len(self.ref.hint_log)
         self._step(self.ref.run)  # a breach latched while the device served a real driver's kick shows here
         self.history.tick()
         self.balloon_moved |= self.ref.ballooned != ballooned
@@ -99,9 +100,10 @@ class DriverMachine(GuestMachine):
     def _after_driver(self, before: Pages | None, after: Pages | None) -> None:
         """Hook: a driver call returned."""
 
-    def _after_device(self, before: Pages | None, after: Pages | None, touched: list[Any], hints: list[Any]) -> None:
-        """Hook: the device took a turn; ``touched`` are the pages it changed, ``hints`` the free_page_vq chains
-        it took."""
+    def _after_device(self, before: Pages | None, after: Pages | None, touched: list[Any],
+                      hints: list[Any]) -> None:
+        """Hook: the device took a turn; ``touched`` are the pages it changed, ``hints`` the free_page_vq
+        chains it took."""
 
     def _guest_quiet_checks(self) -> None:
         """Hook: at settle, the checks that read the guest's pages (a real guest overrides or drops them)."""

@@ -43,7 +43,8 @@ class DriverBoot(DriverMachine):
         self.os.mem.fill(0, N_PAGES * BALLOON_PAGE_SIZE, STALE)  # RAM holds what it held: nothing is zeroed
         offered = DEFAULT_OFFER & ~sum(f.mask for f in drop) | (UNDEFINED_BIT if undefined_bit else 0)
         self.ref = WatchedDevice(self.os.mem, offered, queue_max={q.name: queue_max for q in BALLOON_QUEUES},
-                                 guest_in_use=self.os.workload.__contains__, still_hinted=lambda: self.os.pages.hinted)
+                                 guest_in_use=self.os.workload.__contains__,
+                                 still_hinted=lambda: self.os.pages.hinted)
         self.ref.refuse_features_ok = refuse
         raw = type(self).factory()
         self.caps = check_implementation(raw, DriverUnderTest, "driver")
@@ -79,7 +80,7 @@ class DriverBoot(DriverMachine):
         if ok:
             return ok  # it reset and negotiated again by itself, and the device accepted
         state = self.ref.status.state
-        self.R.check("INIT-DRV-6", state is StatusState.FAILED, f"the driver gave up after the device cleared "
+        self.R.check("INIT-DRV-6", state is StatusState.FAILED, "the driver gave up after the device cleared "
                      f"FEATURES_OK, leaving device status {self.ref.status.status:#04x} without FAILED")
         note("the driver gave up; the guest probes it again")
         ok = self._driver(self.drv.probe, self.ref, self.os)

@@ -48,8 +48,8 @@ def needless(chain: Chain) -> str | None:
     for group in (chain.readable, chain.writable):
         for prev, b in zip(group, group[1:]):
             if b.addr == prev.addr + prev.len and b.addr % BALLOON_PAGE_SIZE:
-                return (f"[{prev.addr:#x}, +{prev.len}) and [{b.addr:#x}, +{b.len}) are one buffer inside a page, "
-                        "split over two descriptors")
+                return (f"[{prev.addr:#x}, +{prev.len}) and [{b.addr:#x}, +{b.len}) are one buffer inside a "
+                        "page, split over two descriptors")
     return None
 
 
@@ -156,15 +156,16 @@ class WatchedDevice(BalloonDevice):
             return
         self._judge(f"status write {value:#04x}")
         if self.watch_status and before is StatusState.FAILED and value != self.status.status:
-            raise PeerSpecViolation("STATUS-DRV-3", f"status write {value:#04x} to a device the driver set FAILED, "
-                                    "without a reset first")
+            raise PeerSpecViolation("STATUS-DRV-3", f"status write {value:#04x} to a device the driver set "
+                                    "FAILED, without a reset first")
         if self.watch_status and before is StatusState.FEATURES_REJECTED \
                 and value & ~(self.status.status | DeviceStatus.FAILED):
             raise PeerSpecViolation("INIT-DRV-4", f"status write {value:#04x} although the device cleared "
                                     "FEATURES_OK")
         if value & DeviceStatus.DRIVER_OK and not self.status.status & DeviceStatus.DRIVER_OK:
             self._judge("DRIVER_OK", setup=True)  # the last setup step
-        if self.refuse_features_ok and before is StatusState.DRIVER_LOADED and value & DeviceStatus.FEATURES_OK:
+        refuse = self.refuse_features_ok and before is StatusState.DRIVER_LOADED
+        if refuse and value & DeviceStatus.FEATURES_OK:
             events = self.status.driver_write(value)
             if StatusEvent.SET_FEATURES_OK in events:
                 self.status.process(StatusEvent.REJECT_FEATURES)
@@ -196,8 +197,8 @@ class WatchedDevice(BalloonDevice):
         self._judge("enable_queue", setup=True)
         flags = self.mem.read_u16(addrs.used + USED_FLAGS) if self.mem.contains(addrs.used, 2) else 0
         if flags:
-            raise PeerSpecViolation("SPLIT-DRV-18", f"queue {index}: used flags read {flags:#06x} when the driver "
-                                    "enabled it")
+            raise PeerSpecViolation("SPLIT-DRV-18", f"queue {index}: used flags read {flags:#06x} when the "
+                                    "driver enabled it")
         super().enable_queue(index, size, addrs)
 
     @guarded
@@ -223,7 +224,7 @@ class WatchedDevice(BalloonDevice):
             q.hint_state = lambda: (self.hint.state, self.hint.cmd_id) if self.hint is not None else None
         return q
 
-    # -- hints -------------------------------------------------------------------------------------------------
+    # -- hints -----------------------------------------------------------------------------------------------
     def apply_hint(self, pages: int) -> None:
         super().apply_hint(pages)
         held = pages & self.still_hinted() if self.still_hinted is not None else 0

@@ -2,7 +2,8 @@
 checks the driver's echoes and hints, and the machine judges what the device saw on free_page_vq:
 
 * BAL-FPH-DRV-4: a driver that echoed the round's ID supplies pages before its own STOP, if the guest had
-  any free (and, at settle, it does not leave a published ID unanswered);
+  a free aligned block of the smallest size it has hinted (one page before its first hint); at settle, it
+  leaves no published ID unanswered;
 * BAL-FPH-DRV-5: once the driver has run after the host's STOP or DONE, it makes no more hints available
   until it echoes a new ID (hints already queued when the field changed are fine);
 * the driver's choices where the spec is silent are observed (PROP-FPH-7, PROP-FPH-8).
@@ -42,7 +43,8 @@ class DriverHinting(DriverOperation):
     closed_by: str  # what closed them: "STOP" or "DONE"
     grace_runs: int | None  # driver runs left before hints close
     round_hints: int | None  # hints in the round the driver echoed into, while the device has it ACTIVE
-    free_at: deque[tuple[int, int]]  # (free_page_vq chains made available after a driver call, free pages before)
+    free_at: deque[tuple[int, int]]  # (chains on free_page_vq after a driver call, free pages before it)
+    hint_block: int  # the fewest whole pages the driver has hinted in one buffer (0: none yet)
 
     def _hinting(self) -> bool:
         return self.has(Feature.VIRTIO_BALLOON_F_FREE_PAGE_HINT)
@@ -51,6 +53,7 @@ class DriverHinting(DriverOperation):
         super()._device_forgot()
         self.closed_from, self.closed_by, self.grace_runs, self.round_hints = None, "", None, None
         self.free_at = deque(maxlen=64)
+        self.hint_block = getattr(self, "hint_block", 0)  # the driver's habit outlives a reset
 
     def _host_did(self, op: str) -> None:
         super()._host_did(op)
@@ -72,7 +75,7 @@ class DriverHinting(DriverOperation):
         super()._after_driver(before, after)
         made = self._made_available()
         if made is not None and before is not None and (not self.free_at or self.free_at[-1][0] != made):
-            self.free_at.append((made, before.free.bit_count()))
+            self.free_at.append((made, before.free))
 
     def _driver_ran(self) -> None:
         super()._driver_ran()
@@ -102,20 +105,26 @@ class DriverHinting(DriverOperation):
     def _judge_hint(self, h: HintChain) -> None:
         if self.closed_from is not None:
             self.R.check("BAL-FPH-DRV-5", h.ordinal < self.closed_from, f"a hint (chain {h.ordinal} on "
-                         f"free_page_vq) made available after the driver had run with free_page_hint_cmd_id at "
-                         f"{self.closed_by}")
+                         "free_page_vq) made available after the driver had run with free_page_hint_cmd_id "
+                         f"at {self.closed_by}")
         if self.round_hints is not None:
             self.round_hints += 1
+        if n := h.pages.bit_count():
+            self.hint_block = min(self.hint_block or n, n)
 
     def _judge_round(self, stop: HintChain) -> None:
         """The driver's STOP ends the round it echoed into: did it supply a page while it could?"""
         free = next((f for made, f in self.free_at if made > stop.ordinal), None)
         if free is None:
             return  # no view of the guest's free pages when the STOP went out
-        self.R.check("BAL-FPH-DRV-4", bool(self.round_hints) or not free, f"the driver echoed command ID "
-                     f"{stop.cmd_id}, then sent STOP without supplying a page while the guest had {free} free")
+        block = self.hint_block or 1
+        whole = (1 << block) - 1
+        could = any(free >> start & whole == whole for start in range(0, free.bit_length(), block))
+        self.R.check("BAL-FPH-DRV-4", bool(self.round_hints) or not could, f"the driver echoed command ID "
+                     f"{stop.cmd_id}, then sent STOP without supplying a page while the guest had "
+                     f"{free.bit_count()} free, {block}-page aligned blocks among them")
 
-    # -- the host's controls -----------------------------------------------------------------------------------
+    # -- the host's controls ---------------------------------------------------------------------------------
     @step(when=_hinting, cycles=CYCLES)
     def hint_start(self, cycles: int) -> None:
         self._host("hint_start", cycles=cycles)
@@ -131,7 +140,8 @@ class DriverHinting(DriverOperation):
         self._host("hint_done", cycles=cycles)
         note(f"host publishes DONE, {cycles} cycle(s)")
 
-    @step(when=_hinting, end=st.sampled_from(["hint_stop", "hint_done"]), lead=st.integers(1, 3), cycles=CYCLES)
+    @step(when=_hinting, end=st.sampled_from(["hint_stop", "hint_done"]), lead=st.integers(1, 3),
+          cycles=CYCLES)
     def hint_race(self, end: str, lead: int, cycles: int) -> None:
         """A round ends while the driver's hints are still in the ring: the host publishes STOP or DONE right
         after the driver's turn, before the device has taken what it made available."""

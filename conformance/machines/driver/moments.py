@@ -33,8 +33,8 @@ class DriverMoments(DriverReportingAndOom, DriverOperation):
         self._cycle()
         note(f"balloon to {grow} pages, then down to {keep}; the guest allocates {count} page(s) at once")
 
-    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING) and Capability.REPORT in self.caps,
-          count=st.integers(1, 8))
+    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
+          and Capability.REPORT in self.caps, count=st.integers(1, 8))
     def report_then_reuse(self, count: int) -> None:
         n = self._driver(self.drv.report)
         self.workload_alloc_write(count, True)  # from the top, where the reported pages are

@@ -60,7 +60,8 @@ class DriverPages(DriverMachine):
         note(f"workload frees page {page}")
 
     # -- the device's turn ---------------------------------------------------------------------------------
-    def _after_device(self, before: Pages | None, after: Pages | None, touched: list[Any], hints: list[Any]) -> None:
+    def _after_device(self, before: Pages | None, after: Pages | None, touched: list[Any],
+                      hints: list[Any]) -> None:
         super()._after_device(before, after, touched, hints)
         if before is None or after is None:
             return
@@ -80,7 +81,8 @@ class DriverPages(DriverMachine):
         if before is None or after is None:
             return
         # Back with the guest: free, or taken from the free lists for a hint or a report in the same call.
-        given_back = (after.free | after.hinted | after.isolated) & ~(before.free | before.hinted | before.isolated)
+        given_back = after.free | after.hinted | after.isolated
+        given_back &= ~(before.free | before.hinted | before.isolated)
         for p in bits(given_back):
             self.given_back_at[p] = self.history.step
         reset = after.resets != before.resets  # the driver started over: its balloon is gone, not deflated
@@ -120,7 +122,8 @@ class DriverPages(DriverMachine):
         for p in bits(judged):
             if self.os.holds(p, fill):
                 self.R.check("BAL-FPH-DRV-9", False, f"hinted page {p} released before DONE still holds what "
-                             f"the device left in it: the driver did not initialize it ({self.history.describe(p)})")
+                             "the device left in it: the driver did not initialize it "
+                             f"({self.history.describe(p)})")
 
     # -- what a quiet driver leaves --------------------------------------------------------------------------
     def _guest_quiet_checks(self) -> None:
@@ -141,8 +144,8 @@ class DriverPages(DriverMachine):
             after = self.given_back_at.get(p, -1)
             for at, t in reversed(self.touch_log):
                 if at > after and t.pages >> p & 1:
-                    self.R.check(t.req_id, False, f"deflated page {p}: {t.why}, after the driver had given it "
-                                 "back to the guest")
+                    self.R.check(t.req_id, False, f"deflated page {p}: {t.why}, after the driver had "
+                                 "given it back to the guest")
             self.R.check("BAL-PP-DRV-1", False, f"deflated page {p} no longer holds poison_val "
                          f"({self.history.describe(p)})")
 

@@ -22,8 +22,8 @@ class DriverReset(DriverHinting, DriverBoot):
         self._device_forgot()
         self._check_negotiation(self.ref.offered, ok)
         if not ok:
-            raise ImplementationError("driver.probe", "gave up on the device after a reset, though the device "
-                                      "accepted its features")
+            raise ImplementationError("driver.probe", "gave up on the device after a reset, though the "
+                                      "device accepted its features")
 
     @step(when=lambda self: self.reprobes, cycles=CYCLES)
     def reprobe(self, cycles: int) -> None:

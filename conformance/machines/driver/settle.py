@@ -53,8 +53,8 @@ class DriverSettle(DriverOperation):
                          "the driver stopped supplying pages without sending STOP")
             if ref.hint.issued:
                 self.R.check("BAL-FPH-DRV-4", ref.hint.state is not DeviceHintState.REQUESTED,
-                             f"the driver went quiet with free_page_hint_cmd_id at {ref.hint.cmd_id}, never echoing "
-                             "it or supplying a page")
+                             f"the driver went quiet with free_page_hint_cmd_id at {ref.hint.cmd_id}, never "
+                             "echoing it or supplying a page")
             if self.done_pending and ref.hint.state is DeviceHintState.DONE:
                 self._check_hints_released()
                 self.done_pending = False
