@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import attrs
 
+from refmodel.capabilities import Capability
 from refmodel.errors import PeerSpecViolation
 from spec.catalogue import catalogue
 
@@ -82,6 +83,10 @@ DRIVER_CHECKS: dict[str, str] = {
     "FEAT-DRV-4": "boot: an undefined offered bit does not stop the driver",
 }
 
+#: Checks only the virtqueue-level machines make (a balloon-level run skips them; see runner.merge).
+VIRTQUEUE_ONLY = frozenset(r for r, where in {**DEVICE_CHECKS, **DRIVER_CHECKS}.items()
+                           if where.startswith("virtqueue machine"))
+
 #: Checkable requirements the suite does not check yet, and why. A test keeps this honest: every
 #: checkable requirement is in a CHECKS table or here.
 NOT_YET: dict[str, str] = {
@@ -128,6 +133,23 @@ PROPOSAL_CHECKED_AS: dict[str, str] = {
     "PROP-FPH-5": "NOTIFY-DEV-D1",
     "PROP-VQ-1": "BAL-VQ-D1",
 }
+
+
+#: Capability -> the requirements whose checks never run unless the implementation declares it: what
+#: ``docs/_ext/capneeds.py`` reads from the machines' source (a test keeps the two equal). A skipped
+#: verdict names the capability it lacked.
+CAPABILITY_CHECKS: dict[Capability, tuple[str, ...]] = {
+    Capability.HINTING: ("BAL-FPH-DEV-1", "BAL-FPH-DEV-2", "BAL-FPH-DEV-3", "BAL-FPH-DEV-6", "BAL-FPH-D1",
+                         "BAL-FPH-D5"),
+    Capability.HINT_STOP: ("BAL-FPH-DEV-1",),
+    Capability.HINTED_PAGES: ("BAL-FPH-DEV-3",),
+    Capability.STATS: ("BAL-ST-DEV-1", "BAL-ST-DEV-2"),
+}
+
+
+def capabilities_needed(req_id: str) -> tuple[Capability, ...]:
+    """The capabilities without which ``req_id``'s check never runs."""
+    return tuple(cap for cap, ids in CAPABILITY_CHECKS.items() if req_id in ids)
 
 
 @attrs.define

@@ -11,6 +11,8 @@ line, not an error in every example.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,13 +30,17 @@ from refmodel.virtio.virtq import QueueAddresses
 from spec.catalogue import Requirement, catalogue
 
 from conformance.search import pinned_constants
-from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, Recorder
+from conformance.checks import (DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, VIRTQUEUE_ONLY, Recorder,
+                               capabilities_needed)
 from conformance.harness import ImplementationError, deadline
-from conformance.interface import ROLE_PROTOCOLS, InterfaceError, check_implementation
+from conformance.interface import (CAPABILITY_PROTOCOLS, ROLE_PROTOCOLS, Capability, InterfaceError,
+                                   check_implementation)
+from conformance.machines.base import ConformanceMachine
 from conformance.machines.device.boot import make_device
 from conformance.machines.virtq import DeviceQueueConformance, DriverQueueConformance, base as virtq_base
-from conformance.profiles import profile, shrink_budget
-from conformance.registry import Implementation, machine_for
+from conformance.machines.virtq.driver import queue_capabilities
+from conformance.profiles import SHRINK_SECONDS, forced_seed, profile, shrink_budget
+from conformance.registry import BUILTIN, Implementation, machine_for
 
 VERDICTS = ("pass", "fail", "not-applicable", "not-checkable", "skipped")
 
@@ -55,6 +61,10 @@ class RunError:
     counterexample: tuple[str, ...]
 
 
+#: Verdicts that say the check ran.
+CHECKED = ("pass", "fail")
+
+
 @attrs.frozen
 class Verdict:
     requirement: Requirement
@@ -62,6 +72,13 @@ class Verdict:
     reason: str = ""
     failure: Failure | None = None
     known_deviation: bool = False
+    level: str = "balloon"  # the machine that gave it: balloon, virtqueue, or both ("balloon+virtqueue")
+    missing: tuple[Capability, ...] = ()  # skipped: the capabilities the implementation lacks for the check
+
+    @property
+    def checkable(self) -> bool:
+        """Applicable to the features in play and checkable per the catalogue (whether or not checked)."""
+        return self.verdict in (*CHECKED, "skipped")
 
 
 @attrs.frozen
@@ -73,6 +90,8 @@ class RunResult:
     seconds: float
     searches: int
     observations: dict[str, tuple[str, ...]] = attrs.Factory(dict)
+    levels: tuple[str, ...] = ("balloon",)  # the machines whose verdicts this holds
+    seed: int | None = None  # forced Hypothesis seed, if any
 
     @property
     def failed(self) -> bool:
@@ -82,17 +101,148 @@ class RunResult:
     def by_id(self) -> dict[str, Verdict]:
         return {v.requirement.id: v for v in self.verdicts}
 
+    @property
+    def completeness(self) -> tuple[int, int]:
+        """(checked, checkable): requirements with a pass or fail verdict, of those applicable to the
+        features in play and checkable per the catalogue."""
+        return (sum(v.verdict in CHECKED for v in self.verdicts), sum(v.checkable for v in self.verdicts))
 
-def _notes(exc: BaseException, cls: type) -> tuple[str, ...]:
-    """Hypothesis' shrunk steps as a script that runs as is; our own notes become comments."""
+
+def _header(cls: type, tolerated: frozenset[str]) -> list[str]:
+    """The script's opening: the machine class for the implementation, as this run had it."""
     impl = cls.implementation  # type: ignore[attr-defined]
-    lines = ["from conformance.registry import machine_for, resolve", "from refmodel.virtio.features import Feature",
-             f"{cls.__name__} = machine_for(resolve({impl.name!r}, {impl.role!r}))", ""]
-    for note in getattr(exc, "__notes__", ()):
-        for line in str(note).splitlines():
-            code = line.startswith(("state", "    ", ")", "]", "}")) or line.startswith(cls.__name__)
-            lines.append(line if code else f"# {line}")
-    return tuple(lines)
+    args = [repr(impl.name), repr(impl.role)]
+    if impl.machine in (DeviceQueueConformance, DriverQueueConformance):
+        args.append("level='virtqueue'")
+    for dut, arg, attr in (("qemu", "qemu_binary", "binary"), ("linux", "uml_binary", "uml")):
+        if impl.name == dut and getattr(impl.factory, attr, None):
+            args.append(f"{arg}={getattr(impl.factory, attr)!r}")
+    name = cls.__name__
+    lines = ["from conformance.checks import Recorder", "from conformance.registry import machine_for, resolve",
+             "from refmodel.virtio.features import Feature",
+             f"{name} = machine_for(resolve({', '.join(args)}))"]
+    # A fresh recorder (the class is shared by every script run in one process), tolerating what the search
+    # that found this failure tolerated: the script then goes past those, to this failure.
+    if tolerated:
+        lines.append(f"{name}.recorder = Recorder(tolerated=frozenset({sorted(tolerated)!r}))"
+                     "  # found earlier in this run (or known deviations): tolerated, as in the search")
+    else:
+        lines.append(f"{name}.recorder = Recorder()")
+    if cls.timeout != ConformanceMachine.timeout:  # type: ignore[attr-defined]
+        lines.append(f"{name}.timeout = {cls.timeout!r}")  # type: ignore[attr-defined]
+    return [*lines, ""]
+
+
+def _steps(exc: BaseException, cls: type) -> list[str]:
+    """Hypothesis' shrunk steps: every call but ``state = ...``, the invariants and the teardown. One
+    Hypothesis note is one call, however many lines its arguments take."""
+    setup = cls.setup_state()  # type: ignore[attr-defined]
+    invariants = {f"state.{i.function.__name__}()" for i in setup.invariants}
+    return [entry for entry in map(str, getattr(exc, "__notes__", ()))
+            if entry.startswith("state.") and entry not in invariants and entry != "state.teardown()"]
+
+
+def _hypothesis_script(exc: BaseException, cls: type) -> list[str]:
+    """The script as Hypothesis printed it: its notes become comments."""
+    out = []
+    for entry in map(str, getattr(exc, "__notes__", ())):
+        code = entry.startswith(("state", cls.__name__, "#"))
+        out += entry.splitlines() if code else [f"# {line}" for line in entry.splitlines()]
+    return out
+
+
+_NOT_A_REPLAY = RuntimeError("the step does not apply here")  # a candidate Hypothesis could not have run
+
+
+def _key(e: BaseException | None) -> tuple[Any, ...] | None:
+    """What a replay must raise to reproduce ``e``: its type and the requirement or call it names."""
+    if e is None or e is _NOT_A_REPLAY:
+        return None
+    return type(e), getattr(e, "req_id", None), getattr(e, "call", None)
+
+
+def _replay(cls: type, steps: list[str],
+            tolerated: frozenset[str]) -> tuple[BaseException | None, list[str]]:
+    """Run ``steps`` in this process as the printed script would, checking each rule's preconditions (a
+    shortened script must stay one Hypothesis could have run); returns what it raised and the script
+    (with the notes this run made, in Hypothesis' order)."""
+    setup = cls.setup_state()  # type: ignore[attr-defined]
+    rules = {r.function.__name__: r for r in setup.rules}
+    inits = {r.function.__name__: r for r in setup.initializers}
+    pending = set(inits)
+    lines = [f"state = {cls.__name__}()"]
+    ns: dict[str, Any] = {cls.__name__: cls, "Feature": Feature}
+
+    def execute(code: str, notes_first: bool) -> BaseException | None:
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, "<counterexample>", "exec"), ns)  # noqa: S102 - the suite's own script
+            err = None
+        except Exception as e:  # noqa: BLE001 - what the step raised is the outcome
+            err = e
+        printed = [ln if ln.startswith("#") else f"# {ln}" for ln in out.getvalue().splitlines()]
+        lines.extend([*printed, code] if notes_first else [code, *printed])
+        return err
+
+    def invariants() -> BaseException | None:
+        for inv in setup.invariants:
+            if (not pending or inv.check_during_init) and all(p(ns["state"]) for p in inv.preconditions):
+                if (err := execute(f"state.{inv.function.__name__}()", notes_first=False)) is not None:
+                    return err
+        return None
+
+    saved = cls.recorder  # type: ignore[attr-defined]
+    cls.recorder = Recorder(tolerated=tolerated)  # type: ignore[attr-defined]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ns["state"] = cls()
+        if (err := invariants()) is not None:
+            return err, lines
+        for call in steps:
+            name = call[len("state."):].split("(", 1)[0]
+            if name in inits:
+                if name not in pending:
+                    return _NOT_A_REPLAY, lines
+                pending.discard(name)
+            elif pending or name not in rules or not all(p(ns["state"]) for p in rules[name].preconditions):
+                return _NOT_A_REPLAY, lines
+            if (err := execute(call, notes_first=True)) is not None or (err := invariants()) is not None:
+                return err, lines
+        return None, lines
+    finally:
+        with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+            if "state" in ns:
+                ns["state"].teardown()
+        cls.recorder = saved  # type: ignore[attr-defined]
+
+
+def counterexample(exc: BaseException, cls: type, tolerated: frozenset[str], seconds: float,
+                   reproducible: bool = True) -> tuple[str, ...]:
+    """The failure's steps as a script that runs as is and raises what ``exc`` is.
+
+    The runner replays Hypothesis' shrunk steps itself, then drops each step whose absence still gives
+    the same failure (a step that did nothing for it: a skipped step, an empty ``add``, ...); the script
+    is the last replay that reproduced it, with the notes that replay made. A failure that does not
+    replay (an asynchronous implementation) keeps Hypothesis' script and says so.
+    """
+    head = _header(cls, tolerated)
+    steps = _steps(exc, cls)
+    want = _key(exc)
+    got, lines = _replay(cls, steps, tolerated) if reproducible and steps else (None, [])
+    if want is None or _key(got) != want:
+        why = "nondeterministic" if reproducible else "Hypothesis could not replay it either"
+        return (*head, *_hypothesis_script(exc, cls),
+                f"# (the runner's own replay of these steps did not fail the same way: {why})")
+    stop = time.monotonic() + seconds
+    i = len(steps) - 1
+    while i >= 0 and time.monotonic() < stop:
+        shorter = steps[:i] + steps[i + 1:]
+        got, again = _replay(cls, shorter, tolerated)
+        if _key(got) == want:
+            steps, lines = shorter, again
+        i -= 1
+    return (*head, *lines, "state.teardown()")
 
 
 def _root(exc: BaseException) -> tuple[BaseException, bool]:
@@ -133,28 +283,39 @@ def check_interface(impl: Implementation, timeout: float | None = None) -> RunEr
     """Raise :class:`InterfaceError` (one line, naming ``--dut``) if the implementation lacks a method of
     its role or of a capability it declares. A factory that raises or hangs is returned as the run's one
     error: every example would meet it at boot."""
+    return _interface(impl, timeout)[0]
+
+
+def _interface(impl: Implementation,
+               timeout: float | None) -> tuple[RunError | None, frozenset[Capability] | None]:
+    """:func:`check_interface`, and the capabilities the built instance declares (None: not built here)."""
     try:
         with deadline(max(BUILD_TIMEOUT, timeout or 0), f"{impl.role} factory"):
             built = _build(impl)
-        if built is not None:
-            check_implementation(built[0], ROLE_PROTOCOLS[impl.role, built[1]], impl.role)
+        if built is None:
+            return None, None
+        if built[1] == "virtqueue" and impl.role == "driver":
+            return None, queue_capabilities(built[0])  # as the machine reads them
+        return None, check_implementation(built[0], ROLE_PROTOCOLS[impl.role, built[1]], impl.role)
     except InterfaceError as e:
         raise InterfaceError(f"--dut {impl.name}: {e}") from None
     except ImplementationError as e:
-        return RunError("implementation", f"building the {impl.role}: {e.what}", ())
+        return RunError("implementation", f"building the {impl.role}: {e.what}", ()), None
     except Exception as e:  # noqa: BLE001 - the implementation's own code
-        return RunError("implementation", f"building the {impl.role} raised {type(e).__name__}: {e}", ())
-    return None
+        return RunError("implementation", f"building the {impl.role} raised {type(e).__name__}: {e}",
+                        ()), None
 
 
 def search(impl: Implementation, profile_name: str, *, known_deviations: frozenset[str] = frozenset(),
            max_failures: int = 8, progress: Callable[[str], None] = lambda s: None,
-           timeout: float | None = None) -> tuple[dict[str, Failure], list[RunError], Recorder, int]:
-    """Search for failures; returns them, errors, what was exercised, and the number of searches."""
+           timeout: float | None = None, seed: int | None = None,
+           ) -> tuple[dict[str, Failure], list[RunError], Recorder, int]:
+    """Search for failures; returns them, errors, what was exercised, and the number of searches.
+    ``seed`` forces Hypothesis' seed (and turns derandomization off)."""
     cls = machine_for(impl)
     if timeout is not None:
         cls.timeout = timeout
-    settings = profile(profile_name)
+    settings = profile(profile_name, seed)
     scaled = getattr(impl.factory, "profiles", {}).get(profile_name)
     if scaled:  # a slow implementation (a booted guest per example) runs fewer, shorter examples
         settings = type(settings)(settings, **scaled)
@@ -163,6 +324,7 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
     total = Recorder()
     tolerated = set(known_deviations)
     searches = 0
+    budget = float(SHRINK_SECONDS.get(profile_name, 20))  # for shortening each printed counterexample
     while len(failures) <= max_failures:
         rec = Recorder(tolerated=frozenset(tolerated))
         cls.recorder = rec
@@ -170,28 +332,34 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
         progress(f"{impl.name} ({impl.role}): search {searches}, {profile_name} profile")
         try:
             # notes carry the trace; the constant pool is the suite's, not the implementation's
-            with shrink_budget(profile_name), with_reporter(lambda _: None), pinned_constants():
+            with shrink_budget(profile_name), with_reporter(lambda _: None), pinned_constants(), \
+                    forced_seed(seed):
                 run_state_machine_as_test(cls, settings=settings)
         except BaseException as raised:  # noqa: BLE001 - everything becomes a verdict or an error
             if isinstance(raised, KeyboardInterrupt):
                 raise
             e, flaky = _root(raised)
+
+            def script(e: BaseException) -> tuple[str, ...]:
+                return counterexample(e, cls, rec.tolerated, budget,
+                                      reproducible=not flaky and not isinstance(e, Flaky))
+
             suffix = " (did not happen again when Hypothesis replayed it: nondeterministic)" if flaky else ""
             if isinstance(e, PeerSpecViolation) and e.role != impl.role:
                 # The implementation blamed our reference side for a rule that binds the other role.
                 errors.append(RunError("implementation", f"the implementation raised {e.req_id} ({e.role} rule) "
-                                       f"against the reference {e.role}: {e.detail}{suffix}", _notes(e, cls)))
+                                       f"against the reference {e.role}: {e.detail}{suffix}", script(e)))
                 progress(f"  ERROR the implementation blamed the reference {e.role}: {e.req_id}")
             elif isinstance(e, PeerSpecViolation):
-                failures[e.req_id] = Failure(e.req_id, e.detail + suffix, _notes(e, cls))
+                failures[e.req_id] = Failure(e.req_id, e.detail + suffix, script(e))
                 tolerated.add(e.req_id)
                 progress(f"  FAIL {e.req_id}: {e.detail}{suffix}")
                 continue
             elif isinstance(e, ImplementationError):
-                errors.append(RunError("implementation", str(e) + suffix, _notes(e, cls)))
+                errors.append(RunError("implementation", str(e) + suffix, script(e)))
                 progress(f"  ERROR {e}{suffix}")
             elif isinstance(e, LocalSpecViolation):
-                errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", _notes(e, cls)))
+                errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", script(e)))
                 progress(f"  HARNESS ERROR {e}")
             elif isinstance(e, InterfaceError):  # raised at boot: the same for every example
                 raise InterfaceError(f"--dut {impl.name}: {e}") from None
@@ -199,10 +367,10 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
                 # The implementation behaved differently on replay (an asynchronous VMM): the search stops
                 # here, the verdicts found so far stand, and the report says why it stopped.
                 errors.append(RunError("nondeterministic", f"search stopped: {type(e).__name__}: "
-                                       f"{str(e).splitlines()[0] if str(e) else ''}", _notes(e, cls)))
+                                       f"{str(e).splitlines()[0] if str(e) else ''}", script(e)))
                 progress(f"  NOTE the implementation is nondeterministic; search stopped ({type(e).__name__})")
             else:
-                errors.append(RunError("harness", f"{type(e).__name__}: {e}", _notes(e, cls)))
+                errors.append(RunError("harness", f"{type(e).__name__}: {e}", script(e)))
                 progress(f"  HARNESS ERROR {type(e).__name__}: {e}")
         finally:
             total.exercised |= rec.exercised
@@ -227,11 +395,15 @@ def _applicable(r: Requirement, features: int) -> bool:
 
 
 def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: frozenset[str],
-             unobservable: dict[str, str] | None = None, scope: str = "") -> tuple[Verdict, ...]:
+             unobservable: dict[str, str] | None = None, scope: str = "",
+             capabilities: frozenset[Capability] | None = None) -> tuple[Verdict, ...]:
     """One verdict per requirement of ``role``. ``unobservable``: requirements the adapter's transport
-    hides from the reference peer (with why); they are not-checkable for this implementation."""
+    hides from the reference peer (with why); they are not-checkable for this implementation.
+    ``capabilities``: what the implementation declares (None: unknown), so a skipped check names the
+    capability it lacked."""
     unobservable = unobservable or {}
     checks = DEVICE_CHECKS if role == "device" else DRIVER_CHECKS
+    level = "virtqueue" if scope else "balloon"
     out = []
     for r in catalogue().values():
         if r.role != role or r.profile != "virtio-1.4":
@@ -253,19 +425,38 @@ def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: froz
         elif r.id in rec.exercised:
             out.append(Verdict(r, "pass", checks.get(r.id, "")))
         elif r.id in checks:
-            out.append(Verdict(r, "skipped", f"check ({checks[r.id]}) never ran: the implementation lacks a "
-                                             "capability it needs, or no example reached it"))
+            out.append(_skipped(r, checks[r.id], capabilities, bool(scope)))
         else:
-            out.append(Verdict(r, "skipped", "no check in this suite yet"))
-    return tuple(out)
+            out.append(Verdict(r, "skipped", f"no check in this suite yet: {NOT_YET[r.id]}" if r.id in NOT_YET
+                               else "no check in this suite yet"))
+    return tuple(attrs.evolve(v, level=level) for v in out)
+
+
+def _skipped(r: Requirement, check: str, capabilities: frozenset[Capability] | None,
+             level_is_queue: bool) -> Verdict:
+    """A check that never ran, naming the capabilities it needs that the implementation does not declare."""
+    if r.id in VIRTQUEUE_ONLY and not level_is_queue:
+        return Verdict(r, "skipped", f"checked by the virtqueue-level machine only ({check}): run --level "
+                                     "virtqueue on the implementation's split virtqueue")
+    if capabilities is None:  # not known (an implementation with a machine of its own)
+        return Verdict(r, "skipped", f"check ({check}) never ran: the implementation lacks a capability it "
+                                     "needs, or no example reached it")
+    missing = tuple(c for c in capabilities_needed(r.id) if c not in capabilities)
+    if not missing:
+        return Verdict(r, "skipped", f"check ({check}) never ran: no example reached it")
+    names = " and ".join(f"{c.name} ({CAPABILITY_PROTOCOLS[c].__name__})" for c in missing)
+    return Verdict(r, "skipped", f"check ({check}) never ran: the implementation does not declare the "
+                                 f"capability {names}", missing=missing)
 
 
 def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: frozenset[str] = frozenset(),
         progress: Callable[[str], None] = lambda s: None, timeout: float | None = None,
-        max_failures: int = 8) -> RunResult:
-    """Check the interface, then search. Raises :class:`InterfaceError` for a missing method."""
+        max_failures: int = 8, seed: int | None = None) -> RunResult:
+    """Check the interface, then search. Raises :class:`InterfaceError` for a missing method, and
+    :class:`ProfileError` for a profile or seed that cannot be used."""
+    profile(profile_name, seed)  # before building anything
     start = time.perf_counter()
-    broken = check_interface(impl, timeout)
+    broken, capabilities = _interface(impl, timeout)
     failures: dict[str, Failure]
     if broken is not None:
         progress(f"  ERROR {broken.detail}")
@@ -273,11 +464,52 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: fro
     else:
         failures, errors, rec, searches = search(impl, profile_name, known_deviations=known_deviations,
                                                  progress=progress, timeout=timeout,
-                                                 max_failures=max_failures)
+                                                 max_failures=max_failures, seed=seed)
     cls = machine_for(impl)
+    scope = getattr(cls, "scope", "")
     return RunResult(impl, profile_name, verdicts(impl.role, failures, rec, known_deviations,
                                                   unobservable=getattr(cls, "unobservable", None),
-                                                  scope=getattr(cls, "scope", "")),
+                                                  scope=scope, capabilities=capabilities),
                      tuple(errors),
                      time.perf_counter() - start, searches,
-                     {k: tuple(sorted(v)) for k, v in sorted(rec.observations.items())})
+                     {k: tuple(sorted(v)) for k, v in sorted(rec.observations.items())},
+                     levels=("virtqueue" if scope else "balloon",), seed=seed)
+
+
+#: Balloon-level implementations whose split virtqueues the suite also knows as a virtqueue-level
+#: implementation: :func:`run_levels` runs both and merges the verdicts (the SPLIT-* checks that only
+#: the virtqueue machines make then count for the balloon implementation too).
+QUEUES_OF = {"reference": "virtq-reference"}
+
+
+def run_levels(impl: Implementation, profile_name: str = "ci", **kwargs: Any) -> RunResult:
+    """:func:`run`, merged (:func:`merge`) with a run of ``impl``'s own split virtqueues at the virtqueue
+    level when the suite knows them (:data:`QUEUES_OF`)."""
+    res = run(impl, profile_name, **kwargs)
+    queues = BUILTIN.get((QUEUES_OF.get(impl.name, ""), impl.role))
+    if queues is None or impl.machine is not None:
+        return res
+    return merge(res, run(queues, profile_name, **kwargs))
+
+
+def merge(balloon: RunResult, queue: RunResult) -> RunResult:
+    """One result from a balloon-level run and a virtqueue-level run of the same implementation's queues:
+    per requirement, a failure at either level, else a pass at either, else the balloon level's verdict.
+    Each verdict keeps the level it came from (both, when both levels passed it)."""
+    theirs = queue.by_id()
+    out = []
+    for v in balloon.verdicts:
+        w = theirs.get(v.requirement.id)
+        if w is None or w.verdict not in CHECKED or v.verdict == "fail":
+            out.append(v)
+        elif v.verdict == "pass" and w.verdict == "pass":
+            out.append(attrs.evolve(v, level=f"{v.level}+{w.level}"))
+        else:
+            out.append(w)
+    name = queue.implementation.name
+    errors = (*balloon.errors, *(attrs.evolve(e, detail=f"virtqueue level ({name}): {e.detail}")
+                                 for e in queue.errors))
+    observations = {**balloon.observations, **{f"virtqueue: {k}": v for k, v in queue.observations.items()}}
+    return RunResult(balloon.implementation, balloon.profile, tuple(out), errors,
+                     balloon.seconds + queue.seconds, balloon.searches + queue.searches, observations,
+                     levels=(*balloon.levels, *queue.levels), seed=balloon.seed)
