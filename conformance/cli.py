@@ -13,9 +13,13 @@ name of a list that ships with the suite (``qemu``). A C implementation builds a
     cc -shared -fPIC -I"$(virtio-conformance c-header --include-dir)" -o libmydev.so mydev.c
     virtio-conformance run --dut c:./libmydev.so --role device
 
+``run --dut reference`` checks the reference device and driver at the balloon level and their split
+virtqueues at the virtqueue level, one merged table per role (each verdict names its level).
+``--profile soak --seed N`` is the long random search ``tools/soak`` runs for several seeds.
+
 Exit status: 0 when no requirement failed (known deviations excepted), 1 when one did or the
-implementation crashed or hung, 2 for bad usage or an implementation that lacks a method of its role
-(a one-line message, never a traceback).
+implementation crashed or hung, 2 for bad usage (an unknown profile, a negative seed, ...) or an
+implementation that lacks a method of its role (a one-line message, never a traceback).
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import shutil
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 from spec.catalogue import CatalogueError, catalogue
 
 from conformance.interface import InterfaceError
 from conformance.registry import BUILTIN, DutError, resolve
 from conformance.report import print_table, write_json, write_junit
-from conformance.runner import RunResult, run
+from conformance.profiles import PROFILES, ProfileError, check_seed, profile
+from conformance.runner import RunResult, run_levels
 
 
 #: Known-deviation lists that ship with the suite, by name: (package, resource).
@@ -98,8 +104,24 @@ a C implementation, built against the installed header:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line, as every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _seed_of(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise ProfileError(f"--seed {text!r}: expected a whole number >= 0") from None
+    check_seed(seed)
+    return seed
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="virtio-conformance", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
         description="Check a virtio-balloon device or driver against the reference model.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -111,7 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--level", default="balloon", choices=("balloon", "virtqueue"),
                    help="balloon: a whole device or driver; virtqueue: one split virtqueue implementation, "
                         "checked on the SPLIT-* requirements (default: balloon)")
-    r.add_argument("--profile", default="ci", choices=("dev", "ci", "nightly"))
+    r.add_argument("--profile", default="ci", metavar="PROFILE",
+                   help=f"how long to search: one of {', '.join(PROFILES)} (default: ci)")
+    r.add_argument("--seed", type=str, default=None,
+                   help="force Hypothesis' seed (a whole number >= 0; the search is then random from it)")
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--junit", type=Path, help="write JUnit XML here")
     r.add_argument("--known-deviations",
@@ -192,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("c-header", "c-example"):
             return _c_files(args)
+        seed = None if args.seed is None else _seed_of(args.seed)
+        profile(args.profile, seed)
         known = load_known_deviations(args.known_deviations)
         impls = _targets(args)
         progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-        results: list[RunResult] = [run(impl, args.profile, known_deviations=known, progress=progress,
-                                        timeout=args.timeout, max_failures=args.max_failures)
-                                    for impl in impls]
-    except (DutError, InterfaceError, CatalogueError) as e:
+        results: list[RunResult] = [run_levels(impl, args.profile, known_deviations=known, progress=progress,
+                                               timeout=args.timeout, max_failures=args.max_failures,
+                                               seed=seed) for impl in impls]
+    except (DutError, InterfaceError, CatalogueError, ProfileError) as e:
         print(f"virtio-conformance: error: {e}", file=sys.stderr)
         return 2
     print_table(results, sys.stdout)

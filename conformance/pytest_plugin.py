@@ -17,14 +17,16 @@ import pytest
 from conformance.cli import KNOWN_DEVIATION_LISTS, load_known_deviations
 from conformance.interface import InterfaceError
 from conformance.registry import BUILTIN, DutError, resolve
-from conformance.runner import RunResult, Verdict, run
+from conformance.profiles import PROFILES, ProfileError, profile
+from conformance.runner import RunResult, Verdict, run_levels
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("virtio-conformance")
     g.addoption("--virtio-dut", help="implementation under test: built-in name or module:factory")
     g.addoption("--virtio-role", choices=("device", "driver"), help="side under test (default: from the name)")
-    g.addoption("--virtio-profile", default="ci", choices=("dev", "ci", "nightly"))
+    g.addoption("--virtio-profile", default="ci", choices=tuple(PROFILES))
+    g.addoption("--virtio-seed", type=int, default=None, help="force Hypothesis' seed (a whole number >= 0)")
     g.addoption("--virtio-known-deviations", help="file of requirement IDs expected to fail, or a list that "
                 f"ships with the suite ({', '.join(KNOWN_DEVIATION_LISTS)})")
 
@@ -94,10 +96,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             role = roles[0] if roles else "device"
         impl = resolve(dut, role)
         known = load_known_deviations(config.getoption("--virtio-known-deviations"))
-    except DutError as e:
+        seed = config.getoption("--virtio-seed")
+        profile(config.getoption("--virtio-profile"), seed)
+    except (DutError, ProfileError) as e:
         raise pytest.UsageError(str(e)) from None
-    try:
-        result = run(impl, config.getoption("--virtio-profile"), known_deviations=known)
+    try:  # the reference's split virtqueues are checked at the virtqueue level too, and merged
+        result = run_levels(impl, config.getoption("--virtio-profile"), known_deviations=known, seed=seed)
     except (InterfaceError, DutError) as e:  # before any example: one item, one line
         items.append(ErrorItem.from_parent(session, name=f"{impl.name}[interface]", detail=str(e), trace=()))
         return

@@ -1,19 +1,36 @@
 """Reports: the terminal table, the JSON report (a fixed interface) and JUnit XML.
 
-JSON shape (scripts depend on it)::
+JSON shape (scripts depend on it; keys are only ever added)::
 
     {"implementation": str, "role": "device" | "driver" | "device+driver", "profile": str,
+     "seed": int | null,
      "versions": {implementation: version or description},
      "requirements": [{"id", "verdict", "role", "section", "keyword", "text", "reason",
-                       "known_deviation", "counterexample"?: [str], "implementation"?: str}],
+                       "known_deviation", "level", "missing_capabilities": [str],
+                       "counterexample"?: [str], "implementation"?: str}],
      "errors": [{"implementation", "kind", "detail", "counterexample"}],
      "observations": {topic: [str]},
+     "completeness": [{"implementation", "role", "levels": [str], "checked": int, "checkable": int}],
      "summary": {verdict: count}, "seconds": float}
 
 ``observations`` records what the implementation chose where the spec leaves a choice: per topic, the
 interpretations or properties that held in every example (an empty list: none held throughout).
 
 ``verdict`` is one of ``pass``, ``fail``, ``not-applicable``, ``not-checkable``, ``skipped``.
+
+``level`` names the machine the verdict came from: ``balloon`` (a whole device or driver), ``virtqueue``
+(one split virtqueue on its own), or ``balloon+virtqueue`` (both passed it). A run of the reference
+(``run --dut reference``) also runs its split virtqueues at the virtqueue level and merges the verdicts
+(:func:`conformance.runner.merge`): a fail at either level, else a pass at either, else the balloon
+level's verdict.
+
+``missing_capabilities`` lists, for a ``skipped`` verdict, the capabilities
+(:class:`refmodel.capabilities.Capability` names) whose absence kept its check from running; empty
+otherwise.
+
+``completeness`` is one entry per implementation and role: ``checkable`` counts its requirements that
+are applicable to the features in play and checkable per the catalogue (verdict pass, fail or skipped),
+``checked`` those with a pass or fail verdict. ``seed`` is the forced Hypothesis seed (``run --seed``).
 """
 
 from __future__ import annotations
@@ -37,7 +54,9 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
             r = v.requirement
             entry: dict[str, Any] = {"id": r.id, "verdict": v.verdict, "role": r.role, "section": r.section,
                                      "keyword": r.keyword, "text": r.text, "reason": v.reason,
-                                     "known_deviation": v.known_deviation, "implementation": res.implementation.name}
+                                     "known_deviation": v.known_deviation,
+                                     "implementation": res.implementation.name, "level": v.level,
+                                     "missing_capabilities": [c.name for c in v.missing]}
             if v.failure is not None:
                 entry["counterexample"] = list(v.failure.counterexample)
             reqs.append(entry)
@@ -46,11 +65,17 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
     summary = Counter(e["verdict"] for e in reqs)
     versions = {r.implementation.name: getattr(r.implementation.factory, "version", None) or r.implementation.description
                 for r in results}
+    completeness = [{"implementation": r.implementation.name, "role": r.implementation.role,
+                     "levels": list(r.levels), "checked": r.completeness[0], "checkable": r.completeness[1]}
+                    for r in results]
     return {"implementation": "+".join(names), "role": roles, "profile": results[0].profile if results else "",
+            "seed": results[0].seed if results else None,
             "versions": versions,
             "requirements": reqs, "errors": errors,
             "observations": {f"{r.implementation.name}: {k}" if len(results) > 1 else k: list(v)
-                             for r in results for k, v in r.observations.items()}, "summary": {k: summary.get(k, 0) for k in VERDICTS},
+                             for r in results for k, v in r.observations.items()},
+            "completeness": completeness,
+            "summary": {k: summary.get(k, 0) for k in VERDICTS},
             "seconds": round(sum(r.seconds for r in results), 3)}
 
 
@@ -88,19 +113,34 @@ _MARK = {"pass": "pass", "fail": "FAIL", "not-applicable": "n/a", "not-checkable
          "skipped": "skipped"}
 
 
+def completeness_line(res: RunResult) -> str:
+    checked, checkable = res.completeness
+    skipped = [v for v in res.verdicts if v.verdict == "skipped"]
+    lacking = sorted({c.name for v in skipped for c in v.missing})
+    why = f"; {sum(bool(v.missing) for v in skipped)} for want of {', '.join(lacking)}" if lacking else ""
+    return (f"completeness: {checked} of {checkable} checkable requirements checked (pass or fail); "
+            f"{checkable - checked} skipped{why}")
+
+
 def print_table(results: Sequence[RunResult], out: TextIO) -> None:
     for res in results:
         impl = res.implementation
-        out.write(f"\n{impl.name} ({impl.role}), {res.profile} profile, {res.searches} search(es), "
-                  f"{res.seconds:.1f} s\n")
+        seed = f", seed {res.seed}" if res.seed is not None else ""
+        out.write(f"\n{impl.name} ({impl.role}), {' and '.join(res.levels)} level, {res.profile} profile"
+                  f"{seed}, {res.searches} search(es), {res.seconds:.1f} s\n")
         out.write(f"{'requirement':16} {'section':10} {'keyword':10} verdict\n")
+        merged = len(res.levels) > 1
         for v in res.verdicts:
             r = v.requirement
             mark = _MARK[v.verdict] + (" (known deviation)" if v.known_deviation else "")
-            why = f"  {v.reason}" if v.verdict == "fail" else ""
+            if merged and v.verdict in ("pass", "fail") and v.level != res.levels[0]:
+                mark += f" [{v.level}]"
+            why = f"  {v.reason}" if v.verdict == "fail" else \
+                f"  needs capability {', '.join(c.name for c in v.missing)}" if v.missing else ""
             out.write(f"{r.id:16} {r.section:10} {r.keyword:10} {mark}{why}\n")
         counts = Counter(v.verdict for v in res.verdicts)
         out.write("summary: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in VERDICTS) + "\n")
+        out.write(completeness_line(res) + "\n")
         for v in res.verdicts:
             if v.failure is not None:
                 out.write(f"\ncounterexample for {v.requirement.id} ({v.requirement.cite()}):\n")

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET
+from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, VIRTQUEUE_ONLY
 from conformance.registry import BUILTIN
-from conformance.runner import VERDICTS, run
+from conformance.runner import VERDICTS, run, run_levels
 from spec.catalogue import catalogue
 
 MUTANTS = sorted((n, r) for (n, r), impl in BUILTIN.items() if impl.breaks)
@@ -16,15 +16,18 @@ MUTANTS = sorted((n, r) for (n, r), impl in BUILTIN.items() if impl.breaks)
 
 @pytest.mark.parametrize("role", ["device", "driver"])
 def test_reference_passes_everything_it_checks(role):
-    res = run(BUILTIN["reference", role], "ci")
-    queue = run(BUILTIN["virtq-reference", role], "ci")  # the virtqueue-level machine's checks
-    assert not res.errors and not queue.errors, (res.errors, queue.errors)
-    fails = [v for v in res.verdicts + queue.verdicts if v.verdict == "fail"]
+    res = run_levels(BUILTIN["reference", role], "ci")  # balloon level, merged with its split queues' run
+    assert res.levels == ("balloon", "virtqueue")
+    assert not res.errors, res.errors
+    fails = [v for v in res.verdicts if v.verdict == "fail"]
     assert not fails, fails
-    passed = {v.requirement.id for v in res.verdicts + queue.verdicts if v.verdict == "pass"}
+    by_id = res.by_id()
+    passed = {i for i, v in by_id.items() if v.verdict == "pass"}
     checks = DEVICE_CHECKS if role == "device" else DRIVER_CHECKS
     # Almost every check in the table ran; the rest say why they were skipped.
     assert len(passed) >= 0.9 * len(checks), sorted(set(checks) - passed)
+    queue_only = {i for i in VIRTQUEUE_ONLY if i in checks}
+    assert queue_only and {i: by_id[i].level for i in queue_only} == {i: "virtqueue" for i in queue_only}
     assert {v.verdict for v in res.verdicts} <= set(VERDICTS)
     assert len(res.verdicts) == sum(1 for r in catalogue().values() if r.role == role and r.profile == "virtio-1.4")
 
@@ -35,7 +38,22 @@ def test_at_least_twenty_mutants_break_different_requirements():
     assert len(MUTANTS) >= 20 and len(broken) == len(MUTANTS)
 
 
-@pytest.mark.parametrize("name, role", MUTANTS, ids=[n for n, _ in MUTANTS])
+# Every ID some mutant breaks, literally: conformance.trace reads @pytest.mark.verifies from the source, and
+# test_the_mutant_test_verifies_what_the_mutants_break keeps the list equal to the mutants' ``breaks``.
+# Each parametrized case also carries its own mutant's IDs (for the test report's properties).
+@pytest.mark.verifies(
+    "STATUS-DRV-3", "STATUS-DEV-1", "STATUS-DEV-2", "STATUS-DEV-3", "FEAT-DRV-1", "FEAT-DEV-2",
+    "FEAT-DEV-3", "RESET-DEV-1", "RESET-DRV-1", "CFG-DEV-2", "SPLIT-DEV-1", "SPLIT-DRV-3", "SPLIT-DEV-3",
+    "SPLIT-DRV-4", "SPLIT-DEV-6", "SPLIT-DEV-9", "SPLIT-DEV-10", "SPLIT-DEV-11", "SPLIT-DEV-12",
+    "SPLIT-DEV-13", "SPLIT-DEV-14", "SPLIT-DEV-15", "SPLIT-DRV-18", "SPLIT-DRV-20", "SPLIT-DRV-21",
+    "SPLIT-DRV-24", "SPLIT-DEV-D1", "SPLIT-DEV-D2", "SPLIT-DEV-D4", "INIT-DRV-4", "INIT-DRV-5",
+    "INIT-DRV-6", "NOTIFY-DEV-D1", "BAL-FB-DRV-3", "BAL-CFG-D2", "BAL-OP-DRV-6", "BAL-OP-DRV-7",
+    "BAL-OP-DRV-9", "BAL-OP-DRV-11", "BAL-OP-DEV-D1", "BAL-ST-DRV-1", "BAL-ST-DRV-5", "BAL-ST-DEV-1",
+    "BAL-FPH-DRV-1", "BAL-FPH-DRV-3", "BAL-FPH-DRV-4", "BAL-FPH-DRV-5", "BAL-FPH-DRV-6", "BAL-FPH-DRV-9",
+    "BAL-FPH-DRV-10", "BAL-FPH-DEV-2", "BAL-FPH-DEV-3", "BAL-FPH-DEV-5", "BAL-FPH-DEV-6", "BAL-FPH-D1",
+    "BAL-FPH-D4", "BAL-PP-DRV-2", "BAL-FPR-DRV-2", "BAL-FPR-DRV-3", "BAL-FPR-DEV-2", "BAL-FPR-DEV-D1")
+@pytest.mark.parametrize("name, role", [
+    pytest.param(n, r, marks=pytest.mark.verifies(*BUILTIN[n, r].breaks), id=n) for n, r in MUTANTS])
 def test_mutant_is_caught_naming_its_requirement(name, role):
     impl = BUILTIN[name, role]
     res = run(impl, "ci", max_failures=0)
@@ -45,6 +63,16 @@ def test_mutant_is_caught_naming_its_requirement(name, role):
     assert {v.requirement.id for v in fails} <= set(impl.breaks), [(v.requirement.id, v.reason) for v in fails]
     trace = fails[0].failure.counterexample
     assert any(line.startswith("state = ") for line in trace) and any("state." in line for line in trace[3:])
+
+
+def test_the_mutant_test_verifies_what_the_mutants_break():
+    from conformance.trace import verifying_tests
+
+    node = "tests/suite/test_conformance.py::test_mutant_is_caught_naming_its_requirement"
+    claimed = {req_id for req_id, nodes in verifying_tests().items() if node in nodes}
+    broken = {req_id for impl in BUILTIN.values() for req_id in impl.breaks}
+    assert claimed == broken, (f"add to its verifies marker: {sorted(broken - claimed)}; "
+                               f"no mutant breaks: {sorted(claimed - broken)}")
 
 
 def test_counterexample_replays_as_is(tmp_path):
