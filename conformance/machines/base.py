@@ -65,6 +65,11 @@ def note_failure(where: str, e: Exception) -> None:
         setattr(e, _NOTED, True)
     what = f"{e.req_id} violated: {e.detail or e.paraphrase}" if isinstance(e, SpecViolation) else \
         f"{type(e).__name__}: {e}"
+    tb = e.__traceback__
+    while not where and tb is not None:  # a bare ``with self.tolerate():`` (boot): the function it is in
+        if tb.tb_frame.f_code.co_name not in ("tolerate", "__exit__"):
+            where = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
     note(f"{where or 'this step'} fails here: {what}")
 
 
