@@ -30,7 +30,8 @@ otherwise.
 
 ``completeness`` is one entry per implementation and role: ``checkable`` counts its requirements that
 are applicable to the features in play and checkable per the catalogue (verdict pass, fail or skipped),
-``checked`` those with a pass or fail verdict. ``seed`` is the forced Hypothesis seed (``run --seed``).
+``checked`` those with a pass or fail verdict (the JUnit XML carries both as properties of each testsuite).
+``seed`` is the forced Hypothesis seed (``run --seed``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ def write_junit(results: Sequence[RunResult], path: Path) -> None:
                               errors=str(len(res.errors)),
                               skipped=str(sum(v.verdict not in ("pass", "fail") for v in cases)),
                               time=f"{res.seconds:.3f}")
+        props = ET.SubElement(suite, "properties")
+        for key, value in (("checked", res.completeness[0]), ("checkable", res.completeness[1]),
+                           ("levels", "+".join(res.levels))):
+            ET.SubElement(props, "property", name=key, value=str(value))
         for v in cases:
             r = v.requirement
             case = ET.SubElement(suite, "testcase", classname=f"{res.implementation.name}.{r.role}",

@@ -8,12 +8,13 @@ import importlib
 import io
 import json
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from conformance.checks import CAPABILITY_CHECKS, VIRTQUEUE_ONLY
 from conformance.cli import main
 from conformance.registry import BUILTIN, Implementation
-from conformance.report import print_table, to_json
+from conformance.report import print_table, to_json, write_junit
 from conformance.runner import Failure, RunError, RunResult, Verdict, merge, run, run_levels
 from refmodel.balloon.device import BalloonDevice
 from spec.catalogue import catalogue
@@ -59,7 +60,7 @@ def test_a_skipped_check_names_the_capability_the_implementation_lacks():
     assert not [v for v in full.verdicts if v.missing]
 
 
-def test_completeness_counts_checked_of_checkable_in_the_json_and_the_table():
+def test_completeness_counts_checked_of_checkable_in_the_json_and_the_table(tmp_path):
     res = run(BUILTIN["reference", "driver"], "dev")
     checked, checkable = res.completeness
     verdicts = [v.verdict for v in res.verdicts]
@@ -72,6 +73,9 @@ def test_completeness_counts_checked_of_checkable_in_the_json_and_the_table():
     out = io.StringIO()
     print_table([res], out)
     assert f"completeness: {checked} of {checkable} checkable requirements checked" in out.getvalue()
+    write_junit([res], tmp_path / "r.xml")
+    props = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "r.xml").iter("property")}
+    assert props == {"checked": str(checked), "checkable": str(checkable), "levels": "balloon"}
 
 
 def test_a_run_of_the_reference_merges_both_levels_naming_each(tmp_path):
