@@ -74,3 +74,12 @@ def test_the_runner_refuses_them_too_before_building_anything():
     for name, seed in (("nosuch", None), ("ci", -1)):
         with pytest.raises(ProfileError):
             run(BUILTIN["reference", "device"], name, seed=seed)
+
+
+def test_tools_soak_runs_the_marked_tests_then_the_soak_profile_per_seed():
+    script = ROOT / "tools" / "soak"
+    assert os.access(script, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "VIRTIO_SOAK=1" in text and "-m soak tests/suite/test_soak.py" in text
+    assert "--profile soak --seed" in text and "_env.sh" in text
