@@ -127,7 +127,8 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
                 seen.add("sent a configuration change notification")
         alive = rejected is not None or needs_reset or returned or self._still_serves()
         if not (rejected is not None or needs_reset):
-            seen.add("ignored it and carried on" if alive is not False else "stopped without asking for a reset")
+            seen.add("ignored it and carried on" if alive is not False
+                     else "stopped without asking for a reset")
         self.R.check("STATUS-DEV-2", alive is not False, f"after {k.topic} ({k.breaks}) the device kept "
                      "the buffer, stopped serving inflateq and did not set DEVICE_NEEDS_RESET (status "
                      f"{status:#04x})")
