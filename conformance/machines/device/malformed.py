@@ -76,6 +76,8 @@ MALFORMED = (
 
 
 class DeviceMalformedInput(DeviceHinting, DeviceReset):
+    scratch: list[int]  # pages the suite's driver took for the input at hand; given back after the reset
+
     def _malformed_kinds(self) -> list[Malformed]:
         """The classes this example's queues can carry (a second echo needs a round to echo, an indirect
         table the feature)."""
@@ -86,7 +88,7 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
     def malformed_input(self, kind: int) -> None:
         kinds = self._malformed_kinds()
         k = kinds[kind % len(kinds)]
-        self.scratch: list[int] = []
+        self.scratch = []
         scratch = self._scratch_page()
         head = None if scratch is None else getattr(self, k.build)(k.queue, scratch)
         if head is None:
