@@ -5,6 +5,8 @@ printed counterexample would."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from conformance.checks import Recorder
@@ -20,7 +22,7 @@ def machine(name: str, factory: type | None = None,
             drop: frozenset[Feature] = frozenset()) -> DeviceConformance:
     """A booted device machine for built-in ``name`` (or a machine around ``factory``)."""
     if factory is None:
-        cls = machine_for(BUILTIN[name, "device"])
+        cls = cast("type[DeviceConformance]", machine_for(BUILTIN[name, "device"]))
     else:
         cls = type(f"{name}Conformance", (DeviceConformance,), {"factory": staticmethod(factory)})
     cls.recorder = Recorder()
