@@ -23,6 +23,8 @@ GROW_CYCLES = 12
 class DriverMoments(DriverReportingAndOom, DriverOperation):
     @step(grow=st.integers(4, 40), keep=st.integers(0, 3), count=st.integers(1, 8), top=st.booleans())
     def deflate_then_reuse(self, grow: int, keep: int, count: int, top: bool) -> None:
+        """The guest allocates right after the driver's deflate turn, before the device has taken the deflate
+        (with MUST_TELL_HOST the pages must still be the balloon's)."""
         self._host("set_target", grow)
         for _ in range(GROW_CYCLES):
             if self.ref.ballooned.bit_count() >= grow:
@@ -36,6 +38,7 @@ class DriverMoments(DriverReportingAndOom, DriverOperation):
     @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
           and Capability.REPORT in self.caps, count=st.integers(1, 8))
     def report_then_reuse(self, count: int) -> None:
+        """The guest allocates from the top while the report is still with the device."""
         n = self._driver(self.drv.report)
         self.workload_alloc_write(count, True)  # from the top, where the reported pages are
         self._cycle()
