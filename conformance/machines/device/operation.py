@@ -26,11 +26,11 @@ class DeviceOperation(DeviceNotifications, DevicePages):
         self._after_device_run()
 
     def _check_readable(self, blame: PeerSpecViolation) -> None:
-        """The device blamed the reference driver; if a PFN array the driver wrote changed, the device
-        wrote a device-readable buffer (SPLIT-DEV-3) and read back its own writing."""
+        """The device blamed the reference driver; if a buffer the driver wrote for it to read changed (a PFN
+        array, a command ID), the device wrote a device-readable buffer (SPLIT-DEV-3) and misread it."""
         for addr, data in self.drv.readable.items():
             self.R.check("SPLIT-DEV-3", self.os.mem.read(addr, len(data)) == data,
-                         f"the device wrote the device-readable PFN array at {addr:#x}, then raised "
+                         f"the device wrote the device-readable buffer at {addr:#x}, then raised "
                          f"{blame.req_id} against the driver: {blame.detail}")
 
     def _after_device_run(self) -> None:

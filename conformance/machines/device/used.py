@@ -10,6 +10,8 @@ which a conforming device may write back unchanged, so nothing can be told apart
 
 from __future__ import annotations
 
+from hypothesis import strategies as st
+
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.virtio.constants import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 from refmodel.virtio.features import Feature, has
@@ -79,12 +81,14 @@ class DeviceUsedLengths(DeviceOperation, DeviceReportingAndOom, DeviceReset):
             off += size
         self.R.saw("SPLIT-DEV-15")
 
-    @step(when=lambda self: has(self.offered, Feature.VIRTIO_BALLOON_F_PAGE_REPORTING))
-    def report_canaried(self) -> None:
-        """A report the device's used len can be judged on (SPLIT-DEV-15): reporting without PAGE_POISON,
-        re-probing for it if need be, then a device turn."""
-        self._want_feature(Feature.VIRTIO_BALLOON_F_PAGE_POISON, False)
+    @step(when=lambda self: has(self.offered, Feature.VIRTIO_BALLOON_F_PAGE_REPORTING), poison=st.booleans())
+    def report_and_return(self, poison: bool) -> None:
+        """A report the device returns in the next cycle, with PAGE_POISON or without (re-probing for it
+        if need be): with it the pages must come back holding poison_val (BAL-FPR-DEV-2), without it the
+        canaried pages let the used len be judged (SPLIT-DEV-15)."""
+        self._want_feature(Feature.VIRTIO_BALLOON_F_PAGE_POISON, poison)
         self._want_feature(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING, True)
         n = self._report()
         self._cycles(1)
-        note(f"driver reports {n} canaried page(s), then a cycle")
+        poisoned = self.has(Feature.VIRTIO_BALLOON_F_PAGE_POISON)
+        note(f"driver reports {n} page(s) {'with' if poisoned else 'without'} PAGE_POISON, then a cycle")
