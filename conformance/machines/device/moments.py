@@ -49,15 +49,15 @@ class DeviceMoments(DeviceHinting, DeviceReset):
         self._cycles(2)
         note(f"hints on the ring when the round ends ({end}), then 2 cycles")
 
-    @step(when=lambda self: self._hinting(), index=st.integers(0, 1 << 16), device_turns=st.integers(1, 2))
-    def guest_reuses_hinted(self, index: int, device_turns: int) -> None:
+    @step(when=lambda self: self._hinting(), pick=st.integers(0, 1 << 16), device_turns=st.integers(1, 2))
+    def guest_reuses_hinted(self, pick: int, device_turns: int) -> None:
         """Mid-round the guest takes back a page it hinted and writes it (FPH-DRV-7, FPH-DRV-9)."""
         self._round_with_hints(1)
         hinted = bits(self.os.pages.hinted)
         if not hinted:
             note("no page is hinted: the guest has none to reuse")
             return
-        page = hinted[index % len(hinted)]
+        page = hinted[pick % len(hinted)]
         self.os.pages.reuse_hinted(page)
         self.os.workload_write(page)
         self.history.tick()
