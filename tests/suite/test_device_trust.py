@@ -166,12 +166,12 @@ def test_suppression_mid_batch_names_the_requirement_the_device_breaks(name, eve
 @pytest.mark.verifies("BAL-FPH-DEV-3")
 @pytest.mark.parametrize("end", ["done", "stop", "new command ID", "reset"])
 def test_hints_in_flight_when_a_round_ends_are_not_applied(end):
-    assert machine("reference").round_ends_with_hints_in_flight(end, 0) is None
+    assert machine("reference").round_ends_with_hints_in_flight(end, 1) is None
     m = machine("mutant-applies-stale-hints")
     if end == "reset":  # a reset forgets the hints: nothing stale is left to apply
-        m.round_ends_with_hints_in_flight(end, 0)
+        m.round_ends_with_hints_in_flight(end, 1)
     else:
-        fails_with("BAL-FPH-DEV-3", lambda: m.round_ends_with_hints_in_flight(end, 0))
+        fails_with("BAL-FPH-DEV-3", lambda: m.round_ends_with_hints_in_flight(end, 1))
 
 
 @pytest.mark.verifies("SPLIT-DEV-15")

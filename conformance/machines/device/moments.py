@@ -34,8 +34,9 @@ class DeviceMoments(DeviceHinting, DeviceReset):
         self._cycles(device_turns)
         self._driver_run()
 
-    @step(when=lambda self: self._hinting(), end=st.sampled_from(ROUND_ENDS), device_turns=st.integers(0, 2))
+    @step(when=lambda self: self._hinting(), end=st.sampled_from(ROUND_ENDS), device_turns=st.integers(1, 2))
     def round_ends_with_hints_in_flight(self, end: str, device_turns: int) -> None:
+        """At least one device turn first, so the round ends with hints applied and others on the ring."""
         self._round_with_hints(device_turns)
         if end == "done":
             self.hint_done(0)
