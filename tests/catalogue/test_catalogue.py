@@ -8,7 +8,7 @@ import pytest
 from spec.catalogue import CatalogueError, catalogue, load
 
 ROOT = Path(__file__).resolve().parents[2]
-ID_RE = re.compile(r'"((?:SPLIT|PACKED|STATUS|FEAT|RESET|CFG|VQ|INIT|NOTIFY|RSV|BAL|SEED|PROP)-[A-Z0-9-]*[A-Z0-9])"')
+ID_RE = re.compile(r'"((?:SPLIT|PACKED|STATUS|FEAT|RESET|CFG|VQ|INIT|NOTIFY|RSV|BAL|SEED|PROP)-[A-Z0-9-]*[0-9])"')
 
 
 def test_catalogue_is_well_formed():
