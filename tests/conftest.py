@@ -15,7 +15,7 @@ settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "tests" if os.getenv("CI")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "verifies(*ids): the catalogue requirements this test checks")
-    config.addinivalue_line("markers", "soak: hours-long runs of the reference pair; skipped unless VIRTIO_SOAK=1 "
+    config.addinivalue_line("markers", "soak: long runs of the reference pair; skipped unless VIRTIO_SOAK=1 "
                                        "(tools/soak runs them)")
 
 
