@@ -5,7 +5,9 @@ fail (with the counterexample), or skipped (not applicable, not checkable, no ch
 known-deviations file (``--virtio-known-deviations``, a path or a list that ships with the suite, e.g.
 ``qemu``) turns listed failures into xfails, so a vendor can adopt the suite one requirement at a time.
 ``module:factory`` is imported from the current directory. An implementation that lacks a method of its
-role is one failing item whose message names the method.
+role is one failing item whose message names the method. ``--virtio-profile`` and ``--virtio-seed`` are
+the CLI's ``--profile`` and ``--seed``; ``--virtio-dut reference`` also checks the reference split
+virtqueues at the virtqueue level, merged into the same items.
 """
 
 from __future__ import annotations
