@@ -7,6 +7,10 @@ again) and the search goes on, so one run reports several distinct failures.
 Before the first search the runner builds one instance, as the machine's boot does, and checks it
 against its role's Protocol (:func:`check_interface`): a missing method is one :class:`InterfaceError`
 line, not an error in every example.
+
+Each counterexample is a script that replays as printed (:func:`counterexample`): it tolerates what its
+search tolerated, and the runner replays it itself, dropping every step the failure does not need.
+:func:`run_levels` adds the virtqueue-level run of the reference's own split queues (:func:`merge`).
 """
 
 from __future__ import annotations
