@@ -25,7 +25,7 @@ from refmodel.virtio.features import Feature
 from refmodel.virtio.virtq import Buffer, Chain
 
 F = Feature
-BOOT = dict(drop=frozenset(), queue_max=16, undefined_bit=False, refuse=False, init_on_free=False)
+BOOT = dict(drop=frozenset(), queue_max=16, undefined_bit=False, event_idx=True, refuse=False, free_pages="anything")
 
 
 def machine(impl: Any = None, **boot: Any) -> Any:
@@ -143,10 +143,11 @@ def test_splitting_buffers_fails_split_drv_3_and_the_reference_passes():
 @pytest.mark.parametrize("poison", [False, True])
 def test_a_guest_relying_on_free_pages_gets_reporting_only_with_poison(poison):
     drop = frozenset() if poison else frozenset({F.VIRTIO_BALLOON_F_PAGE_POISON})
-    state = machine(drop=drop, init_on_free=True)
+    state = machine(drop=drop, free_pages="kept")
     assert state.has(F.VIRTIO_BALLOON_F_PAGE_REPORTING) == poison and "BAL-FB-DRV-3" in state.R.exercised
     if not poison:
-        breaks("BAL-FB-DRV-3", mutants.ReportsOverInitOnFree, drop=drop, init_on_free=True)
+        breaks("BAL-FB-DRV-3", mutants.ReportsOverInitOnFree, drop=drop, free_pages="kept")
+        breaks("BAL-FB-DRV-3", mutants.ReportsOverInitOnFree, free_pages="kept, device without PAGE_POISON")
 
 
 def test_a_driver_that_says_nothing_of_free_pages_is_not_judged_on_it():
@@ -155,7 +156,7 @@ def test_a_driver_that_says_nothing_of_free_pages_is_not_judged_on_it():
             super().__init__()
             self.init_on_free = None  # type: ignore[assignment]  # no such setting
 
-    state = machine(Silent, init_on_free=True)
+    state = machine(Silent, free_pages="kept")
     assert state.init_on_free is None and "BAL-FB-DRV-3" not in state.R.exercised
 
 

@@ -29,6 +29,9 @@ UNDEFINED_BIT = 1 << 23  # a balloon-range bit the spec does not define (FEAT-DR
 DRIVER_NEGOTIATION = ("FEAT-DRV-1", "FEAT-DRV-2", "FEAT-DRV-3", "RSV-DRV-1", "BAL-FB-DRV-1")
 #: Requirements the reference device judges on every status and setup call (see the device module).
 STATUS_CHECKS = ("RESET-DRV-1", "INIT-DRV-4")
+#: What the guest expects of its free pages, and whether the device offers PAGE_POISON to a guest that
+#: relies on them: the offer where PAGE_REPORTING becomes a trap (BAL-FB-DRV-3).
+FREE_PAGES = ("anything", "kept", "kept, device without PAGE_POISON")
 
 
 class DriverBoot(DriverMachine):
@@ -36,11 +39,18 @@ class DriverBoot(DriverMachine):
     init_on_free: bool | None = None
 
     @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), queue_max=st.sampled_from([4, 8, 16, 64]),
-                undefined_bit=st.booleans(), refuse=st.booleans(), init_on_free=st.booleans())
-    def boot(self, drop: frozenset[Feature], queue_max: int, undefined_bit: bool, refuse: bool,
-             init_on_free: bool) -> None:
+                undefined_bit=st.booleans(), event_idx=st.booleans(), refuse=st.booleans(),
+                free_pages=st.sampled_from(FREE_PAGES))
+    def boot(self, drop: frozenset[Feature], queue_max: int, undefined_bit: bool, event_idx: bool, refuse: bool,
+             free_pages: str) -> None:
+        """``event_idx``: whether the device may offer it at all (without it every publication is owed a
+        kick, SPLIT-DRV-21); ``refuse``: the device refuses the first FEATURES_OK; ``free_pages``: see
+        :data:`FREE_PAGES`."""
         self.os = GuestOS(N_PAGES)
         self.os.mem.fill(0, N_PAGES * BALLOON_PAGE_SIZE, STALE)  # RAM holds what it held: nothing is zeroed
+        drop |= set() if event_idx else {F.VIRTIO_F_EVENT_IDX}
+        drop |= {F.VIRTIO_BALLOON_F_PAGE_POISON} if free_pages == FREE_PAGES[2] else set()
+        init_on_free = free_pages != FREE_PAGES[0]
         offered = DEFAULT_OFFER & ~sum(f.mask for f in drop) | (UNDEFINED_BIT if undefined_bit else 0)
         self.ref = WatchedDevice(self.os.mem, offered, queue_max={q.name: queue_max for q in BALLOON_QUEUES},
                                  guest_in_use=self.os.workload.__contains__,

@@ -2,7 +2,8 @@
 that finding a driver that gets them wrong does not wait on a lucky sequence of single steps:
 
 * the balloon grows, shrinks, and the guest takes the deflated pages at once (BAL-OP-DRV-7, BAL-PP-DRV-1);
-* the driver reports free pages and the guest allocates at once (BAL-FPR-DRV-3).
+* the driver reports free pages and the guest allocates at once (BAL-FPR-DRV-3);
+* a hinting round left to run its course, to the end of free memory (BAL-FPH-DRV-6, -10).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from refmodel.virtio.features import Feature
 
 from conformance.interface import Capability
 from conformance.machines.base import note, step
-from conformance.machines.driver.operation import DriverOperation
+from conformance.machines.driver.hinting import DriverHinting
 from conformance.machines.driver.reporting import DriverReportingAndOom
+from conformance.machines.driver.settle import DriverSettle
 
 #: Cycles the balloon gets to reach its target before it is asked to shrink.
 GROW_CYCLES = 12
 
 
-class DriverMoments(DriverReportingAndOom, DriverOperation):
+class DriverMoments(DriverHinting, DriverSettle, DriverReportingAndOom):
     @step(grow=st.integers(4, 40), keep=st.integers(0, 3), count=st.integers(1, 8), top=st.booleans())
     def deflate_then_reuse(self, grow: int, keep: int, count: int, top: bool) -> None:
         """The guest allocates right after the driver's deflate turn, before the device has taken the deflate
@@ -43,3 +45,14 @@ class DriverMoments(DriverReportingAndOom, DriverOperation):
         self.workload_alloc_write(count, True)  # from the top, where the reported pages are
         self._cycle()
         note(f"the driver reports {n} page(s); the guest allocates {count} at once")
+
+    @step(when=DriverHinting._hinting, done=st.booleans())
+    def hint_round(self, done: bool) -> None:
+        """A round left to run its course: the driver hints until it finds no free page, then sends STOP
+        (BAL-FPH-DRV-6); then maybe DONE, and settle checks what the driver left."""
+        self._host("hint_start")
+        self.settle()
+        if done:
+            self.hint_done(0)  # the rule: a machine may check more around DONE (the Linux one does)
+            self.settle()
+        note(f"a hinting round to its end{', then DONE' if done else ''}")
