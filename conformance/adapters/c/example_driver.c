@@ -78,6 +78,10 @@ int vc_driver_probe(struct vc_driver *d, const struct vc_transport *t, uint8_t *
     d->mem = mem;
     d->mem_size = mem_size;
     d->t.write_status(d->t.ctx, 0);
+    /* §2.4: the reset is complete once status reads 0 (RESET-DRV-1); bounded, a device may be stuck. */
+    for (int i = 0; d->t.read_status(d->t.ctx) != 0; i++)
+        if (i == 1000)
+            return -1;
     d->t.write_status(d->t.ctx, S_ACK);
     d->t.write_status(d->t.ctx, S_ACK | S_DRIVER);
     d->features = d->t.read_device_features(d->t.ctx) & (F_VERSION_1 | F_MUST_TELL_HOST);
