@@ -52,7 +52,7 @@ def test_a_seed_makes_a_profile_random_from_it_and_is_forced_only_inside_the_blo
 
 def test_one_seed_gives_the_same_search_twice():
     impl = BUILTIN["mutant-stale-actual", "driver"]
-    first, again = (run(impl, "dev", max_failures=0, seed=12345) for _ in range(2))
+    first, again = (run(impl, "ci", max_failures=0, seed=12345) for _ in range(2))
     trace = [v.failure.counterexample for v in first.verdicts if v.failure]
     assert trace and trace == [v.failure.counterexample for v in again.verdicts if v.failure]
     assert first.seed == 12345
