@@ -90,7 +90,7 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         if status != 0:
             raise PeerSpecViolation("RESET-DEV-1", f"status reads {status:#x} after a reset")
         if self.ok:
-            self._start_over()  # probed again while running (a rebind, a resume): the device forgot it all
+            self.remove()  # probed again while running: the reset made the device forget it all
         dev.write_status(DeviceStatus.ACKNOWLEDGE)
         dev.write_status(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER)
         offered = dev.read_device_features()
@@ -157,32 +157,27 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
             self._setup_pfn_slots(name, size)
 
     def remove(self) -> None:
-        """The driver goes away after a reset: every page it held goes back to the OS."""
+        """The driver goes away (unbound, or after a reset): every page it held goes back to the OS, those in
+        buffers the device never returned too, and nothing of its queues or rounds is kept, so a later probe
+        starts from scratch. The record of deflated pages given back (``released``) stays."""
         if self.os is None:
             return
+        held = [*self.balloon, *self.pfns_in_flight]
+        self.poison(held)  # they leave the balloon (BAL-PP-DRV-1)
         pages = self.os.pages
         for start, count in self.owned:
             pages.allocated &= ~(((1 << count) - 1) << start)
-        for p in self.balloon:
+        for p in held:
             pages.allocated &= ~(1 << p)
         pages.hinted = pages.isolated = 0
         self.owned.clear()
-        self.balloon.clear()
-        self.ok = False
-
-    def _start_over(self) -> None:
-        """After the reset of a second probe: every page the driver held goes back to the OS (those in
-        buffers the device will never return too), and nothing of the old queues or rounds is kept."""
-        assert self.os is not None
-        self.poison([*self.balloon, *self.pfns_in_flight])  # they leave the balloon (BAL-PP-DRV-1)
-        pages = self.os.pages
-        for p in self.pfns_in_flight:
-            pages.allocated &= ~(1 << p)
-        self.remove()
+        released = self.released
         self._init_inflate()
         self._init_stats()
+        self.released = released
         self.vqs, self.index_of, self.hint, self.negotiated = {}, {}, None, 0
         self._config_dirty = True
+        self.ok = False
 
     # -- events ---------------------------------------------------------------------------------------
     def interrupt(self, queues: frozenset[int] = frozenset(), config: bool = False) -> None:

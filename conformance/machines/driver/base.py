@@ -41,6 +41,8 @@ class DriverMachine(GuestMachine):
     settle_stable = 1
     #: The guest is the model's :class:`GuestOS`, whose pages the checks read (a real guest's are not).
     model_guest = True
+    #: The driver is being unbound: the pages it lets go of are not deflated or hinted pages given back.
+    unbinding = False
 
     os: GuestOS
     ref: Any = None  # the WatchedDevice; None until made (a real guest sends its memory table first)

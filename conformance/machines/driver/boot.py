@@ -60,6 +60,7 @@ class DriverBoot(DriverMachine):
         self.caps = check_implementation(raw, DriverUnderTest, "driver")
         self.init_on_free = self._tell_free_page_expectation(raw, init_on_free)
         self.shrinks = callable(getattr(raw, "shrink", None))  # the guest can reclaim memory from it
+        self.removable = callable(getattr(raw, "remove", None))  # the guest can unbind it
         self.drv = Guarded(raw, "driver", self.timeout)
         note(f"driver {type(raw).__name__}; device offers {names_of(offered)}; queues of {queue_max}"
              f"{'; the device refuses the first FEATURES_OK' if refuse else ''}"

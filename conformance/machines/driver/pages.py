@@ -85,7 +85,8 @@ class DriverPages(DriverMachine):
         given_back &= ~(before.free | before.hinted | before.isolated)
         for p in bits(given_back):
             self.given_back_at[p] = self.history.step
-        reset = after.resets != before.resets  # the driver started over: its balloon is gone, not deflated
+        # Unbound or reset: its balloon and its hints are gone with the device, not given back by it.
+        reset = after.resets != before.resets or self.unbinding
         if not reset:
             self._check_deflated_poisoned(given_back & (before.ballooned | self.deflated_unreleased))
         self.deflated_unreleased &= ~given_back
