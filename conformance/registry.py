@@ -176,11 +176,12 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
             raise DutError(f"--dut linux: {e}") from None
         return Implementation("linux", "driver", linux, linux.version, machine=LinuxDriverConformance)
     if dut.startswith("c:"):
-        from conformance.adapters.c.adapter import CAbiError, device_factory, driver_factory
+        from conformance.adapters.c.adapter import CAbiError
+        from conformance.adapters.c.isolated import device_factory, driver_factory
 
         make = device_factory if role == "device" else driver_factory
         try:
-            return Implementation(dut, role, make(dut[2:]), f"C {role} from {dut[2:]}")
+            return Implementation(dut, role, make(dut[2:]), f"C {role} from {dut[2:]} (in a child process)")
         except CAbiError as e:
             raise DutError(str(e)) from None
     if ":" not in dut:

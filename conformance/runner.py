@@ -466,9 +466,14 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: fro
         progress(f"  ERROR {broken.detail}")
         failures, errors, rec, searches = {}, [broken], Recorder(), 0
     else:
-        failures, errors, rec, searches = search(impl, profile_name, known_deviations=known_deviations,
-                                                 progress=progress, timeout=timeout,
-                                                 max_failures=max_failures, seed=seed)
+        try:
+            failures, errors, rec, searches = search(impl, profile_name, known_deviations=known_deviations,
+                                                     progress=progress, timeout=timeout,
+                                                     max_failures=max_failures, seed=seed)
+        finally:  # a factory that keeps processes across examples (the C library's) lets them go
+            close = getattr(impl.factory, "close", None)
+            if callable(close):
+                close()
     cls = machine_for(impl)
     scope = getattr(cls, "scope", "")
     return RunResult(impl, profile_name, verdicts(impl.role, failures, rec, known_deviations,

@@ -10,6 +10,8 @@ Addresses are guest-physical: ``base`` is the address of the first byte.
 from __future__ import annotations
 
 import ctypes
+import mmap
+import os
 import struct
 from typing import Any, TypeVar
 
@@ -22,19 +24,34 @@ U64 = struct.Struct("<Q")
 C = TypeVar("C", bound=ctypes.Structure)
 
 
+def _memfd(size: int) -> int:
+    """A memfd of ``size`` bytes, or -1 where the system has none."""
+    try:
+        fd = os.memfd_create("guest-memory", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return -1
+    os.ftruncate(fd, size)
+    return fd
+
+
 class GuestMemory:
     """A flat guest-physical range ``[base, base + size)`` over a writable buffer.
 
-    ``buffer`` may be a ``bytearray`` or an ``mmap`` shared with another process (vhost-user).
+    ``buffer`` may be a ``bytearray`` or an ``mmap`` shared with another process (vhost-user). Without
+    one, the memory is a shared mapping of a memfd, whose descriptor (:meth:`fileno`) another process can
+    map: a C implementation runs in a child process that way, so that its crash is not the suite's.
     """
 
-    __slots__ = ("_buf", "base", "size", "_view")
+    __slots__ = ("_buf", "base", "size", "_view", "_fd")
 
     def __init__(self, size: int | None = None, *, base: int = 0, buffer: Any = None) -> None:
         if buffer is None:
             if size is None or size <= 0:
                 raise ValueError("GuestMemory needs a positive size or a buffer")
-            buffer = bytearray(size)
+            fd = _memfd(size)
+            buffer = mmap.mmap(fd, size) if fd >= 0 else bytearray(size)  # zero-filled either way
+        else:
+            fd = -1
         view = memoryview(buffer)
         if view.readonly:
             raise ValueError("guest memory must be writable")
@@ -42,10 +59,20 @@ class GuestMemory:
             raise ValueError(f"size {size} does not match buffer of {view.nbytes} bytes")
         if base < 0:
             raise ValueError("base must be non-negative")
+        self._fd = fd
         self._buf = buffer
         self._view = view.cast("B")
         self.base = base
         self.size = view.nbytes
+
+    def __del__(self) -> None:
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
+
+    def fileno(self) -> int:
+        """A descriptor another process can map to share these bytes, or -1 (a caller's buffer)."""
+        return self._fd
 
     def host_pointer(self) -> int:
         """The host address of byte ``base`` (for C implementations under test, via ctypes)."""

@@ -1,6 +1,8 @@
 """The C ABI: an example C device and an example C driver, built here with the system cc, pass the
 suite; their broken variants fail naming the requirement they break; a bad library is a one-line error."""
 
+import gc
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -69,3 +71,24 @@ def test_example_c_driver_passes(tmp_path):
 def test_broken_c_driver_fails_with_the_right_requirement(tmp_path, define, req):
     _, fails = verdicts(build(tmp_path, define, src=DRIVER_SRC), "driver")
     assert fails == {req}
+
+
+def _children() -> set[int]:
+    """This process's live children (the C library's process, if one is left)."""
+    me = Path(f"/proc/{os.getpid()}/task")
+    return {int(c) for t in me.iterdir() for c in (t / "children").read_text().split()}
+
+
+@pytest.mark.parametrize("define, call, what", [("BROKEN_CRASH", "device.set_target", "(SIGSEGV)"),
+                                                ("BROKEN_HANG", "device.hint_stop", "did not return within")])
+def test_a_crash_or_a_hang_in_the_library_is_a_reported_error(tmp_path, define, call, what):
+    """The library runs in a child process: its segfault or its endless loop is an error of the step
+    that called it, with a reproducer, and the suite goes on; no process of it is left behind."""
+    before = _children()
+    res = run(resolve(f"c:{build(tmp_path, define)}", "device"), "dev", max_failures=1, timeout=0.5)
+    errors = [e for e in res.errors if e.kind == "implementation"]
+    assert errors, res.errors
+    assert call in errors[0].detail and what in errors[0].detail, errors[0].detail
+    assert any(call.split(".")[1] in line for line in errors[0].counterexample), errors[0]
+    gc.collect()
+    assert _children() <= before

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conformance.adapters.c.adapter import CDevice, CDriver
+from conformance.adapters.c.isolated import IsolatedCDevice, IsolatedCDriver
 from conformance.adapters.linux.adapter import LinuxDriver
 from conformance.adapters.qemu.device import QemuBalloon
 from conformance.adapters.rust_vmm.adapter import RustVmmQueue
@@ -34,8 +35,8 @@ MODULE = Path(__file__).with_name("typing_assignments.py")
 
 #: The reference and the adapters, by role (typing_assignments.py checks them).
 SHIPPED = {
-    DeviceUnderTest: (BalloonDevice, CDevice, QemuBalloon),
-    DriverUnderTest: (BalloonDriver, CDriver),
+    DeviceUnderTest: (BalloonDevice, CDevice, IsolatedCDevice, QemuBalloon),
+    DriverUnderTest: (BalloonDriver, CDriver, IsolatedCDriver),
     DeviceQueueUnderTest: (SplitQueueDevice, RustVmmQueue),
     DriverQueueUnderTest: (SplitQueueDriver,),
 }

@@ -14,6 +14,8 @@ import ctypes
 from collections.abc import Callable
 from typing import Protocol
 
+from conformance.adapters.c import isolated
+from conformance.adapters.c.isolated import IsolatedCDevice, IsolatedCDriver
 from conformance.adapters.c.adapter import CDevice, CDriver, device_factory, driver_factory
 from conformance.adapters.linux.adapter import LinuxDriver
 from conformance.adapters.qemu.device import QemuBalloon, QemuFactory
@@ -85,6 +87,15 @@ def c_driver(lib: ctypes.CDLL) -> DriverUnderTest:
 def c_factories(path: str) -> tuple[Callable[[GuestMemory], DeviceUnderTest],
                                    Callable[[], DriverUnderTest]]:
     return device_factory(path), driver_factory(path)
+
+
+def c_isolated_device(path: str, mem: GuestMemory) -> CDeviceCaps:
+    """What the registry runs: the library in a child process, behind the same Protocols."""
+    return IsolatedCDevice(isolated.DeviceFactory(path)._host, mem)
+
+
+def c_isolated_driver(path: str) -> DriverUnderTest:
+    return IsolatedCDriver(isolated.DriverFactory(path)._host)
 
 
 def qemu_device(qemu: QemuProcess, caps: VirtioCaps) -> QemuDevice:

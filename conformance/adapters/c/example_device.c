@@ -6,6 +6,8 @@
  * Build:   cc -shared -fPIC -O2 -o libexample.so example_device.c
  * Broken:  add -DBROKEN_REUSE_CMD_ID (every round gets command ID 2)
  *          or  -DBROKEN_USED_LEN   (inflate/deflate buffers come back with len 4)
+ *          or  -DBROKEN_CRASH      (a segfault once a balloon is asked for)
+ *          or  -DBROKEN_HANG       (vc_hint_stop never returns)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -330,6 +332,10 @@ int vc_run(struct vc_device *d)
 /* -- host side ------------------------------------------------------------------------------------------- */
 int vc_set_target(struct vc_device *d, uint32_t n)
 {
+#ifdef BROKEN_CRASH
+    if (n > 0)
+        *(volatile int *)0 = 1; /* a crash as soon as the host asks for a balloon */
+#endif
     if (d->num_pages != n) {
         d->num_pages = n;
         config_changed(d);
@@ -363,7 +369,14 @@ static int publish(struct vc_device *d, uint32_t v, enum hint_state h)
     return 0;
 }
 
-int vc_hint_stop(struct vc_device *d) { return publish(d, CMD_STOP, H_STOP); }
+int vc_hint_stop(struct vc_device *d)
+{
+#ifdef BROKEN_HANG
+    for (volatile int forever = 1; forever;) /* a hang: the call never returns */
+        ;
+#endif
+    return publish(d, CMD_STOP, H_STOP);
+}
 int vc_hint_done(struct vc_device *d) { return publish(d, CMD_DONE, H_DONE); }
 
 int vc_hinted_pages(struct vc_device *d, uint8_t *bitmap, uint64_t len)

@@ -74,6 +74,7 @@ static int setup_queue(struct vc_driver *d, int i)
 
 int vc_driver_probe(struct vc_driver *d, const struct vc_transport *t, uint8_t *mem, uint64_t mem_size)
 {
+    memset(d, 0, sizeof *d); /* a probe starts from scratch: nothing of an earlier device is kept */
     d->t = *t;
     d->mem = mem;
     d->mem_size = mem_size;
@@ -161,7 +162,7 @@ int vc_driver_run(struct vc_driver *d)
     while (target > have && d->q[0].nfree && have < MAXB) {
         uint32_t pfns[BATCH], n = 0;
         int64_t p;
-        while (n < BATCH && have + n < target && (p = d->t.alloc_page(d->t.ctx)) >= 0)
+        while (n < BATCH && have + n < target && have + n < MAXB && (p = d->t.alloc_page(d->t.ctx)) >= 0)
             pfns[n++] = (uint32_t)p;
         if (!n)
             break;
