@@ -1,0 +1,234 @@
+"""The proposal profiles' model rules (refmodel.balloon.proposals): each codec round-trips, each malformed
+input is a one-line peer violation naming the profile's requirement, and a broken peer of each profile
+(the profile's mutant) is caught."""
+
+import re
+
+import pytest
+
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
+from refmodel.balloon.proposals import PROFILES, bitmap_inflate as bmp, combined_vq as cmb
+from refmodel.balloon.proposals import device_init as di, stats_only as so
+from refmodel.balloon.proposals.bits import BITS, RECOMMENDED_BITS, Harm, Proposal, collision, collisions, offer
+from refmodel.balloon.proposals.hint_wait_on_ack import HINT_WAIT_ON_ACK, WaitOnAckDriver, check_accepted
+from refmodel.errors import LocalSpecViolation, PeerSpecViolation
+from refmodel.system.guest import GuestPages
+from refmodel.virtio.features import Feature
+from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.split.driver import SplitQueueDriver
+from refmodel.virtio.virtq import QueueAddresses
+from spec.catalogue import catalogue
+
+
+def _violation(exc, req_id):
+    assert exc.value.req_id == req_id
+    assert "\n" not in str(exc.value)
+
+
+def _queue(pages=8):
+    mem = GuestMemory(pages * BALLOON_PAGE_SIZE)
+    addrs = QueueAddresses.packed_at((pages - 2) * BALLOON_PAGE_SIZE, 8)
+    return mem, SplitQueueDriver(mem, addrs, 8), SplitQueueDevice(mem, addrs, 8)
+
+
+# -- catalogue and bits ---------------------------------------------------------------------------------------
+def test_every_profile_has_catalogue_entries_on_both_sides_where_it_binds_both():
+    by_profile = {p: [r for r in catalogue().values() if r.profile == p] for p in PROFILES}
+    assert all(by_profile.values()), [p for p, rs in by_profile.items() if not rs]
+    for p in PROFILES[:-1]:  # proposal-bits binds the device only
+        assert {r.role for r in by_profile[p]} == {"driver", "device"}, p
+
+
+def test_bit6_is_claimed_three_times_and_a_device_cannot_offer_two_meanings():
+    six = [b.proposal for b in BITS.values() if b.bit == 6]
+    assert len(six) == 3 and not any(BITS[p].placeholder for p in six)
+    assert all(BITS[p].placeholder for p in (Proposal.STATS_ONLY, Proposal.BITMAP_INFLATE_DEFLATE, Proposal.COMBINED_VQ))
+    with pytest.raises(LocalSpecViolation) as exc:
+        offer([Proposal.HINT_WAIT_ON_ACK, Proposal.DEVICE_INIT_REPORTED])
+    _violation(exc, "PROP-BIT-DEV-1")
+    assert offer([Proposal.HINT_WAIT_ON_ACK]) == 1 << 6
+    assert len(set(RECOMMENDED_BITS.values())) == 3
+
+
+def test_collisions_worst_is_a_discarding_host_with_a_driver_that_does_not_wait():
+    table = collisions()
+    assert len(table) == 6 and table[0].harm is Harm.DATA_LOSS
+    assert {c.device_means for c in table if c.harm is Harm.DATA_LOSS} == {Proposal.HINT_WAIT_ON_ACK}
+    assert collision(Proposal.HINT_WAIT_ON_ACK, Proposal.HINT_WAIT_ON_ACK).harm is Harm.NONE
+    with pytest.raises(ValueError, match="only the bit-6 proposals"):
+        collision(Proposal.STATS_ONLY, Proposal.HINT_WAIT_ON_ACK)
+
+
+# -- hint-wait-on-ack -----------------------------------------------------------------------------------------
+def test_wait_on_ack_needs_free_page_hint():
+    check_accepted(HINT_WAIT_ON_ACK | Feature.VIRTIO_BALLOON_F_FREE_PAGE_HINT.mask)
+    with pytest.raises(PeerSpecViolation) as exc:
+        check_accepted(HINT_WAIT_ON_ACK)
+    _violation(exc, "PROP-HWA-DRV-2")
+
+
+def _woa_driver(cid=2):
+    mem, drv, dev = _queue(16)
+    guest = GuestPages(8)
+    d = WaitOnAckDriver(lambda: cid, drv, guest, id_area=12 * BALLOON_PAGE_SIZE, stop_buf=12 * BALLOON_PAGE_SIZE + 64)
+    d.on_config_change()
+    assert d.hint_one()
+    return d, dev, guest
+
+
+def test_a_hinted_page_is_held_until_its_buffer_is_used():
+    d, dev, guest = _woa_driver()
+    with pytest.raises(LocalSpecViolation) as exc:
+        d.reclaim(0)
+    _violation(exc, "PROP-HWA-DRV-1")
+    d2, dev2, guest2 = _woa_driver()
+    assert d2.shrink(1) == 0  # the shrinker finds nothing it may take
+    while (chain := dev2.pop()) is not None:
+        dev2.add_used(chain.head, 0)
+    assert d2.reap() == 1 and d2.shrink(1) == 1 and not guest2.hinted
+
+
+def test_done_releases_acked_pages_now_and_the_rest_when_their_buffers_come_back():
+    cid = [2]
+    mem, drv, dev = _queue(16)
+    guest = GuestPages(8)
+    d = WaitOnAckDriver(lambda: cid[0], drv, guest, id_area=12 * BALLOON_PAGE_SIZE,
+                        stop_buf=12 * BALLOON_PAGE_SIZE + 64)
+    d.on_config_change()
+    d.hint_one()
+    cid[0] = 1  # DONE while the hint is still queued
+    d.on_config_change()
+    assert guest.hinted == 1 and d.release_on_ack == 1
+    while (chain := dev.pop()) is not None:
+        dev.add_used(chain.head, 0)
+    d.reap()
+    assert guest.hinted == 0 and d.release_on_ack == 0
+
+
+# -- device-init-on-inflate / device-init-reported ------------------------------------------------------------
+def _inflate_chain(pfns, bitmap_len):
+    mem, drv, dev = _queue(16)
+    data = b"".join(p.to_bytes(4, "little") for p in pfns)
+    mem.write(0, data)
+    drv.add([(0, len(data))], writable=[(64, bitmap_len)] if bitmap_len else ())
+    drv.publish()
+    return mem, dev, dev.pop()
+
+
+def test_init_on_inflate_marks_exactly_the_initialized_pages():
+    mem, dev, chain = _inflate_chain([3, 4, 5], 1)
+    device = di.InitOnInflateDevice(mem, 8, initialize=lambda p: p != 4)
+    pfns, used = device.handle_inflate(chain)
+    bitmap = mem.read(64, 1)
+    assert pfns == [3, 4, 5] and used == 1 and di.initialized_pfns(pfns, bitmap, used) == [3, 5]
+    assert di.initialized_pfns(pfns, bitmap, 0) == []  # nothing outside the used length counts
+
+
+@pytest.mark.parametrize("pfns, blen, req", [([1] * 9, 1, "PROP-DII-DRV-1"), ([1], 0, "PROP-DII-DRV-1"),
+                                             ([99], 1, "BAL-OP-D1")])
+def test_init_on_inflate_malformed_chain(pfns, blen, req):
+    mem, dev, chain = _inflate_chain(pfns, blen)
+    with pytest.raises(PeerSpecViolation) as exc:
+        di.InitOnInflateDevice(mem, 8, initialize=lambda p: True).handle_inflate(chain)
+    _violation(exc, req)
+
+
+def test_mutant_device_claiming_every_page_is_caught():
+    mem, dev, chain = _inflate_chain([3, 4], 1)
+    pfns, used = di.InitOnInflateDevice(mem, 8, initialize=lambda p: True).handle_inflate(chain)
+    with pytest.raises(PeerSpecViolation) as exc:  # page 4 was never dropped: it holds guest data
+        di.check_inflate_claims(pfns, mem.read(64, 1), used, reads_initialized=lambda p: p != 4)
+    _violation(exc, "PROP-DII-DEV-1")
+
+
+def test_init_reported_used_length_is_all_or_nothing():
+    assert di.reported_initialized(4096, di.report_used_len(4096, True))
+    assert not di.reported_initialized(4096, di.report_used_len(4096, False))
+    for bad, reads in ((100, None), (4096, lambda: False)):  # a partial length; a false claim (the mutant)
+        with pytest.raises(PeerSpecViolation) as exc:
+            di.reported_initialized(4096, bad, reads)
+        _violation(exc, "PROP-DIR-DEV-1")
+
+
+# -- stats-only -----------------------------------------------------------------------------------------------
+def test_stats_only_mode_is_fixed_and_keeps_the_guest_memory():
+    dev = so.StatsOnlyDevice()
+    dev.features_ok(so.STATS_ONLY | Feature.VIRTIO_BALLOON_F_STATS_VQ.mask)
+    dev.driver_ok()
+    dev.buffer_on("statsq")
+    assert dev.set_num_pages(0, 0) == 0
+    for call, req, err in ((lambda: dev.buffer_on("inflateq"), "PROP-SO-DRV-1", PeerSpecViolation),
+                           (lambda: dev.features_ok(0), "PROP-SO-DRV-2", PeerSpecViolation),
+                           (lambda: dev.set_num_pages(256, 0), "PROP-SO-DEV-1", LocalSpecViolation)):
+        with pytest.raises(err) as exc:
+            call()
+        _violation(exc, req)
+    assert so.pages_kept(1000, 300, stats_only=True) == 1000 and so.pages_kept(1000, 300, stats_only=False) == 700
+
+
+# -- bitmap-inflate-deflate -----------------------------------------------------------------------------------
+def test_bitmap_round_trip_and_the_device_treats_bits_as_pfns():
+    dev = bmp.BitmapBalloonDevice(256)
+    assert dev.inflate(bmp.encode(64, 70, 0b1011)) == 3 and dev.balloon == 0b1011 << 64
+    assert dev.deflate(bmp.encode(64, 2, 0b11)) == 2 and dev.balloon == 0b1000 << 64
+    mask = (1 << 3) | (1 << 40000)
+    assert sum(bmp.decode(b, 65536).bit_count() for b in bmp.buffers_for(mask, 65536)) == 2
+
+
+@pytest.mark.parametrize("data, req", [
+    (bmp.encode(64, 64, 1)[:8], "PROP-BMP-DRV-1"),                     # shorter than the header
+    (bmp.encode(3, 8, 1), "PROP-BMP-DRV-2"),                           # an unaligned base
+    (bmp.encode(192, 128, 1), "PROP-BMP-DRV-3"),                       # a length past memory
+    (bmp.HEADER.pack(0, 200) + bytes(8), "PROP-BMP-DRV-1"),           # a bitmap longer than its buffer
+    (bmp.encode(0, 8, 1) + bytes(8), "PROP-BMP-DRV-1"),               # bytes after the bitmap
+])
+def test_bitmap_malformed(data, req):
+    with pytest.raises(PeerSpecViolation) as exc:
+        bmp.BitmapBalloonDevice(256).inflate(data)
+    _violation(exc, req)
+
+
+def test_mutant_driver_deflating_what_it_never_inflated_is_caught():
+    with pytest.raises(PeerSpecViolation) as exc:
+        bmp.BitmapBalloonDevice(256).deflate(bmp.encode(0, 1, 1))
+    _violation(exc, "BAL-OP-DRV-10")
+
+
+def test_bitmap_costs_less_than_pfn_arrays_when_dense():
+    pages = 1 << 18  # 1 GiB inflated, contiguous
+    pfn, bitmap = bmp.pfn_cost(pages), bmp.cost(pages)
+    assert pfn.bytes == 4 * pages and pfn.descriptors == 1024
+    assert bitmap.bytes * 30 < pfn.bytes and bitmap.round_trips == 8
+    encoded = bmp.buffers_for((1 << pages) - 1, pages)
+    assert len(encoded) == bitmap.descriptors and sum(map(len, encoded)) == bitmap.bytes
+
+
+# -- combined-inflate-deflate-vq ------------------------------------------------------------------------------
+def test_combined_buffer_moves_pages_in_one_step():
+    dev = cmb.CombinedBalloonDevice(64)
+    assert dev.process(cmb.encode([1, 2, 3], [])) == (3, 0)
+    assert dev.process(cmb.encode([9], [2])) == (1, 1) and dev.balloon == 0b1000001010 and dev.actual == 3
+    assert cmb.migration_round_trips(10, combined=True) * 2 == cmb.migration_round_trips(10, combined=False)
+
+
+@pytest.mark.parametrize("data, req", [
+    (b"\x01\x00", "PROP-CMB-DRV-1"),
+    (cmb.encode([1], [])[:-1], "PROP-CMB-DRV-1"),
+    (cmb.encode([1, 1], []), "PROP-CMB-DRV-2"),
+    (cmb.encode([], [5]), "PROP-CMB-DRV-2"),
+    (cmb.encode([99], []), "BAL-OP-D1"),
+])
+def test_combined_malformed_changes_nothing(data, req):
+    dev = cmb.CombinedBalloonDevice(64)
+    with pytest.raises(PeerSpecViolation) as exc:
+        dev.process(data)
+    _violation(exc, req)
+    assert dev.balloon == 0 and dev.actual == 0
+
+
+def test_combined_mutant_driver_using_the_old_queues_is_caught():
+    with pytest.raises(PeerSpecViolation) as exc:
+        cmb.CombinedBalloonDevice(64).buffer_on("deflateq")
+    _violation(exc, "PROP-CMB-DRV-3")
+    assert re.search("combined", str(exc.value))
