@@ -1,0 +1,119 @@
+"""What the proposal profiles save or cost, from the model's codecs (refmodel.balloon.proposals).
+
+* bitmap-inflate-deflate: descriptors and bytes per inflated MiB, PFN arrays (256 PFNs a buffer, as Linux)
+  against bitmaps (4 KiB of words a buffer), inflating a quarter of the guest either in one stretch or
+  spread over all of it, at guest sizes 1 GiB to 1 TiB; round trips (Linux waits for each buffer).
+  The closed forms are checked against the encoder at the smallest size.
+* combined-inflate-deflate-vq: round trips to migrate balloon pages (compaction: inflate new, deflate old).
+* stats-only: the pages a guest keeps when the host asks for a quarter, and what hinting still saves
+  in a migration (``predict_full_pages``, half the guest in use, the free half holding old data).
+* hint-wait-on-ack: round trips of one hinting round over the free half (4 MiB blocks), lock-free (a
+  full queue per kick) against waiting for each ACK, as the RFC's driver does.
+
+Ends with one key=value line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from refmodel.balloon.proposals import bitmap_inflate as bmp  # noqa: E402
+from refmodel.balloon.proposals import combined_vq, stats_only  # noqa: E402
+from refmodel.system.guest import range_mask  # noqa: E402
+from refmodel.system.migration import predict_full_pages  # noqa: E402
+
+PAGES_PER_MIB = 256
+BLOCK_PAGES = 1 << 10  # Linux hint block (order 10, 4 MiB)
+
+
+def spread_mask(n_pages: int, share: int) -> int:
+    """Every ``share``-th page: a quarter of the guest, spread over all of it."""
+    mask, unit = 0, 1
+    for i in range(0, 64, share):
+        unit |= 1 << i
+    word = unit & ((1 << 64) - 1)
+    for base in range(0, n_pages, 64):
+        mask |= word << base
+    return mask & range_mask(0, n_pages)
+
+
+def check_closed_forms(n_pages: int) -> None:
+    """The formulas the table uses, against the encoder, at one small size."""
+    for mask, span in ((range_mask(0, n_pages // 4), n_pages // 4), (spread_mask(n_pages, 4), n_pages)):
+        bufs = bmp.buffers_for(mask, n_pages)
+        c = bmp.cost(span)
+        if (len(bufs), sum(map(len, bufs))) != (c.descriptors, c.bytes):
+            raise SystemExit(f"closed form {c} disagrees with the encoder ({len(bufs)} buffers, "
+                             f"{sum(map(len, bufs))} bytes) at {n_pages} pages")
+        if sum(bmp.decode(b, n_pages).bit_count() for b in bufs) != mask.bit_count():
+            raise SystemExit("the encoder lost pages")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--max-gib", type=int, default=1024, help="largest guest (GiB), a power of two")
+    ap.add_argument("--queue-size", type=int, default=128, help="free_page_vq size for the lock-free round")
+    args = ap.parse_args()
+    sizes = [1 << k for k in range(0, args.max_gib.bit_length()) if 1 << k <= args.max_gib]
+    check_closed_forms(sizes[0] * 1024 * PAGES_PER_MIB)
+    print("closed forms checked against the encoder at", sizes[0], "GiB")
+
+    print("\nbitmap-inflate-deflate: inflating a quarter of the guest")
+    print(f"{'guest':>8}{'MiB infl':>10}{'PFN desc/MiB':>14}{'PFN B/MiB':>11}{'PFN trips':>11}"
+          f"{'bmp desc/MiB':>14}{'bmp B/MiB':>11}{'bmp trips':>11}{'spread B/MiB':>14}{'spread trips':>14}")
+    figures = {}
+    for gib in sizes:
+        n = gib * 1024 * PAGES_PER_MIB
+        infl = n // 4
+        mib = infl / PAGES_PER_MIB
+        pfn, dense, spread = bmp.pfn_cost(infl), bmp.cost(infl), bmp.cost(n)
+        figures[gib] = (pfn, dense, spread, mib)
+        print(f"{gib:>6}Gi{mib:>10.0f}{pfn.descriptors / mib:>14.2f}{pfn.bytes / mib:>11.0f}{pfn.round_trips:>11}"
+              f"{dense.descriptors / mib:>14.4f}{dense.bytes / mib:>11.1f}{dense.round_trips:>11}"
+              f"{spread.bytes / mib:>14.1f}{spread.round_trips:>14}")
+
+    print("\ncombined-inflate-deflate-vq: round trips to migrate balloon pages")
+    for pages in (1, 256, 65536):
+        print(f"{pages:>8} pages: {combined_vq.migration_round_trips(pages, combined=False):>7} with two queues, "
+              f"{combined_vq.migration_round_trips(pages, combined=True):>7} with one")
+
+    print("\nstats-only: the host asks for a quarter; half the guest is in use, the rest hinted")
+    for gib in (sizes[0], sizes[-1]):
+        n = gib * 1024 * PAGES_PER_MIB
+        kept_so = stats_only.pages_kept(n, n // 4, stats_only=True)
+        kept = stats_only.pages_kept(n, n // 4, stats_only=False)
+        print(f"{gib:>6}Gi keeps {stats_only.mib(kept_so):>9.0f} MiB stats-only, {stats_only.mib(kept):>9.0f} MiB "
+              "ballooning")
+    n_small = sizes[0] * 1024 * PAGES_PER_MIB
+    in_use, everything = range_mask(0, n_small // 2), range_mask(0, n_small)
+    # Free pages of a long-running guest hold old data: without hints they travel in full.
+    sent_hinted = predict_full_pages(n_small, everything, everything & ~in_use)
+    sent_plain = predict_full_pages(n_small, everything, 0)
+    print(f"  migration of the {sizes[0]} GiB guest, its free half holding old data: {sent_hinted} full pages "
+          f"sent with hints, {sent_plain} without; a stats-only guest keeps hinting, so it keeps this saving")
+
+    print("\nhint-wait-on-ack: one hinting round over the free half")
+    trips = {}
+    for gib in (sizes[0], sizes[-1]):
+        blocks = gib * 1024 * PAGES_PER_MIB // 2 // BLOCK_PAGES
+        lock_free = -(-blocks // (args.queue_size - 1))  # one slot kept for STOP
+        trips[gib] = (blocks, lock_free)
+        print(f"{gib:>6}Gi {blocks:>7} blocks: {lock_free:>6} round trips lock-free, {blocks:>7} waiting for "
+              "each ACK")
+
+    big = sizes[-1]
+    pfn, dense, spread, mib = figures[big]
+    print(f"guest_gib={big} pfn_bytes_per_mib={pfn.bytes / mib:.0f} pfn_desc_per_mib={pfn.descriptors / mib:.2f} "
+          f"bitmap_bytes_per_mib={dense.bytes / mib:.1f} bitmap_spread_bytes_per_mib={spread.bytes / mib:.1f} "
+          f"pfn_round_trips={pfn.round_trips} bitmap_round_trips={dense.round_trips} "
+          f"stats_only_kept_mib={stats_only.mib(big * 1024 * PAGES_PER_MIB):.0f} "
+          f"woa_round_trips={trips[big][0]} lock_free_round_trips={trips[big][1]} "
+          f"small_sent_hinted={sent_hinted} small_sent_plain={sent_plain}")
+
+
+if __name__ == "__main__":
+    main()
