@@ -1,0 +1,155 @@
+"""Calibrate the migration timing model (refmodel.system.timing) from the committed real-guest runs, then
+show how well it predicts the pages sent in full with hinting on, off and with reporting.
+
+Calibration uses one run (``--calibrate``, the first committed by default): the driver's rate and
+latency from its hint curve (MemFree sampled in the guest), the host's per-page costs from the hinting
+run's progress (ram.normal polled over QMP), the second round's resends from the same run, the
+background dirtying from the run without hints. Reporting has no fitted parameter: Linux's delay,
+capacity and budget, and the time between the free and the migration. Every other committed run
+(another guest size) is predicted out of sample. Ends with one key=value line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import attrs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from refmodel.system.timing import (PAGE, DriverTiming, GuestMix, HostTiming, ReportingTiming,  # noqa: E402
+                                    Uncapped, simulate)
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+READY_S = 0.1  # from the free to the bench's settle timer: @@READY and three MemFree lines at 0.02 s
+
+
+def runs_of(path: Path) -> tuple[dict, dict]:
+    d = json.loads(path.read_text())
+    return d, {r["mode"]: r for r in d["runs"]}
+
+
+def bulk_end(run: dict) -> tuple[float, int]:
+    """When the bulk pass ended and the full pages sent by then: the start of the last plateau of
+    ram.normal before its final value (the second round and switchover come after it)."""
+    prog = run["progress"]
+    final = prog[-1][1]
+    i = len(prog) - 1
+    while i > 0 and prog[i][1] == final:
+        i -= 1
+    value = prog[i][1]
+    while i > 0 and prog[i - 1][1] == value:
+        i -= 1
+    return prog[i][0], value
+
+
+def fit_driver(hint: dict, end: float) -> DriverTiming:
+    pts = [(t, b / PAGE) for t, b in hint["hint_curve"] if 0 < b and t <= end + 1e-3]
+    n = len(pts)
+    mt, mh = sum(t for t, _ in pts) / n, sum(h for _, h in pts) / n
+    slope = sum((t - mt) * (h - mh) for t, h in pts) / sum((t - mt) ** 2 for t, _ in pts)
+    latency = mt - mh / slope
+    full, plateau = hint["full_pages"], bulk_end(hint)[1]
+    return DriverTiming(first_hint_s=round(latency, 4), blocks_per_s=round(slope / 1024, 1),
+                        dirty_per_hint=round((full - plateau) / max(hint["hinted_max"], 1), 4))
+
+
+def mix_of(d: dict, run: dict) -> GuestMix:
+    a = d["args"]
+    return GuestMix.measured(a["mem_mib"], run["free_before"], a["fill_mib"])
+
+
+def fit_host(d: dict, hint: dict, off: dict, driver: DriverTiming) -> HostTiming:
+    """Per-page costs: a zero page's from the hinting run's second round (the hinted pages Linux zeroed
+    when it took them, and the resends), a full page's as the best fit to that run's progress up to the
+    end of its bulk pass; the switchover tail is what is left of the wall time."""
+    end, plateau = bulk_end(hint)
+    samples = [(t, n) for t, n in hint["progress"] if t <= end]
+    mix = mix_of(d, hint)
+    n_pages = mix.n_pages
+    background = round(max(0, off["full_pages"] + off["zero_pages"] - n_pages) / off["wall"], -1)
+    base = HostTiming(background_per_s=background, tail_s=0.0)
+    again_full, again_zero = hint["full_pages"] - plateau, hint["hinted_max"]
+    best = None
+    for full_us in [x / 100 for x in range(80, 301)]:
+        full_s = round(full_us * 1e-6, 12)
+        zero_s = max(0.0, (hint["wall"] - end - base.sync_s - again_full * full_s) / max(again_zero, 1))
+        host = attrs.evolve(base, full_s=full_s, zero_s=round(zero_s, 9))
+        run = simulate(mix, host, driver)
+        err = sum((_at(run.progress, t) - n) ** 2 for t, n in samples) / n_pages ** 2
+        err += ((run.bulk_end_s - end) / end) ** 2
+        if best is None or err < best[0]:
+            best = (err, host)
+    return best[1]
+
+
+def _at(curve, t: float) -> float:
+    prev = 0.0
+    for x, y in curve:
+        if x > t:
+            return prev
+        prev = y
+    return prev
+
+
+def predict(d: dict, by: dict, host: HostTiming, driver: DriverTiming, rep: ReportingTiming) -> dict:
+    """Modelled full pages, MB and seconds for each mode of one committed run."""
+    a, out = d["args"], {}
+    for mode, r in by.items():
+        mix = mix_of(d, r)
+        if mode == "report":
+            mix = mix.reported(rep.reported(mix.free, a["settle"] + READY_S))
+        run = simulate(mix, host, driver if mode == "hint" else None, Uncapped())
+        out[mode] = run
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    paths = sorted(RESULTS.glob("migration-linux-*.json"))
+    p.add_argument("--calibrate", type=Path, default=RESULTS / "migration-linux-qemu-7.2.json")
+    p.add_argument("--results", type=Path, nargs="*", default=paths)
+    args = p.parse_args()
+    d, by = runs_of(args.calibrate)
+    end, plateau = bulk_end(by["hint"])
+    driver = fit_driver(by["hint"], end)
+    host = fit_host(d, by["hint"], by["off"], driver)
+    rep = ReportingTiming()
+    print(f"calibrated on {args.calibrate.name} ({d['args']['mem_mib']} MiB guest, {by['hint']['kernel']}):")
+    print(f"  driver: first hint {driver.first_hint_s * 1e3:.0f} ms after START, {driver.blocks_per_s:.0f} blocks/s "
+          f"of 2^{driver.order} pages ({driver.pages_per_s * PAGE / 1e9:.2f} GB/s of free memory), "
+          f"{driver.dirty_per_hint:.4f} non-zero pages resent per page hinted")
+    print(f"  host: {host.full_s * 1e6:.2f} us per full page, {host.zero_s * 1e6:.2f} us per zero page, "
+          f"switchover tail {host.tail_s * 1e3:.0f} ms, guest dirties {host.background_per_s:.0f} pages/s; "
+          f"bulk pass measured to end at {end:.3f} s with {plateau:,} full pages")
+    print(f"  reporting (Linux's constants): a pass {rep.delay_s:g} s after the free, then every {rep.delay_s:g} s, "
+          f"each up to {rep.pages_per_pass(by['report']['free_before'] // PAGE) // 1024} blocks of 4 MiB here")
+    defaults = (DriverTiming(), HostTiming())
+    print(f"  the model's defaults {'are' if defaults == (driver, host) else 'differ from'} this calibration")
+    print(f"{'run':>34}{'mode':>8}{'full pages':>12}{'model':>10}{'error':>8}{'MB':>9}{'model':>8}"
+          f"{'seconds':>9}{'model':>7}  sample")
+    errors: dict[str, list[float]] = {"hint": [], "report": [], "off": []}
+    for path in args.results:
+        dd, bb = runs_of(path)
+        model = predict(dd, bb, host, driver, rep)
+        sample = "in" if path.resolve() == args.calibrate.resolve() else "out"
+        for mode, r in bb.items():
+            m = model[mode]
+            err = m.full_pages / r["full_pages"] - 1
+            errors.setdefault(mode, []).append(err)
+            print(f"{path.stem:>34}{mode:>8}{r['full_pages']:>12,}{m.full_pages:>10,.0f}{err:>+8.1%}{r['mb']:>9.1f}"
+                  f"{m.mb:>8.1f}{r['wall']:>9.2f}{m.wall_s:>7.2f}  {sample}")
+    sizes = len({runs_of(pp)[0]["args"]["mem_mib"] for pp in args.results})
+    worst = {k: max((abs(e) for e in v), default=0.0) for k, v in errors.items()}
+    print(f"guest sizes with committed runs: {sizes}; the target is within 10% on two")
+    print(f"first_hint_ms={driver.first_hint_s * 1e3:.1f} blocks_per_s={driver.blocks_per_s:.0f} "
+          f"full_us={host.full_s * 1e6:.2f} zero_us={host.zero_s * 1e6:.2f} dirty_per_hint={driver.dirty_per_hint:.4f} "
+          f"hint_err_max={worst['hint']:.3f} report_err_max={worst['report']:.3f} off_err_max={worst['off']:.3f} "
+          f"sizes={sizes}")
+
+
+if __name__ == "__main__":
+    main()

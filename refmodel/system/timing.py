@@ -1,0 +1,254 @@
+"""Timing of a precopy migration with a hinting or reporting guest: a fluid model over page counts.
+
+Where :mod:`refmodel.system.migration` says which pages a host may skip, this says when: the driver
+hints at a rate after a latency, QEMU's bulk pass walks guest RAM from the bottom at its own rate,
+and a hint saves a page only if it lands before the pass reaches that page. RAM holds, from the
+bottom up (:func:`simulate` says why in that order):
+
+* pages in use (non-zero), sent in full;
+* free and recently written pages (the freed workload): Linux's free lists hand these out first, so
+  the driver hints them first, and reporting reports them first;
+* free and never written pages: zero pages, which QEMU sends as a flag.
+
+The host's schedule (:class:`HostSchedule`) may cap the bandwidth as it goes, seeing only what QMP
+shows: hinted pages leave ``ram.remaining`` without being sent. The round ends when the pass is
+done (QEMU's next dirty-log sync, with hinting STOP before it); the second round resends what the
+guest dirtied; then switchover. Calibrated from the committed real runs by
+``bench/bench_timing_model.py``; the defaults are that calibration.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from refmodel.system.migration import HonestIdeal
+
+PAGE = 4096
+FULL_BYTES = PAGE + 8  # a page and QEMU's header on the wire
+ZERO_BYTES = 9  # a zero page: header and flag (measured: 1,003.6 MB for 243,791 full and 339,173 zero pages)
+
+
+@attrs.frozen
+class DriverTiming:
+    """Linux's free page hinting driver, as seen from the host."""
+
+    first_hint_s: float = 0.0289  # from START (a new command ID) to the first hint reaching QEMU
+    blocks_per_s: float = 788.1  # blocks of 2^order pages hinted per second, while free blocks last
+    order: int = 10  # Linux hints MAX_ORDER - 1 blocks (4 MiB) and only those
+    hintable: float = 1.0  # share of free memory that lies in free blocks of that order
+    #: Non-zero pages the guest dirties per page it hints (resent next round); fitted, cause not isolated.
+    dirty_per_hint: float = 0.0775
+    #: init_on_alloc: allocating a block to hint zeroes it, so it is dirtied, but resent as a flag.
+    zeroes_hinted: bool = True
+
+    @property
+    def pages_per_s(self) -> float:
+        return self.blocks_per_s * (1 << self.order)
+
+    def hinted_by(self, t: float) -> float:
+        """Pages hinted t seconds after START, before free memory runs out."""
+        return max(0.0, t - self.first_hint_s) * self.pages_per_s
+
+
+@attrs.frozen
+class ReportingTiming:
+    """Linux's free page reporting (mm/page_reporting.c): a pass one delay after a free, each reporting at
+    most (ceil(free blocks / (capacity * 16)) + 1) chunks of ``capacity`` blocks per order, then another
+    pass one delay later while any are left."""
+
+    delay_s: float = 2.0  # PAGE_REPORTING_DELAY
+    capacity: int = 32  # PAGE_REPORTING_CAPACITY: blocks per report
+    budget_divisor: int = 16
+    order: int = 10  # free memory of a freshly freed workload lies in MAX_ORDER - 1 blocks
+
+    def pages_per_pass(self, free_pages: int) -> int:
+        blocks = free_pages >> self.order
+        calls = -(-blocks // (self.capacity * self.budget_divisor)) + 1
+        return calls * self.capacity << self.order
+
+    def reported(self, free_pages: int, since_free_s: float) -> int:
+        """Pages reported (and discarded by the host) ``since_free_s`` after ``free_pages`` were freed."""
+        done, passes = 0, int(since_free_s // self.delay_s)
+        for _ in range(passes):
+            done = min(free_pages, done + self.pages_per_pass(free_pages))
+        return done
+
+    def settled_after(self, free_pages: int) -> float:
+        """Seconds after the free until every free block is reported."""
+        per = self.pages_per_pass(free_pages)
+        return self.delay_s * -(-free_pages // per) if per else 0.0
+
+
+@attrs.frozen
+class HostTiming:
+    """QEMU's migration thread to ``exec:cat``, uncapped unless a schedule caps it."""
+
+    full_s: float = 1.43e-6  # seconds per page sent in full
+    zero_s: float = 0.216e-6  # seconds per zero page (read, compare, flag)
+    skip_s: float = 0.0  # seconds per page a hint cleared from the bitmap
+    sync_s: float = 0.005  # a dirty-log sync between rounds
+    tail_s: float = 0.0  # switchover: final sync, device state, completion
+    background_per_s: float = 480.0  # non-zero pages a running guest dirties per second
+
+
+@attrs.frozen
+class GuestMix:
+    """A guest's RAM at the migration start, in pages."""
+
+    n_pages: int
+    in_use: int  # non-zero, in use
+    free_recent: int  # free, non-zero: the workload's freed memory
+    free_zero: int  # free, never written
+
+    def __attrs_post_init__(self) -> None:
+        if min(self.in_use, self.free_recent, self.free_zero) < 0 or \
+                self.in_use + self.free_recent + self.free_zero != self.n_pages:
+            raise ValueError(f"guest mix: {self.in_use} + {self.free_recent} + {self.free_zero} pages != "
+                             f"{self.n_pages}")
+
+    @classmethod
+    def measured(cls, mem_mib: int, free_bytes: int, fill_mib: int) -> "GuestMix":
+        """From a real run: RAM size, MemFree at the start and the MiB written then freed."""
+        n = (mem_mib << 20) // PAGE
+        free = free_bytes // PAGE
+        recent = min(free, (fill_mib << 20) // PAGE)
+        return cls(n, n - free, recent, free - recent)
+
+    @property
+    def free(self) -> int:
+        return self.free_recent + self.free_zero
+
+    def reported(self, pages: int) -> "GuestMix":
+        """The same guest after ``pages`` free pages were reported: the host dropped them, they read zero."""
+        moved = min(pages, self.free_recent)
+        return attrs.evolve(self, free_recent=self.free_recent - moved, free_zero=self.free_zero + moved)
+
+
+class HostSchedule(Protocol):
+    """What the host does with QMP: when to start, and the bandwidth cap at each moment."""
+
+    start_delay_s: float  # seconds between the decision to migrate and ``migrate``
+
+    def cap(self, t: float, skipped: float, last_skip_t: float | None) -> float | None:
+        """Bytes/s (None: uncapped) at ``t`` s after ``migrate``, having seen ``skipped`` pages leave
+        ``ram.remaining`` unsent, the last of them at ``last_skip_t``."""
+
+
+@attrs.frozen
+class Uncapped:
+    """QEMU's default as the benchmarks run it: no cap, migrate at once."""
+
+    start_delay_s: float = 0.0
+
+    def cap(self, t: float, skipped: float, last_skip_t: float | None) -> float | None:
+        return None
+
+
+@attrs.frozen
+class Run:
+    """One modelled migration. Times are from ``migrate``; ``wait_s`` is spent before it."""
+
+    full_pages: float
+    zero_pages: float
+    hinted: float  # pages the driver held as hints when the round ended
+    skipped: float  # pages hints saved (cleared before the pass reached them)
+    bulk_end_s: float
+    wall_s: float
+    wait_s: float = 0.0
+    hint_curve: tuple[tuple[float, float], ...] = ()
+    progress: tuple[tuple[float, float], ...] = ()
+    #: In use at the start (all non-zero), plus the background writes after the pass: resends no ordering avoids.
+    honest: HonestIdeal = HonestIdeal(0)
+
+    @property
+    def mb(self) -> float:
+        return (self.full_pages * FULL_BYTES + self.zero_pages * ZERO_BYTES) / 1e6
+
+    @property
+    def total_s(self) -> float:
+        return self.wait_s + self.wall_s
+
+
+def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None,
+             schedule: HostSchedule = Uncapped(), *, dt: float = 5e-4, t_max: float = 600.0) -> Run:
+    """One precopy migration of ``mix``: the bulk pass with hints landing as they come, one more round
+    for what the guest dirtied, switchover.
+
+    RAM as Linux lays it out after boot (free lists fill from the bottom, so allocations do too): in use
+    at the bottom, the freed workload above it, never-written memory at the top. The freed workload went
+    back to the free lists' heads in address order, so the driver takes it from the top down (then the
+    never-written top); the pass walks up. A hint lands ahead of the pass until they meet; after that
+    every hint is for a page already sent.
+    """
+    use_end, recent_end, n = mix.in_use, mix.in_use + mix.free_recent, mix.n_pages
+    front = {"recent": float(recent_end), "zero": float(n)}  # the driver's next block, going down
+    floor = {"recent": float(use_end), "zero": float(recent_end)}
+    budget = driver.hintable * mix.free if driver else 0.0
+    t = p = full = zero = hinted = skipped = sent_bytes = 0.0
+    last_skip: float | None = None
+    curve, progress = [], []
+    while p < n:
+        if t > t_max:
+            raise ValueError(f"timing model: the bulk pass did not end within {t_max:g} s (a cap of 0?)")
+        if driver is not None and t >= driver.first_hint_s and hinted < budget:
+            dh = min(driver.pages_per_s * dt, budget - hinted)
+            hinted += dh
+            for kind in ("recent", "zero"):  # Linux hands out the recently freed blocks first
+                take = min(dh, front[kind] - floor[kind])
+                if take <= 0:
+                    continue
+                lo, hi = front[kind] - take, front[kind]
+                ahead = max(0.0, hi - max(lo, p))  # the part the pass has not reached: skipped
+                skipped += ahead
+                if ahead > 0:
+                    last_skip = t
+                front[kind] = lo
+                dh -= take
+        cap = schedule.cap(t, skipped, last_skip)
+        time_left, bytes_left = dt, (cap * dt if cap is not None else float("inf"))
+        while p < n and time_left > 1e-12 and bytes_left > 1e-9:
+            if p < use_end:
+                seg, c, b, kind = use_end, host.full_s, FULL_BYTES, "full"
+            elif p < recent_end:
+                hint_from = max(front["recent"], use_end)
+                if p < hint_from:
+                    seg, c, b, kind = hint_from, host.full_s, FULL_BYTES, "full"
+                else:
+                    seg, c, b, kind = recent_end, host.skip_s, 0, "skip"
+            else:
+                hint_from = max(front["zero"], recent_end)
+                if p < hint_from:
+                    seg, c, b, kind = hint_from, host.zero_s, ZERO_BYTES, "zero"
+                else:
+                    seg, c, b, kind = n, host.skip_s, 0, "skip"
+            pages = seg - p
+            if c > 0:
+                pages = min(pages, time_left / c)
+            if b > 0:
+                pages = min(pages, bytes_left / b)
+            p += pages
+            time_left -= pages * c
+            bytes_left -= pages * b
+            sent_bytes += pages * b
+            if kind == "full":
+                full += pages
+            elif kind == "zero":
+                zero += pages
+        t += dt
+        curve.append((t, hinted))
+        progress.append((t, full))
+    bulk_end = t
+    # The second round: what the guest dirtied while the first ran. Hints held stay held until DONE.
+    again_full = host.background_per_s * bulk_end + (driver.dirty_per_hint * hinted if driver else 0.0)
+    again_zero = hinted if driver is not None and driver.zeroes_hinted else 0.0
+    again_s = again_full * host.full_s + again_zero * host.zero_s
+    cap = schedule.cap(bulk_end, skipped, last_skip)
+    if cap is not None:
+        again_s = max(again_s, (again_full * FULL_BYTES + again_zero * ZERO_BYTES) / cap)
+    last = host.background_per_s * (host.sync_s + again_s)  # written after the pass: resent at switchover
+    wall = bulk_end + host.sync_s + again_s + host.tail_s
+    step = max(1, len(curve) // 200)
+    return Run(full + again_full + last, zero + again_zero, hinted, skipped, bulk_end, wall, schedule.start_delay_s,
+               tuple(curve[::step]), tuple(progress[::step]), HonestIdeal(mix.in_use, min(mix.in_use, round(last))))
