@@ -133,7 +133,8 @@ class HostSchedule(Protocol):
 
     def cap(self, t: float, skipped: float, last_skip_t: float | None) -> float | None:
         """Bytes/s (None: uncapped) at ``t`` s after ``migrate``, having seen ``skipped`` pages leave
-        ``ram.remaining`` unsent, the last of them at ``last_skip_t``."""
+        ``ram.remaining`` unsent, the last of them at ``last_skip_t``. Once it says None the cap is
+        lifted for good: the host does not cap again."""
 
 
 @attrs.frozen
@@ -188,6 +189,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
     budget = driver.hintable * mix.free if driver else 0.0
     t = p = full = zero = hinted = skipped = sent_bytes = 0.0
     last_skip: float | None = None
+    lifted = False
     curve, progress = [], []
     while p < n:
         if t > t_max:
@@ -206,7 +208,8 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
                     last_skip = t
                 front[kind] = lo
                 dh -= take
-        cap = schedule.cap(t, skipped, last_skip)
+        cap = None if lifted else schedule.cap(t, skipped, last_skip)
+        lifted = cap is None
         time_left, bytes_left = dt, (cap * dt if cap is not None else float("inf"))
         while p < n and time_left > 1e-12 and bytes_left > 1e-9:
             if p < use_end:
@@ -243,10 +246,25 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
     # The second round: what the guest dirtied while the first ran. Hints held stay held until DONE.
     again_full = host.background_per_s * bulk_end + (driver.dirty_per_hint * hinted if driver else 0.0)
     again_zero = hinted if driver is not None and driver.zeroes_hinted else 0.0
-    again_s = again_full * host.full_s + again_zero * host.zero_s
-    cap = schedule.cap(bulk_end, skipped, last_skip)
-    if cap is not None:
-        again_s = max(again_s, (again_full * FULL_BYTES + again_zero * ZERO_BYTES) / cap)
+    t += host.sync_s
+    left_full, left_zero = again_full, again_zero
+    while left_full + left_zero > 0.5:  # at the cap while it lasts (no hint lands now: STOP came before the sync)
+        if t > t_max:
+            raise ValueError(f"timing model: the second round did not end within {t_max:g} s")
+        cap = None if lifted else schedule.cap(t, skipped, last_skip)
+        lifted = cap is None
+        time_left, bytes_left = dt, (cap * dt if cap is not None else float("inf"))
+        for kind, c, b in (("full", host.full_s, FULL_BYTES), ("zero", host.zero_s, ZERO_BYTES)):
+            left = left_full if kind == "full" else left_zero
+            pages = min(left, time_left / c if c > 0 else left, bytes_left / b)
+            time_left -= pages * c
+            bytes_left -= pages * b
+            if kind == "full":
+                left_full -= pages
+            else:
+                left_zero -= pages
+        t += dt
+    again_s = t - bulk_end - host.sync_s
     last = host.background_per_s * (host.sync_s + again_s)  # written after the pass: resent at switchover
     wall = bulk_end + host.sync_s + again_s + host.tail_s
     step = max(1, len(curve) // 200)
