@@ -232,3 +232,25 @@ def test_combined_mutant_driver_using_the_old_queues_is_caught():
         cmb.CombinedBalloonDevice(64).buffer_on("deflateq")
     _violation(exc, "PROP-CMB-DRV-3")
     assert re.search("combined", str(exc.value))
+
+
+# -- the RFC series (spec/proposal-rfc) -----------------------------------------------------------------------
+def test_rfc_series_applies_to_1_4_and_marks_only_profile_ids(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from spec.proposal.build import DEFAULT_UPSTREAM, FILES
+
+    if not DEFAULT_UPSTREAM.exists():
+        pytest.skip("../shared/reference/virtio-spec-1.4 is not next to this checkout")
+    series = sorted((Path(__file__).resolve().parents[2] / "spec" / "proposal-rfc").glob("0*.patch"))[1:]
+    for f in FILES:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DEFAULT_UPSTREAM / f, tmp_path / f)
+    marked = set()
+    for patch in series:
+        subprocess.run(["git", "apply", str(patch)], cwd=tmp_path, check=True, capture_output=True)
+        marked |= set(re.findall(r"^\+% (PROP-HWA-[A-Z]+-\d+)$", patch.read_text(), re.M))
+    assert marked == {r.id for r in catalogue().values() if r.profile == "hint-wait-on-ack"}
+    assert "VIRTIO_BALLOON_F_HINT_WAIT_ON_ACK(6)" in (tmp_path / FILES[0]).read_text()
