@@ -240,7 +240,7 @@ def _replay(history: tuple[Action, ...], n_pages: int, policy: JudgePolicy, wait
     return s
 
 
-def judge(semantics: str, policy: str, *, n_pages: int = 2, depth: int = 9) -> Verdict:
+def judge(semantics: str, policy: str, *, n_pages: int = 1, depth: int = 9) -> Verdict:
     """Breadth-first search for a shortest history that breaks an invariant, up to ``depth`` steps."""
     if semantics not in SEMANTICS:
         raise ValueError(f"semantics must be one of {SEMANTICS}, not {semantics!r}")
@@ -270,12 +270,15 @@ def judge(semantics: str, policy: str, *, n_pages: int = 2, depth: int = 9) -> V
     return Verdict(semantics, policy, True, depth, len(seen))
 
 
-def judge_all(*, n_pages: int = 2, depth: int = 9) -> list[Verdict]:
+def judge_all(*, n_pages: int = 1, depth: int = 9) -> list[Verdict]:
     return [judge(sem, pol, n_pages=n_pages, depth=depth) for pol in POLICIES for sem in SEMANTICS]
 
 
-if __name__ == "__main__":  # python -m refmodel.system.proposals_judge
-    for v in judge_all():
+if __name__ == "__main__":  # python -m refmodel.system.proposals_judge [N_PAGES [DEPTH]]
+    import sys
+
+    n, d = ([int(a) for a in sys.argv[1:3]] + [1, 9][len(sys.argv[1:3]):])[:2]
+    for v in judge_all(n_pages=n, depth=d):
         print(v.line())
         for step in v.trace:
             print(f"    {step}")
