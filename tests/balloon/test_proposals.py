@@ -8,7 +8,7 @@ import pytest
 
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.balloon.proposals import PROFILES, bitmap_inflate as bmp, combined_vq as cmb
-from refmodel.balloon.proposals import device_init as di, stats_only as so
+from refmodel.balloon.proposals import device_init_on_inflate as dii, device_init_reported as dir_, stats_only as so
 from refmodel.balloon.proposals.bits import BITS, RECOMMENDED_BITS, Harm, Proposal, collision, collisions, offer
 from refmodel.balloon.proposals.hint_wait_on_ack import HINT_WAIT_ON_ACK, WaitOnAckDriver, check_accepted
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation
@@ -118,11 +118,11 @@ def _inflate_chain(pfns, bitmap_len):
 
 def test_init_on_inflate_marks_exactly_the_initialized_pages():
     mem, dev, chain = _inflate_chain([3, 4, 5], 1)
-    device = di.InitOnInflateDevice(mem, 8, initialize=lambda p: p != 4)
+    device = dii.InitOnInflateDevice(mem, 8, initialize=lambda p: p != 4)
     pfns, used = device.handle_inflate(chain)
     bitmap = mem.read(64, 1)
-    assert pfns == [3, 4, 5] and used == 1 and di.initialized_pfns(pfns, bitmap, used) == [3, 5]
-    assert di.initialized_pfns(pfns, bitmap, 0) == []  # nothing outside the used length counts
+    assert pfns == [3, 4, 5] and used == 1 and dii.initialized_pfns(pfns, bitmap, used) == [3, 5]
+    assert dii.initialized_pfns(pfns, bitmap, 0) == []  # nothing outside the used length counts
 
 
 @pytest.mark.parametrize("pfns, blen, req", [([1] * 9, 1, "PROP-DII-DRV-1"), ([1], 0, "PROP-DII-DRV-1"),
@@ -130,24 +130,24 @@ def test_init_on_inflate_marks_exactly_the_initialized_pages():
 def test_init_on_inflate_malformed_chain(pfns, blen, req):
     mem, dev, chain = _inflate_chain(pfns, blen)
     with pytest.raises(PeerSpecViolation) as exc:
-        di.InitOnInflateDevice(mem, 8, initialize=lambda p: True).handle_inflate(chain)
+        dii.InitOnInflateDevice(mem, 8, initialize=lambda p: True).handle_inflate(chain)
     _violation(exc, req)
 
 
 def test_mutant_device_claiming_every_page_is_caught():
     mem, dev, chain = _inflate_chain([3, 4], 1)
-    pfns, used = di.InitOnInflateDevice(mem, 8, initialize=lambda p: True).handle_inflate(chain)
+    pfns, used = dii.InitOnInflateDevice(mem, 8, initialize=lambda p: True).handle_inflate(chain)
     with pytest.raises(PeerSpecViolation) as exc:  # page 4 was never dropped: it holds guest data
-        di.check_inflate_claims(pfns, mem.read(64, 1), used, reads_initialized=lambda p: p != 4)
+        dii.check_inflate_claims(pfns, mem.read(64, 1), used, reads_initialized=lambda p: p != 4)
     _violation(exc, "PROP-DII-DEV-1")
 
 
 def test_init_reported_used_length_is_all_or_nothing():
-    assert di.reported_initialized(4096, di.report_used_len(4096, True))
-    assert not di.reported_initialized(4096, di.report_used_len(4096, False))
+    assert dir_.reported_initialized(4096, dir_.report_used_len(4096, True))
+    assert not dir_.reported_initialized(4096, dir_.report_used_len(4096, False))
     for bad, reads in ((100, None), (4096, lambda: False)):  # a partial length; a false claim (the mutant)
         with pytest.raises(PeerSpecViolation) as exc:
-            di.reported_initialized(4096, bad, reads)
+            dir_.reported_initialized(4096, bad, reads)
         _violation(exc, "PROP-DIR-DEV-1")
 
 

@@ -1,11 +1,10 @@
-"""Profiles ``device-init-on-inflate`` (virtio-spec issue #242) and ``device-init-reported`` (#244): the
-device says which pages it initialized (zeros, or poison_val with PAGE_POISON) so the guest need not
-initialize them again. Both issues, by Michael S. Tsirkin, name bit 6 (see :mod:`.bits`).
+"""Profile ``device-init-on-inflate``: oasis-tcs/virtio-spec issue #242 (Michael S. Tsirkin, 2026-04-22),
+``VIRTIO_BALLOON_F_DEVICE_INIT_ON_INFLATE``, proposed as bit 6 (see :mod:`.bits`).
 
-#242 adds a device-writable bitmap after each inflate PFN array; #244 uses the used length of each
-reporting_vq element. The driver trusts a claim only inside the used length (``PROP-DII-DRV-2``,
-``PROP-DIR-DRV-1``); the reference driver checks each claim against the page (``PROP-DII-DEV-1``,
-``PROP-DIR-DEV-1``), which only a model can see.
+The device says which inflated pages it initialized (zeros, or poison_val with PAGE_POISON) in a
+device-writable bitmap after each inflate PFN array, so the guest need not initialize them again on
+deflate. The driver trusts a bit only inside the used length (``PROP-DII-DRV-2``); the reference driver
+checks each claim against the page (``PROP-DII-DEV-1``), which only a model can see.
 """
 
 from __future__ import annotations
@@ -64,18 +63,3 @@ def check_inflate_claims(pfns: Sequence[int], bitmap: bytes, used_len: int,
         if not reads_initialized(p):
             raise PeerSpecViolation("PROP-DII-DEV-1", f"PFN {p:#x} marked initialized but holds other data")
     return claimed
-
-
-def report_used_len(length: int, initialized: bool) -> int:
-    """The device side of #244 (``PROP-DIR-DEV-1``): the whole length if every page was initialized."""
-    return length if initialized else 0
-
-
-def reported_initialized(length: int, used_len: int, reads_initialized: Callable[[], bool] | None = None) -> bool:
-    """The driver's reading of one returned reporting_vq element (``PROP-DIR-DRV-1``), checked."""
-    if used_len not in (0, length):
-        raise PeerSpecViolation("PROP-DIR-DEV-1", f"used length {used_len} for a {length}-byte report: "
-                                "neither 0 nor the whole length")
-    if used_len and reads_initialized is not None and not reads_initialized():
-        raise PeerSpecViolation("PROP-DIR-DEV-1", "report marked initialized but its pages hold other data")
-    return used_len == length and length > 0
