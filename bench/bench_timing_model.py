@@ -83,6 +83,7 @@ def fit_host(d: dict, hint: dict, off: dict, driver: DriverTiming) -> HostTiming
         err += ((run.bulk_end_s - end) / end) ** 2
         if best is None or err < best[0]:
             best = (err, host)
+    assert best is not None
     return best[1]
 
 

@@ -81,8 +81,11 @@ class Outcome:
 def compare(mix: GuestMix, host: HostTiming, driver: DriverTiming | None,
             schedules: dict[str, HostSchedule | None]) -> list[Outcome]:
     """Each schedule on the same guest and host (``None`` in ``schedules``: hinting off)."""
-    return [Outcome(name, simulate(mix, host, driver if sched else None, sched or Uncapped()), sched)
-            for name, sched in schedules.items()]
+    out = []
+    for name, sched in schedules.items():
+        run = simulate(mix, host, None, Uncapped()) if sched is None else simulate(mix, host, driver, sched)
+        out.append(Outcome(name, run, sched))
+    return out
 
 
 def best(outcomes: list[Outcome], no_hints_s: float) -> Outcome:

@@ -129,7 +129,9 @@ class GuestMix:
 class HostSchedule(Protocol):
     """What the host does with QMP: when to start, and the bandwidth cap at each moment."""
 
-    start_delay_s: float  # seconds between the decision to migrate and ``migrate``
+    @property
+    def start_delay_s(self) -> float:
+        """Seconds between the decision to migrate and ``migrate``."""
 
     def cap(self, t: float, skipped: float, last_skip_t: float | None) -> float | None:
         """Bytes/s (None: uncapped) at ``t`` s after ``migrate``, having seen ``skipped`` pages leave
@@ -183,7 +185,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
     never-written top); the pass walks up. A hint lands ahead of the pass until they meet; after that
     every hint is for a page already sent.
     """
-    use_end, recent_end, n = mix.in_use, mix.in_use + mix.free_recent, mix.n_pages
+    use_end, recent_end, n = float(mix.in_use), float(mix.in_use + mix.free_recent), float(mix.n_pages)
     front = {"recent": float(recent_end), "zero": float(n)}  # the driver's next block, going down
     floor = {"recent": float(use_end), "zero": float(recent_end)}
     budget = driver.hintable * mix.free if driver else 0.0
@@ -213,19 +215,19 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
         time_left, bytes_left = dt, (cap * dt if cap is not None else float("inf"))
         while p < n and time_left > 1e-12 and bytes_left > 1e-9:
             if p < use_end:
-                seg, c, b, kind = use_end, host.full_s, FULL_BYTES, "full"
+                seg, c, b, kind = use_end, host.full_s, float(FULL_BYTES), "full"
             elif p < recent_end:
                 hint_from = max(front["recent"], use_end)
                 if p < hint_from:
-                    seg, c, b, kind = hint_from, host.full_s, FULL_BYTES, "full"
+                    seg, c, b, kind = hint_from, host.full_s, float(FULL_BYTES), "full"
                 else:
-                    seg, c, b, kind = recent_end, host.skip_s, 0, "skip"
+                    seg, c, b, kind = recent_end, host.skip_s, 0.0, "skip"
             else:
                 hint_from = max(front["zero"], recent_end)
                 if p < hint_from:
-                    seg, c, b, kind = hint_from, host.zero_s, ZERO_BYTES, "zero"
+                    seg, c, b, kind = hint_from, host.zero_s, float(ZERO_BYTES), "zero"
                 else:
-                    seg, c, b, kind = n, host.skip_s, 0, "skip"
+                    seg, c, b, kind = n, host.skip_s, 0.0, "skip"
             pages = seg - p
             if c > 0:
                 pages = min(pages, time_left / c)

@@ -68,7 +68,7 @@ def _follow(sched: CapThenLift, actions, picks) -> HintingSystem:
         s.alloc_write()
     s.migration_start()
     m, work = s.migration, range_mask(0, s.n_pages)
-    t, last_skip, seen, rounds = 0.0, None, 0, 0
+    t, last_skip, seen, rounds, lifted = 0.0, None, 0, 0, False
     for action, k in zip(actions, picks):
         mine = s.guest.allocated & work
         if action == "write" and mine:
@@ -87,7 +87,8 @@ def _follow(sched: CapThenLift, actions, picks) -> HintingSystem:
             s.device_process()
         if m.stats.hinted_pages_skipped > seen:
             seen, last_skip = m.stats.hinted_pages_skipped, t
-        cap = sched.cap(t, seen, last_skip)
+        cap = None if lifted else sched.cap(t, seen, last_skip)
+        lifted = cap is None  # for good, as OrderedStart does
         budget = 8 if cap is None else 0 if cap <= GATE_BPS else 1
         if budget:
             s.migration_send(budget)

@@ -6,6 +6,8 @@ through a file). Writes the migration must see go through qtest, so QEMU's dirty
 so every page QEMU does not skip costs a full page on the wire.
 
 ``migrate(hints=...)`` returns what was sent and whether every page the guest uses arrived intact.
+``ordering=`` runs it under a host ordering (:class:`OrderedStart`, QMP only), as the real-guest bench
+(``bench/bench_linux_migration.py``) does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.system.guest import bits
 from refmodel.system.guest_os import GuestOS, page_pattern
 from refmodel.system.migration import predict_full_pages
+from refmodel.system.orderings import UNCAPPED_BPS, CapThenLift
 
 from conformance.adapters.qemu import virtio_pci as vp
 from conformance.adapters.qemu.device import RESERVED_PAGES, QemuBalloon
@@ -44,10 +47,71 @@ class MigrationResult:
     ids_by_sync: tuple[tuple[int, int], ...] = ()  # (dirty-sync-count, command ID the driver read), in order
     stale_tag: bool = False  # the driver echoed an ID one below the published one (never issued)
     model_pages: int = 0  # full pages the model sends for the same pages, hints and writes (all hints first)
+    ordering: dict | None = None  # OrderedStart.summary() when run under an ordering
 
     @property
     def ideal_pages(self) -> int:
         return self.in_use_pages + self.dirtied_pages
+
+
+class OrderedStart:
+    """Carry out a :class:`refmodel.system.orderings.CapThenLift` over QMP, with no QEMU patch: cap
+    ``max-bandwidth`` before ``migrate``, watch hints in ``query-migrate`` and lift the cap for good.
+
+    In the first round (``dirty-sync-count`` 1) every page leaves ``ram.remaining`` either sent
+    (``normal`` + ``duplicate``) or cleared by a hint, so hinted = (total - remaining) / page size -
+    sent. Once the round is over the cap is lifted whatever the schedule says: the ordering is for the
+    bulk pass only. Call :meth:`begin` before ``migrate``, :meth:`started` right after, :meth:`poll`
+    with each ``query-migrate`` answer.
+    """
+
+    def __init__(self, schedule: CapThenLift, execute: Callable[..., object], *, lift_to: int = UNCAPPED_BPS) -> None:
+        self.schedule, self.execute, self.lift_to = schedule, execute, lift_to
+        self.t0 = 0.0
+        self.skipped = 0
+        self.first_skip_s: float | None = None
+        self.last_skip_s: float | None = None
+        self.lifted_s: float | None = None
+        self.why = ""
+
+    def begin(self) -> None:
+        self.execute("migrate-set-parameters", **{"max-bandwidth": max(1, int(self.schedule.cap_bps))})
+
+    def started(self) -> None:
+        self.t0 = time.monotonic()
+
+    def poll(self, info: dict) -> None:
+        if self.lifted_s is not None:
+            return
+        t = time.monotonic() - self.t0
+        ram = info.get("ram") or {}
+        if ram and int(ram.get("dirty-sync-count", 0)) > 1:
+            self._lift(t, "the bulk pass ended")
+            return
+        if ram:
+            page = int(ram.get("page-size", BALLOON_PAGE_SIZE)) or BALLOON_PAGE_SIZE
+            hinted = (int(ram["total"]) - int(ram["remaining"])) // page - int(ram["normal"]) - int(ram["duplicate"])
+            if hinted > self.skipped:
+                self.skipped = hinted
+                self.last_skip_s = t
+                if self.first_skip_s is None:
+                    self.first_skip_s = t
+        if info.get("status") in ("completed", "failed", "cancelled"):
+            return
+        if self.schedule.cap(t, self.skipped, self.last_skip_s) is None:
+            s = self.schedule
+            self._lift(t, "bound" if t >= s.bound_s else "no hint came" if self.last_skip_s is None
+                       else "hints stopped")
+
+    def _lift(self, t: float, why: str) -> None:
+        self.execute("migrate-set-parameters", **{"max-bandwidth": self.lift_to})
+        self.lifted_s, self.why = t, why
+
+    def summary(self) -> dict:
+        return {"cap_bps": self.schedule.cap_bps, "quiet_s": self.schedule.quiet_s,
+                "first_hint_bound_s": self.schedule.first_hint_bound_s, "bound_s": self.schedule.bound_s,
+                "first_hint_s": self.first_skip_s, "hinted_seen": self.skipped, "lifted_s": self.lifted_s,
+                "lifted_because": self.why}
 
 
 def _nonzero_pages(q: QemuProcess) -> int:
@@ -74,7 +138,7 @@ class MigrationPair:
     write; :meth:`finish` lets the migration through the pause."""
 
     def __init__(self, binary: str | None = None, *, ram_mib: int = 64, hints: bool = True,
-                 bandwidth: int = 64 << 20, reporting: bool = False) -> None:
+                 bandwidth: int = 64 << 20, reporting: bool = False, ordering: CapThenLift | None = None) -> None:
         device = ("virtio-balloon-pci,id=balloon0,disable-legacy=on,iothread=io0,"
                   f"free-page-hint={'on' if hints else 'off'},free-page-reporting={'on' if reporting else 'off'}")
         self.src = QemuProcess(binary, device=device, ram_mib=ram_mib)
@@ -84,6 +148,8 @@ class MigrationPair:
             self.uri = f"unix:{self.dst.dir / 'migrate.sock'}"
             self.dst.qmp.execute("migrate-incoming", uri=self.uri)
             self.src.qmp.execute("migrate-set-parameters", **{"max-bandwidth": bandwidth})
+            self.ordered = None if ordering is None else OrderedStart(ordering, self.src.qmp.execute,
+                                                                        lift_to=bandwidth)
             self.src.qmp.execute("migrate-set-capabilities",
                                  capabilities=[{"capability": "pause-before-switchover", "state": True}])
         except BaseException:
@@ -104,9 +170,13 @@ class MigrationPair:
             self.src.mem.write(p * BALLOON_PAGE_SIZE, noise)
 
     def start(self) -> None:
+        if self.ordered is not None:
+            self.ordered.begin()
         self.started = time.monotonic()
         self.switching = False
         self.src.qmp.execute("migrate", uri=self.uri)
+        if self.ordered is not None:
+            self.ordered.started()
 
     def info(self) -> dict:
         return self.src.qmp.execute("query-migrate") or {}
@@ -121,6 +191,8 @@ class MigrationPair:
         """One poll: None once the migration has ended, else QEMU's query-migrate answer."""
         info = self.info()
         status = info.get("status")
+        if self.ordered is not None:
+            self.ordered.poll(info)
         if status in ("completed", "failed", "cancelled"):
             return None
         if status == "pre-switchover":
@@ -154,11 +226,13 @@ class MigrationPair:
 def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite: int = 32,
             bandwidth: int = 64 << 20, binary: str | None = None, timeout: float = 120.0,
             stale_tag: bool = False, churn_seconds: float = 0.0, churn_pages: int = 64,
-            hint_order: int = 8, hint_min_order: int | None = 0) -> MigrationResult:
+            hint_order: int = 8, hint_min_order: int | None = 0,
+            ordering: CapThenLift | None = None) -> MigrationResult:
     """One migration. With ``stale_tag`` the driver tags its hints with an ID QEMU never published,
     so QEMU must ignore them (BAL-FPH-DEV-3) and send every page anyway. For ``churn_seconds`` the guest
-    rewrites ``churn_pages`` in-use pages per step, so the migration runs several dirty-log syncs."""
-    pair = MigrationPair(binary, ram_mib=ram_mib, hints=hints, bandwidth=bandwidth)
+    rewrites ``churn_pages`` in-use pages per step, so the migration runs several dirty-log syncs.
+    With ``ordering`` the host caps the bandwidth at the start and lifts it as the ordering says."""
+    pair = MigrationPair(binary, ram_mib=ram_mib, hints=hints, bandwidth=bandwidth, ordering=ordering)
     try:
         dev, os_ = pair.source_balloon()
         src, dst = pair.src, pair.dst
@@ -236,6 +310,7 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
                                dev.read_config(8, 4) == 1 if hints else True, seconds,
                                int(ram.get("dirty-sync-count", 0)), tuple(by_sync), stale_tag,
                                predict_full_pages(os_.pages.n_pages, nonzero, 0 if stale_tag else hinted_union,
-                                                  sum(1 << p for p in dirtied)))
+                                                  sum(1 << p for p in dirtied)),
+                               None if pair.ordered is None else pair.ordered.summary())
     finally:
         pair.close()
