@@ -72,29 +72,30 @@ def main() -> None:
         mib = infl / PAGES_PER_MIB
         pfn, dense, spread = bmp.pfn_cost(infl), bmp.cost(infl), bmp.cost(n)
         figures[gib] = (pfn, dense, spread, mib)
-        print(f"{gib:>6}Gi{mib:>10.0f}{pfn.descriptors / mib:>14.2f}{pfn.bytes / mib:>11.0f}{pfn.round_trips:>11}"
+        print(f"{gib:>6}Gi{mib:>10.0f}{pfn.descriptors / mib:>14.2f}{pfn.bytes / mib:>11.0f}"
+              f"{pfn.round_trips:>11}"
               f"{dense.descriptors / mib:>14.4f}{dense.bytes / mib:>11.1f}{dense.round_trips:>11}"
               f"{spread.bytes / mib:>14.1f}{spread.round_trips:>14}")
 
     print("\ncombined-inflate-deflate-vq: round trips to migrate balloon pages")
     for pages in (1, 256, 65536):
-        print(f"{pages:>8} pages: {combined_vq.migration_round_trips(pages, combined=False):>7} with two queues, "
-              f"{combined_vq.migration_round_trips(pages, combined=True):>7} with one")
+        two, one = (combined_vq.migration_round_trips(pages, combined=c) for c in (False, True))
+        print(f"{pages:>8} pages: {two:>7} with two queues, {one:>7} with one")
 
     print("\nstats-only: the host asks for a quarter; half the guest is in use, the rest hinted")
     for gib in (sizes[0], sizes[-1]):
         n = gib * 1024 * PAGES_PER_MIB
         kept_so = stats_only.pages_kept(n, n // 4, stats_only=True)
         kept = stats_only.pages_kept(n, n // 4, stats_only=False)
-        print(f"{gib:>6}Gi keeps {stats_only.mib(kept_so):>9.0f} MiB stats-only, {stats_only.mib(kept):>9.0f} MiB "
-              "ballooning")
+        print(f"{gib:>6}Gi keeps {stats_only.mib(kept_so):>9.0f} MiB stats-only, "
+              f"{stats_only.mib(kept):>9.0f} MiB ballooning")
     n_small = sizes[0] * 1024 * PAGES_PER_MIB
     in_use, everything = range_mask(0, n_small // 2), range_mask(0, n_small)
     # Free pages of a long-running guest hold old data: without hints they travel in full.
     sent_hinted = predict_full_pages(n_small, everything, everything & ~in_use)
     sent_plain = predict_full_pages(n_small, everything, 0)
-    print(f"  migration of the {sizes[0]} GiB guest, its free half holding old data: {sent_hinted} full pages "
-          f"sent with hints, {sent_plain} without; a stats-only guest keeps hinting, so it keeps this saving")
+    print(f"  migration of the {sizes[0]} GiB guest, its free half holding old data: {sent_hinted} full "
+          f"pages sent with hints, {sent_plain} without; a stats-only guest keeps hinting, and this saving")
 
     print("\nhint-wait-on-ack: one hinting round over the free half")
     trips = {}
@@ -107,8 +108,9 @@ def main() -> None:
 
     big = sizes[-1]
     pfn, dense, spread, mib = figures[big]
-    print(f"guest_gib={big} pfn_bytes_per_mib={pfn.bytes / mib:.0f} pfn_desc_per_mib={pfn.descriptors / mib:.2f} "
-          f"bitmap_bytes_per_mib={dense.bytes / mib:.1f} bitmap_spread_bytes_per_mib={spread.bytes / mib:.1f} "
+    print(f"guest_gib={big} pfn_bytes_per_mib={pfn.bytes / mib:.0f} "
+          f"pfn_desc_per_mib={pfn.descriptors / mib:.2f} bitmap_bytes_per_mib={dense.bytes / mib:.1f} "
+          f"bitmap_spread_bytes_per_mib={spread.bytes / mib:.1f} "
           f"pfn_round_trips={pfn.round_trips} bitmap_round_trips={dense.round_trips} "
           f"stats_only_kept_mib={stats_only.mib(big * 1024 * PAGES_PER_MIB):.0f} "
           f"woa_round_trips={trips[big][0]} lock_free_round_trips={trips[big][1]} "

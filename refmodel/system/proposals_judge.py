@@ -34,7 +34,7 @@ _DESC = struct.Struct("<QIHH")
 
 @attrs.frozen
 class JudgePolicy:
-    """A host policy of :mod:`refmodel.system.migration`, plus the one only a discarding host can get wrong."""
+    """A host policy of :mod:`refmodel.system.migration`, and one only a discarding host gets wrong."""
 
     host: HostPolicy = SAFE
     #: Discard accepted hints after using their buffer, at the device's next turn (breaks PROP-HWA-DEV-1).
@@ -101,7 +101,8 @@ class JudgedSystem(HintingSystem):
         m = self.migration
         if m is not None and m.state is MigrationState.COMPLETED and (lost := m.lost_pages()):
             return f"page(s) {lost} arrived with the wrong contents on the destination"
-        held = self.driver.in_flight | self.driver.release_on_ack if isinstance(self.driver, WaitOnAckDriver) else 0
+        d = self.driver
+        held = d.in_flight | d.release_on_ack if isinstance(d, WaitOnAckDriver) else 0
         if self.ended_seen and not held and (leaked := self.guest.hinted & range_mask(0, self.n_pages)):
             return f"hinted page(s) {bits(leaked)} never returned to the guest after migration ended"
         return None
@@ -229,11 +230,13 @@ class Verdict:
 
     def line(self) -> str:
         if self.safe:
-            return f"{self.semantics:11} {self.policy:19} safe up to {self.depth} steps ({self.states} states)"
+            return (f"{self.semantics:11} {self.policy:19} safe up to {self.depth} steps "
+                    f"({self.states} states)")
         return f"{self.semantics:11} {self.policy:19} LOSES in {len(self.trace)} steps: {self.broken}"
 
 
-def _replay(history: tuple[Action, ...], n_pages: int, policy: JudgePolicy, wait_on_ack: bool) -> JudgedSystem:
+def _replay(history: tuple[Action, ...], n_pages: int, policy: JudgePolicy,
+            wait_on_ack: bool) -> JudgedSystem:
     s = JudgedSystem(n_pages, policy, wait_on_ack=wait_on_ack)
     for name, arg in history:
         _DO[name](s, arg)

@@ -8,8 +8,10 @@ import pytest
 
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.balloon.proposals import PROFILES, bitmap_inflate as bmp, combined_vq as cmb
-from refmodel.balloon.proposals import device_init_on_inflate as dii, device_init_reported as dir_, stats_only as so
-from refmodel.balloon.proposals.bits import BITS, RECOMMENDED_BITS, Harm, Proposal, collision, collisions, offer
+from refmodel.balloon.proposals import device_init_on_inflate as dii, device_init_reported as dir_
+from refmodel.balloon.proposals import stats_only as so
+from refmodel.balloon.proposals.bits import (BITS, RECOMMENDED_BITS, Harm, Proposal, collision, collisions,
+                                             offer)
 from refmodel.balloon.proposals.hint_wait_on_ack import HINT_WAIT_ON_ACK, WaitOnAckDriver, check_accepted
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation
 from refmodel.system.guest import GuestPages
@@ -32,7 +34,7 @@ def _queue(pages=8):
     return mem, SplitQueueDriver(mem, addrs, 8), SplitQueueDevice(mem, addrs, 8)
 
 
-# -- catalogue and bits ---------------------------------------------------------------------------------------
+# -- catalogue and bits --------------------------------------------------------------------------------------
 def test_every_profile_has_catalogue_entries_on_both_sides_where_it_binds_both():
     by_profile = {p: [r for r in catalogue().values() if r.profile == p] for p in PROFILES}
     assert all(by_profile.values()), [p for p, rs in by_profile.items() if not rs]
@@ -43,7 +45,8 @@ def test_every_profile_has_catalogue_entries_on_both_sides_where_it_binds_both()
 def test_bit6_is_claimed_three_times_and_a_device_cannot_offer_two_meanings():
     six = [b.proposal for b in BITS.values() if b.bit == 6]
     assert len(six) == 3 and not any(BITS[p].placeholder for p in six)
-    assert all(BITS[p].placeholder for p in (Proposal.STATS_ONLY, Proposal.BITMAP_INFLATE_DEFLATE, Proposal.COMBINED_VQ))
+    assert all(BITS[p].placeholder
+               for p in (Proposal.STATS_ONLY, Proposal.BITMAP_INFLATE_DEFLATE, Proposal.COMBINED_VQ))
     with pytest.raises(LocalSpecViolation) as exc:
         offer([Proposal.HINT_WAIT_ON_ACK, Proposal.DEVICE_INIT_REPORTED])
     _violation(exc, "PROP-BIT-DEV-1")
@@ -60,7 +63,7 @@ def test_collisions_worst_is_a_discarding_host_with_a_driver_that_does_not_wait(
         collision(Proposal.STATS_ONLY, Proposal.HINT_WAIT_ON_ACK)
 
 
-# -- hint-wait-on-ack -----------------------------------------------------------------------------------------
+# -- hint-wait-on-ack ----------------------------------------------------------------------------------------
 def test_wait_on_ack_needs_free_page_hint():
     check_accepted(HINT_WAIT_ON_ACK | Feature.VIRTIO_BALLOON_F_FREE_PAGE_HINT.mask)
     with pytest.raises(PeerSpecViolation) as exc:
@@ -71,7 +74,8 @@ def test_wait_on_ack_needs_free_page_hint():
 def _woa_driver(cid=2):
     mem, drv, dev = _queue(16)
     guest = GuestPages(8)
-    d = WaitOnAckDriver(lambda: cid, drv, guest, id_area=12 * BALLOON_PAGE_SIZE, stop_buf=12 * BALLOON_PAGE_SIZE + 64)
+    d = WaitOnAckDriver(lambda: cid, drv, guest, id_area=12 * BALLOON_PAGE_SIZE,
+                        stop_buf=12 * BALLOON_PAGE_SIZE + 64)
     d.on_config_change()
     assert d.hint_one()
     return d, dev, guest
@@ -106,7 +110,7 @@ def test_done_releases_acked_pages_now_and_the_rest_when_their_buffers_come_back
     assert guest.hinted == 0 and d.release_on_ack == 0
 
 
-# -- device-init-on-inflate / device-init-reported ------------------------------------------------------------
+# -- device-init-on-inflate / device-init-reported -----------------------------------------------------------
 def _inflate_chain(pfns, bitmap_len):
     mem, drv, dev = _queue(16)
     data = b"".join(p.to_bytes(4, "little") for p in pfns)
@@ -151,7 +155,7 @@ def test_init_reported_used_length_is_all_or_nothing():
         _violation(exc, "PROP-DIR-DEV-1")
 
 
-# -- stats-only -----------------------------------------------------------------------------------------------
+# -- stats-only ----------------------------------------------------------------------------------------------
 def test_stats_only_mode_is_fixed_and_keeps_the_guest_memory():
     dev = so.StatsOnlyDevice()
     dev.features_ok(so.STATS_ONLY | Feature.VIRTIO_BALLOON_F_STATS_VQ.mask)
@@ -164,10 +168,11 @@ def test_stats_only_mode_is_fixed_and_keeps_the_guest_memory():
         with pytest.raises(err) as exc:
             call()
         _violation(exc, req)
-    assert so.pages_kept(1000, 300, stats_only=True) == 1000 and so.pages_kept(1000, 300, stats_only=False) == 700
+    assert so.pages_kept(1000, 300, stats_only=True) == 1000
+    assert so.pages_kept(1000, 300, stats_only=False) == 700
 
 
-# -- bitmap-inflate-deflate -----------------------------------------------------------------------------------
+# -- bitmap-inflate-deflate ----------------------------------------------------------------------------------
 def test_bitmap_round_trip_and_the_device_treats_bits_as_pfns():
     dev = bmp.BitmapBalloonDevice(256)
     assert dev.inflate(bmp.encode(64, 70, 0b1011)) == 3 and dev.balloon == 0b1011 << 64
@@ -204,7 +209,7 @@ def test_bitmap_costs_less_than_pfn_arrays_when_dense():
     assert len(encoded) == bitmap.descriptors and sum(map(len, encoded)) == bitmap.bytes
 
 
-# -- combined-inflate-deflate-vq ------------------------------------------------------------------------------
+# -- combined-inflate-deflate-vq -----------------------------------------------------------------------------
 def test_combined_buffer_moves_pages_in_one_step():
     dev = cmb.CombinedBalloonDevice(64)
     assert dev.process(cmb.encode([1, 2, 3], [])) == (3, 0)
@@ -234,7 +239,7 @@ def test_combined_mutant_driver_using_the_old_queues_is_caught():
     assert re.search("combined", str(exc.value))
 
 
-# -- the RFC series (spec/proposal-rfc) -----------------------------------------------------------------------
+# -- the RFC series (spec/proposal-rfc) ----------------------------------------------------------------------
 def test_rfc_series_applies_to_1_4_and_marks_only_profile_ids(tmp_path):
     import shutil
     import subprocess

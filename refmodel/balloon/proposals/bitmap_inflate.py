@@ -36,7 +36,8 @@ def encode(base_pfn: int, nbits: int, pages: int) -> bytes:
 def decode(data: bytes, n_pages: int) -> int:
     """The device's parse: the buffer's pages as an absolute PFN mask. Malformed input is named."""
     if len(data) < HEADER.size:
-        raise PeerSpecViolation("PROP-BMP-DRV-1", f"bitmap buffer of {len(data)} bytes, shorter than its header")
+        raise PeerSpecViolation("PROP-BMP-DRV-1",
+                                f"bitmap buffer of {len(data)} bytes, shorter than its header")
     base, nbits = HEADER.unpack_from(data)
     if base % 64:
         raise PeerSpecViolation("PROP-BMP-DRV-2", f"base_pfn {base:#x} is not a multiple of 64")
@@ -68,8 +69,8 @@ class BitmapBalloonDevice:
     def deflate(self, data: bytes) -> int:
         pages = decode(data, self.n_pages)
         if stray := pages & ~self.balloon:
-            raise PeerSpecViolation("BAL-OP-DRV-10", f"deflate of PFN {(stray & -stray).bit_length() - 1:#x}, "
-                                    "not in the balloon")
+            first = (stray & -stray).bit_length() - 1
+            raise PeerSpecViolation("BAL-OP-DRV-10", f"deflate of PFN {first:#x}, not in the balloon")
         self.balloon &= ~pages
         return pages.bit_count()
 

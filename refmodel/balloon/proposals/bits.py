@@ -100,15 +100,16 @@ _TABLE = {
         "ACK; the driver hints lock-free and its shrinker reuses a page whose buffer is still queued "
         "(the judge's trace hint -> reclaim -> device turn)"),
     (P.HINT_WAIT_ON_ACK, P.DEVICE_INIT_REPORTED): (
-        Harm.DATA_LOSS, "as with DEVICE_INIT_ON_INFLATE: the driver does not wait for the ACK the host relies "
-        "on; and it reads a non-zero used length on reporting_vq as 'initialized'"),
+        Harm.DATA_LOSS, "as with DEVICE_INIT_ON_INFLATE: the driver does not wait for the ACK the host "
+        "relies on; and it reads a non-zero used length on reporting_vq as 'initialized'"),
     (P.DEVICE_INIT_ON_INFLATE, P.HINT_WAIT_ON_ACK): (
         Harm.DEVICE_RESET, "the device expects a writable bitmap after each inflate PFN array and finds none "
         "(PROP-DII-DRV-1); the driver's waiting for hint ACKs only costs time"),
     (P.DEVICE_INIT_ON_INFLATE, P.DEVICE_INIT_REPORTED): (
         Harm.DEVICE_RESET, "the device expects inflate bitmaps the driver never appends (PROP-DII-DRV-1)"),
     (P.DEVICE_INIT_REPORTED, P.HINT_WAIT_ON_ACK): (
-        Harm.SLOWER, "the driver waits for hint ACKs a device uses anyway; reporting used lengths are ignored"),
+        Harm.SLOWER, "the driver waits for hint ACKs a device uses anyway; reporting used lengths are "
+        "ignored"),
     (P.DEVICE_INIT_REPORTED, P.DEVICE_INIT_ON_INFLATE): (
         Harm.NONE, "the device ignores the writable bitmap, used length 0, so the driver initializes every "
         "deflated page (PROP-DII-DRV-2); a driver that read the bitmap past the used length gets STALE_DATA"),

@@ -33,16 +33,19 @@ class CombinedBalloonDevice:
 
     def buffer_on(self, queue: str) -> None:
         if queue in ("inflateq", "deflateq"):
-            raise PeerSpecViolation("PROP-CMB-DRV-3", f"a buffer on {queue} with the combined queue negotiated")
+            raise PeerSpecViolation("PROP-CMB-DRV-3",
+                                    f"a buffer on {queue} with the combined queue negotiated")
 
     def process(self, data: bytes) -> tuple[int, int]:
         """Apply one buffer whole; returns (inflated, deflated). Nothing changes if it is malformed."""
         if len(data) < HEADER.size:
-            raise PeerSpecViolation("PROP-CMB-DRV-1", f"combined buffer of {len(data)} bytes, shorter than its header")
+            raise PeerSpecViolation("PROP-CMB-DRV-1",
+                                    f"combined buffer of {len(data)} bytes, shorter than its header")
         n_in, n_de = HEADER.unpack_from(data)
         if len(data) != HEADER.size + 4 * (n_in + n_de):
-            raise PeerSpecViolation("PROP-CMB-DRV-1", f"{n_in} + {n_de} PFNs need {HEADER.size + 4 * (n_in + n_de)} "
-                                    f"bytes, the buffer holds {len(data)}")
+            need = HEADER.size + 4 * (n_in + n_de)
+            raise PeerSpecViolation("PROP-CMB-DRV-1", f"{n_in} + {n_de} PFNs need {need} bytes, "
+                                    f"the buffer holds {len(data)}")
         pfns = [p for (p,) in _LE32.iter_unpack(data[HEADER.size:])]
         if len(set(pfns)) != len(pfns):
             raise PeerSpecViolation("PROP-CMB-DRV-2", "a PFN appears twice in one combined buffer")
@@ -56,8 +59,8 @@ class CombinedBalloonDevice:
             raise PeerSpecViolation("BAL-OP-DRV-6", f"inflate of PFN {(again & -again).bit_length() - 1:#x}, "
                                     "already in the balloon")
         if stray := drop & ~self.balloon:
-            raise PeerSpecViolation("PROP-CMB-DRV-2", f"deflate of PFN {(stray & -stray).bit_length() - 1:#x}, "
-                                    "not in the balloon")
+            first = (stray & -stray).bit_length() - 1
+            raise PeerSpecViolation("PROP-CMB-DRV-2", f"deflate of PFN {first:#x}, not in the balloon")
         self.balloon = (self.balloon | add) & ~drop  # PROP-CMB-DEV-1: in one step
         self.actual += n_in - n_de
         return n_in, n_de

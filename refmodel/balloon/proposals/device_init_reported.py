@@ -18,7 +18,8 @@ def report_used_len(length: int, initialized: bool) -> int:
     return length if initialized else 0
 
 
-def reported_initialized(length: int, used_len: int, reads_initialized: Callable[[], bool] | None = None) -> bool:
+def reported_initialized(length: int, used_len: int,
+                         reads_initialized: Callable[[], bool] | None = None) -> bool:
     """The driver's reading of one returned reporting_vq element (``PROP-DIR-DRV-1``), checked."""
     if used_len not in (0, length):
         raise PeerSpecViolation("PROP-DIR-DEV-1", f"used length {used_len} for a {length}-byte report: "

@@ -63,7 +63,7 @@ class WaitOnAckDriver(FreePageHintDriver):
         return self.acked.bit_count()
 
     def release_after_done(self, pages: int) -> None:
-        """DONE: acked pages go back now; pages still in flight when their buffer is used (``PROP-HWA-DRV-1``)."""
+        """DONE: acked pages go back now, pages in flight when their buffer is used (``PROP-HWA-DRV-1``)."""
         self.release_on_ack |= pages & self.in_flight
         self.guest.release_hinted(pages & ~self.in_flight)
         self.acked &= ~pages
@@ -104,7 +104,8 @@ class WaitOnAckDriver(FreePageHintDriver):
         if self.vq.num_free < 2:  # keep a slot for STOP
             self.guest.release_hinted(mask)
             return False
-        self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)], token=("hint", mask))
+        self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)],
+                    token=("hint", mask))
         assert self.served is not None
         self.sent_under[self.served] = self.sent_under.get(self.served, 0) | mask
         self.in_flight |= mask

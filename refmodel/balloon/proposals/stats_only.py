@@ -29,8 +29,8 @@ class StatsOnlyDevice:
         """FEATURES_OK: the mode is what the driver accepted. After DRIVER_OK a different mode is a change."""
         mode = bool(accepted & STATS_ONLY)
         if self.live and mode != self.stats_only:
-            raise PeerSpecViolation("PROP-SO-DRV-2", f"mode changed to {'stats-only' if mode else 'ballooning'} "
-                                    "after DRIVER_OK")
+            name = "stats-only" if mode else "ballooning"
+            raise PeerSpecViolation("PROP-SO-DRV-2", f"mode changed to {name} after DRIVER_OK")
         self.stats_only = mode
 
     def driver_ok(self) -> None:
@@ -39,7 +39,8 @@ class StatsOnlyDevice:
     def buffer_on(self, queue: str) -> None:
         """A buffer the driver made available on ``queue``."""
         if self.stats_only and queue in _BALLOON_QUEUES:
-            raise PeerSpecViolation("PROP-SO-DRV-1", f"a buffer on {queue} from a driver that declared stats-only")
+            raise PeerSpecViolation("PROP-SO-DRV-1",
+                                    f"a buffer on {queue} from a driver that declared stats-only")
 
     def set_num_pages(self, num_pages: int, actual: int) -> int:
         """The host's target; a stats-only guest is never asked for pages (``PROP-SO-DEV-1``)."""

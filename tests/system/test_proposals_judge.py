@@ -53,6 +53,7 @@ def test_the_fingerprint_ignores_history_but_not_state():
 
 
 def test_bad_arguments_are_one_line_errors():
-    for sem, pol, msg in (("locked", "safe", "semantics must be one of"), (SEMANTICS[0], "nope", "policy must")):
+    for sem, pol, msg in (("locked", "safe", "semantics must be one of"),
+                          (SEMANTICS[0], "nope", "policy must")):
         with pytest.raises(ValueError, match=msg):
             judge(sem, pol)
