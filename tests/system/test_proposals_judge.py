@@ -57,3 +57,13 @@ def test_bad_arguments_are_one_line_errors():
                           (SEMANTICS[0], "nope", "policy must")):
         with pytest.raises(ValueError, match=msg):
             judge(sem, pol)
+
+
+def test_the_worst_bit6_collision_is_the_judges_five_step_loss():
+    """A host that reads bit 6 as HINT_WAIT_ON_ACK and a driver that reads it as #242 or #244: the driver
+    hints lock-free, the host discards at once (refmodel.balloon.proposals.bits)."""
+    from refmodel.balloon.proposals.bits import Harm, Proposal, collision
+
+    assert collision(Proposal.HINT_WAIT_ON_ACK, Proposal.DEVICE_INIT_ON_INFLATE).harm is Harm.DATA_LOSS
+    lock_free, locked = (judge(sem, "discard_hinted", n_pages=1, depth=5) for sem in SEMANTICS)
+    assert not lock_free.safe and locked.safe
