@@ -23,14 +23,17 @@ import attrs
 from refmodel.balloon.device import BalloonDevice
 from refmodel.balloon.driver import BalloonDriver
 
+from refmodel.virtio.packed.device import PackedQueueDevice
+from refmodel.virtio.packed.driver import PackedQueueDriver
 from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.driver import SplitQueueDriver
 
-from conformance.mutants import balloon as mutants, virtq as virtq_mutants
+from conformance.mutants import balloon as mutants, packed as packed_mutants, virtq as virtq_mutants
 from conformance.machines.device import DeviceConformance
 from conformance.machines.driver import DriverConformance
 from conformance.machines.base import ConformanceMachine
-from conformance.machines.virtq import DeviceQueueConformance, DriverQueueConformance
+from conformance.machines.virtq import (QUEUE_MACHINES, DeviceQueueConformance, DriverQueueConformance,
+                                       PackedDeviceQueueConformance, PackedDriverQueueConformance)
 
 ROLES = ("device", "driver")
 
@@ -77,6 +80,21 @@ def _builtins() -> dict[tuple[str, str], Implementation]:
             name = f"virtq-mutant-{_kebab(qcls.__name__)}"
             out[name, role] = Implementation(name, role, qcls, (qcls.__doc__ or "").strip(),
                                              _ids(qcls.breaks), machine=machine)
+    # Virtqueue level, packed ring (--ring packed): checked on PACKED-* only.
+    out["virtq-packed-reference", "device"] = Implementation(
+        "virtq-packed-reference", "device", PackedQueueDevice, "the reference device-side packed virtqueue "
+        "(refmodel.virtio.packed.device)", machine=PackedDeviceQueueConformance)
+    out["virtq-packed-reference", "driver"] = Implementation(
+        "virtq-packed-reference", "driver", PackedQueueDriver, "the reference driver-side packed virtqueue "
+        "(refmodel.virtio.packed.driver)", machine=PackedDriverQueueConformance)
+    packed: tuple[tuple[str, tuple[type, ...], type], ...] = (
+        ("device", packed_mutants.DEVICE_QUEUE_MUTANTS, PackedDeviceQueueConformance),
+        ("driver", packed_mutants.DRIVER_QUEUE_MUTANTS, PackedDriverQueueConformance))
+    for prole, pgroup, pmachine in packed:
+        for pcls in pgroup:
+            name = f"virtq-packed-mutant-{_kebab(pcls.__name__)}"
+            out[name, prole] = Implementation(name, prole, pcls, (pcls.__doc__ or "").strip(),
+                                              _ids(getattr(pcls, "breaks")), machine=pmachine)
     for dcls in mutants.DEVICE_MUTANTS:
         name = f"mutant-{_kebab(dcls.__name__)}"
         out[name, "device"] = Implementation(name, "device", dcls, (dcls.__doc__ or "").strip(),
@@ -120,24 +138,41 @@ def _load_factory(spec: str) -> Callable[..., Any]:
 
 
 LEVELS = ("balloon", "virtqueue")
+#: Virtqueue layouts a virtqueue-level run checks (``--ring``); the balloon machines run split rings.
+RINGS = tuple(QUEUE_MACHINES)
 #: rust-vmm's virtio-queue as Debian packages it, built on first use (conformance.adapters.rust_vmm).
 RUST_VMM = {"rust-vmm-virtio-queue-0.14": "make_014", "rust-vmm-virtio-queue-0.18": "make_018"}
 
 
+def ring_of(impl: Implementation) -> str | None:
+    """The virtqueue layout a virtqueue-level implementation is checked as (None: a balloon-level one)."""
+    return next((ring for ring, machines in QUEUE_MACHINES.items() if impl.machine in machines), None)
+
+
 def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: str | None = None,
-            level: str = "balloon") -> Implementation:
+            level: str = "balloon", ring: str | None = None) -> Implementation:
+    """``ring`` (virtqueue level only): split or packed; None takes a built-in's own, else split."""
     if role not in ROLES:
         raise DutError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
     if level not in LEVELS:
         raise DutError(f"--level {level!r}: expected one of {', '.join(LEVELS)}")
+    if ring is not None and ring not in RINGS:
+        raise DutError(f"--ring {ring!r}: expected one of {', '.join(RINGS)}")
+    if ring == "packed" and level != "virtqueue":
+        raise DutError("--ring packed needs --level virtqueue (the balloon-level machines run split rings)")
     if level == "virtqueue":
         if dut == "reference":
-            dut = "virtq-reference"
+            dut = "virtq-packed-reference" if ring == "packed" else "virtq-reference"
         if (dut, role) in BUILTIN:
             impl = BUILTIN[dut, role]
-            if impl.machine not in (DeviceQueueConformance, DriverQueueConformance):
+            own = ring_of(impl)
+            if own is None:
                 raise DutError(f"--dut {dut!r} is a balloon {role}, not a virtqueue")
+            if ring is not None and own != ring:
+                raise DutError(f"--dut {dut!r} is a {own} virtqueue; use --ring {own}")
             return impl
+        if dut in RUST_VMM and ring == "packed":
+            raise DutError(f"--dut {dut}: the adapter drives its split queue only; use --ring split")
         if dut in RUST_VMM:
             if role != "device":
                 raise DutError(f"--dut {dut} is a device-side queue; use --role device")
@@ -146,8 +181,9 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
                                   machine=DeviceQueueConformance)
         if ":" not in dut or dut.startswith("c:"):
             raise DutError(f"--dut {dut!r}: a virtqueue under test is a built-in virtq-* name or module:factory")
-        machine = DeviceQueueConformance if role == "device" else DriverQueueConformance
-        return Implementation(dut, role, _load_factory(dut), f"third-party {role}-side virtqueue from {dut}",
+        machine = QUEUE_MACHINES[ring or "split"][ROLES.index(role)]
+        kind = "packed virtqueue" if ring == "packed" else "virtqueue"
+        return Implementation(dut, role, _load_factory(dut), f"third-party {role}-side {kind} from {dut}",
                               machine=machine)
     if (dut, role) in BUILTIN:
         return BUILTIN[dut, role]
