@@ -7,7 +7,14 @@ no bandwidth cap. Figures: MB sent, pages sent in full, seconds; the ideal is th
 in use (RAM size - MemFree). The model (``refmodel.system.migration.Migration``) predicts the full pages
 for the same workload with no hints and with every page the driver held as a hint applied before the
 bulk pass; the gap between that and the measured hint run is the freed memory whose hint came after
-the bulk pass had sent it. Ends with one key=value line.
+the bulk pass had sent it. The timing model (``refmodel.system.timing``, calibrated by
+``bench/bench_timing_model.py``) predicts each mode's full pages and seconds.
+
+``--ordering GBPS`` adds ``hint-ordered``: the same hinting guest under a host ordering
+(``conformance.adapters.qemu.migration.OrderedStart``: ``max-bandwidth`` capped at GBPS until hints
+stop arriving, bounded), and ``off-ordered``: a guest that never hints under the same ordering (the
+bound). ``--check`` keeps RAM in files, writes the migration stream to one, loads it into a
+destination QEMU and compares every page. Ends with one key=value line.
 """
 
 from __future__ import annotations
@@ -27,23 +34,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conformance.adapters.linux.qemu_guest import build  # noqa: E402
+from conformance.adapters.qemu.migration import OrderedStart  # noqa: E402
 from conformance.adapters.qemu.qmp import QmpClient  # noqa: E402
-from refmodel.system.migration import predict_full_pages  # noqa: E402
+from refmodel.system.migration import HonestIdeal, predict_full_pages  # noqa: E402
+from refmodel.system.orderings import CapThenLift  # noqa: E402
+from refmodel.system.timing import DriverTiming, GuestMix, HostTiming, ReportingTiming, simulate  # noqa: E402
 
 PAGE = 4096
 BLOCK = 1 << 10  # Linux hints order-10 blocks (4 MiB)
 MODES = {"hint": "free-page-hint=on,iothread=io0", "off": "", "report": "free-page-reporting=on"}
+ORDERED = {"hint-ordered": "hint", "off-ordered": "off"}  # mode -> the device it runs with
+READY_S = 0.1  # from the free to the settle timer (as bench_timing_model)
+
+
+def machine_args(qemu: str, mem_mib: int, ram_file: Path | None) -> list[str]:
+    mem = ["-m", str(mem_mib)]
+    if ram_file is not None:  # RAM in a file we can read after the migration
+        mem += ["-object", f"memory-backend-file,id=ram0,size={mem_mib}M,mem-path={ram_file},share=on"]
+    return [qemu, "-machine", "q35" + (",memory-backend=ram0" if ram_file is not None else ""), "-accel", "tcg",
+            "-smp", "2", *mem, "-nographic", "-nodefaults", "-no-user-config", "-object", "iothread,id=io0"]
 
 
 class Guest:
-    def __init__(self, qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: Path) -> None:
+    def __init__(self, qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: Path,
+                 ram_file: Path | None = None) -> None:
         kernel, initrd, self.kernel = build()
         self.qmp_path = str(workdir / f"{mode}.qmp")
-        dev = "virtio-balloon-pci" + (f",{MODES[mode]}" if MODES[mode] else "")
-        args = [qemu, "-machine", "q35", "-accel", "tcg", "-smp", "2", "-m", str(mem_mib), "-nographic",
-                "-nodefaults", "-no-user-config", "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
-                "-append", f"console=ttyS0 rdinit=/init quiet KEEP={keep} FILL={fill} TICK=0.02",
-                "-object", "iothread,id=io0", "-device", dev, "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        device = MODES[ORDERED.get(mode, mode)]
+        dev = "virtio-balloon-pci" + (f",{device}" if device else "")
+        self.dev = dev
+        self.boot = ["-kernel", str(kernel), "-initrd", str(initrd),
+                     "-append", f"console=ttyS0 rdinit=/init quiet KEEP={keep} FILL={fill} TICK=0.02"]
+        args = [*machine_args(qemu, mem_mib, ram_file), "-serial", "stdio", *self.boot,
+                "-device", dev, "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         assert self.proc.stdout is not None
@@ -86,8 +109,64 @@ class Guest:
         self.proc.wait()
 
 
-def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: Path, settle: float) -> dict:
-    g = Guest(qemu, mode, mem_mib, keep, fill, workdir)
+def compare(qemu: str, mem_mib: int, g: Guest, src_ram: Path, stream: Path, workdir: Path) -> dict:
+    """Load the migration stream into a destination QEMU (paused, -S) and compare its RAM with the
+    source's (paused after the migration), page by page. A page that differs and is not zero on the
+    destination was lost; one zero there and not on the source was never sent (a free page hinted or
+    reported that the guest left as it was: allowed)."""
+    dst_ram = workdir / "dst.ram"
+    qmp_path = str(workdir / "dst.qmp")
+    args = [*machine_args(qemu, mem_mib, dst_ram), "-S", "-serial", "null", *g.boot, "-device", g.dev,
+            "-qmp", f"unix:{qmp_path},server=on,wait=off", "-incoming", "defer"]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        end = time.monotonic() + 30
+        while True:  # the socket file appears before QEMU listens on it
+            try:
+                qmp = QmpClient(qmp_path)
+                break
+            except Exception:
+                if time.monotonic() > end or proc.poll() is not None:
+                    err = proc.stderr.read().decode()[-500:] if proc.stderr else ""
+                    raise RuntimeError(f"destination did not start: {err}") from None
+                time.sleep(0.05)
+        qmp.execute("migrate-incoming", uri=f"exec:cat {stream}")
+        end = time.monotonic() + 300
+        while (status := (qmp.execute("query-migrate") or {}).get("status")) != "completed":
+            if status == "failed" or time.monotonic() > end:
+                raise RuntimeError(f"destination load {status}")
+            time.sleep(0.05)
+        qmp.close()
+        zero = bytes(PAGE)
+        unsent, differ = 0, []
+        with open(src_ram, "rb") as fs, open(dst_ram, "rb") as fd:
+            base = 0
+            while True:
+                a, b = fs.read(1 << 24), fd.read(1 << 24)
+                if not a:
+                    break
+                if a != b:
+                    for off in range(0, len(a), PAGE):
+                        pa, pb = a[off:off + PAGE], b[off:off + PAGE]
+                        if pa != pb:
+                            if pb == zero:
+                                unsent += 1
+                            else:  # which page, and how many bytes differ (a ring index is a few)
+                                differ.append(((base + off) // PAGE, sum(x != y for x, y in zip(pa, pb))))
+                base += len(a)
+        return {"lost": len(differ), "differing": differ[:20], "unsent_free": unsent}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        dst_ram.unlink(missing_ok=True)
+
+
+def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: Path, settle: float,
+            ordering: CapThenLift | None = None, check: bool = False) -> dict:
+    src_ram, stream = workdir / "src.ram", workdir / "stream"
+    g = Guest(qemu, mode, mem_mib, keep, fill, workdir, src_ram if check else None)
     try:
         g.wait_ready(600)
         end = time.monotonic() + settle  # reporting reports 2 s after the free; let every mode wait alike
@@ -97,12 +176,19 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
         mem_total = mem_mib << 20
         free_before = g.free[-1][1]
         qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+        ordered = OrderedStart(ordering, qmp.execute) if ordering is not None and mode in ORDERED else None
+        if ordered is not None:
+            ordered.begin()
         t0 = time.monotonic()
-        qmp.execute("migrate", uri="exec:cat > /dev/null")
+        qmp.execute("migrate", uri=f"exec:cat > {stream}" if check else "exec:cat > /dev/null")
+        if ordered is not None:
+            ordered.started()
         progress: list[tuple[float, int]] = []
         while True:
-            g.pump(0.05)
+            g.pump(0.005 if ordered is not None else 0.05)
             info = qmp.execute("query-migrate")
+            if ordered is not None:
+                ordered.poll(info)
             ram = info.get("ram", {})
             progress.append((time.monotonic(), int(ram.get("normal", 0))))
             if info.get("status") in ("completed", "failed", "cancelled"):
@@ -112,12 +198,37 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
             raise RuntimeError(f"{mode}: migration {info.get('status')}: {info}")
         qmp.close()
         hint_curve = [(t - t0, max(free_before - f, 0)) for t, f in g.free if t >= t0]
-        return {"mode": mode, "mb": ram["transferred"] / 1e6, "full_pages": ram["normal"], "wall": wall,
-                "zero_pages": ram.get("duplicate", 0), "ideal": (mem_total - free_before) // PAGE,
-                "free_before": free_before, "hinted_max": max((h for _, h in hint_curve), default=0) // PAGE,
-                "hint_curve": hint_curve, "progress": [(t - t0, n) for t, n in progress], "kernel": g.kernel}
+        out = {"mode": mode, "mb": ram["transferred"] / 1e6, "full_pages": ram["normal"], "wall": wall,
+               "zero_pages": ram.get("duplicate", 0), "ideal": (mem_total - free_before) // PAGE,
+               "free_before": free_before, "hinted_max": max((h for _, h in hint_curve), default=0) // PAGE,
+               "hint_curve": hint_curve, "progress": [(t - t0, n) for t, n in progress], "kernel": g.kernel,
+               "dirty_syncs": int(ram.get("dirty-sync-count", 0))}
+        if ordered is not None:
+            out["ordering"] = ordered.summary()
+        g.close()
+        if check:
+            try:
+                out["compare"] = compare(qemu, mem_mib, g, src_ram, stream, workdir)
+            except Exception as e:  # keep the migration's figures; say the compare could not be made
+                out["compare"] = {"lost": -1, "error": str(e)[:300]}
+        return out
     finally:
         g.close()
+        for f in (src_ram, stream):
+            f.unlink(missing_ok=True)
+
+
+def timing_model(mem_mib: int, fill_mib: int, settle: float, run: dict) -> dict:
+    """The calibrated timing model's full pages and seconds for one measured run's guest and mode."""
+    mix = GuestMix.measured(mem_mib, run["free_before"], fill_mib)
+    mode = ORDERED.get(run["mode"], run["mode"])
+    if mode == "report":
+        mix = mix.reported(ReportingTiming().reported(mix.free, settle + READY_S))
+    o = run.get("ordering")
+    sched = CapThenLift(o["cap_bps"], o["quiet_s"], o["first_hint_bound_s"], o["bound_s"]) if o else None
+    driver = DriverTiming() if mode == "hint" else None
+    m = simulate(mix, HostTiming(), driver, sched) if sched else simulate(mix, HostTiming(), driver)
+    return {"full_pages": round(m.full_pages), "wall": round(m.wall_s, 3), "mb": round(m.mb, 1)}
 
 
 def predict(n_pages: int, ideal: int, fill: int, hinted: int) -> int:
@@ -150,11 +261,21 @@ def main() -> None:
     p.add_argument("--fill-mib", type=int, default=1500, help="MiB written then freed before migrating")
     p.add_argument("--settle", type=float, default=6.0, help="seconds between the free and the migration")
     p.add_argument("--json", type=Path, help="write the figures (and timelines) here")
+    p.add_argument("--ordering", type=float, metavar="GBPS",
+                   help="also run hint-ordered and off-ordered: max-bandwidth capped at GBPS until hints stop")
+    p.add_argument("--quiet-ms", type=float, default=50.0, help="the ordering's 'hints stopped' time")
+    p.add_argument("--first-hint-bound", type=float, default=0.25, help="the ordering's bound if no hint comes")
+    p.add_argument("--bound", type=float, default=2.0, help="the ordering's bound on the capped start")
+    p.add_argument("--check", action="store_true",
+                   help="load each stream into a destination QEMU and compare every page (RAM in /dev/shm)")
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="vc-migr-"))
+    ordering = None if args.ordering is None else CapThenLift(args.ordering * 1e9, args.quiet_ms / 1e3,
+                                                             args.first_hint_bound, args.bound)
+    modes = [*MODES, *(ORDERED if ordering is not None else ())]
+    work = Path(tempfile.mkdtemp(prefix="vc-migr-", dir="/dev/shm" if args.check else None))
     try:
-        runs = [migrate(args.qemu, mode, args.mem_mib, args.keep_mib, args.fill_mib, work, args.settle)
-                for mode in MODES]
+        runs = [migrate(args.qemu, mode, args.mem_mib, args.keep_mib, args.fill_mib, work, args.settle,
+                        ordering, args.check) for mode in modes]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n_pages = (args.mem_mib << 20) // PAGE
@@ -164,12 +285,28 @@ def main() -> None:
     model_hint = predict(n_pages, hint["ideal"], fill, held)
     model_off = predict(n_pages, hint["ideal"], fill, 0)
     ver = subprocess.run([args.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    by = {r["mode"]: r for r in runs}
+    # The honest ideal: the pages in use (RAM - MemFree, all counted as non-zero), plus the resends the run
+    # without hints could not avoid (at most its sends beyond one per page).
+    resends = max(0, by["off"]["full_pages"] + by["off"]["zero_pages"] - n_pages)
+    for r in runs:
+        r["honest_ideal"] = HonestIdeal(r["ideal"], min(resends, r["ideal"])).pages
+        r["timing_model"] = timing_model(args.mem_mib, args.fill_mib, args.settle, r)
     print(f"{ver}; guest {hint['kernel']}, {args.mem_mib} MiB, {args.keep_mib} MiB kept, {args.fill_mib} MiB "
           "written and freed, TCG, migration to exec:cat")
-    print(f"{'mode':>8}{'MB sent':>10}{'full pages':>12}{'zero pages':>12}{'seconds':>9}{'ideal':>9}{'x ideal':>9}")
+    print(f"{'mode':>13}{'MB sent':>10}{'full pages':>12}{'zero pages':>12}{'seconds':>9}{'honest':>9}{'x honest':>9}"
+          f"{'old ideal':>10}{'x old':>7}{'timing model':>14}{'model s':>8}{'lost':>6}")
     for r in runs:
-        print(f"{r['mode']:>8}{r['mb']:>10.1f}{r['full_pages']:>12}{r['zero_pages']:>12}{r['wall']:>9.2f}"
-              f"{r['ideal']:>9}{r['full_pages'] / r['ideal']:>9.2f}")
+        lost = r.get("compare", {}).get("lost", "-")
+        print(f"{r['mode']:>13}{r['mb']:>10.1f}{r['full_pages']:>12}{r['zero_pages']:>12}{r['wall']:>9.2f}"
+              f"{r['honest_ideal']:>9}{r['full_pages'] / r['honest_ideal']:>9.2f}{r['ideal']:>10}"
+              f"{r['full_pages'] / r['ideal']:>7.2f}{r['timing_model']['full_pages']:>14}"
+              f"{r['timing_model']['wall']:>8.2f}{lost:>6}")
+        if "ordering" in r:
+            o = r["ordering"]
+            print(f"{'':>13}ordering: cap {o['cap_bps'] / 1e9:g} GB/s, lifted at "
+                  f"{o['lifted_s'] if o['lifted_s'] is None else round(o['lifted_s'], 3)} s ({o['lifted_because']}), "
+                  f"{o['hinted_seen']} hinted pages seen over QMP")
     print(f"{'model':>8}{'':>10}{model_hint:>12}{'':>12}{'':>9}{hint['ideal']:>9}{model_hint / hint['ideal']:>9.2f}"
           f"   hints (the {held} pages the driver held) all applied before the bulk pass")
     print(f"{'model':>8}{'':>10}{model_off:>12}{'':>12}{'':>9}{hint['ideal']:>9}{model_off / hint['ideal']:>9.2f}"
@@ -183,12 +320,20 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "model_hint": model_hint, "model_off": model_off,
                                          "qemu": ver, "args": vars(args) | {"json": str(args.json)}}, indent=1))
-    by = {r["mode"]: r for r in runs}
+    extra = ""
+    if "hint-ordered" in by:
+        ho, oo = by["hint-ordered"], by["off-ordered"]
+        extra = (f" ordered_pages={ho['full_pages']} ordered_mb={ho['mb']:.1f} ordered_s={ho['wall']:.2f} "
+                 f"ordered_over_honest={ho['full_pages'] / ho['honest_ideal']:.3f} "
+                 f"never_hinting_ordered_s={oo['wall']:.2f}")
+    if args.check:
+        extra += f" lost_pages={sum(r['compare']['lost'] for r in runs)}"
     print(f"hint_mb={by['hint']['mb']:.1f} off_mb={by['off']['mb']:.1f} report_mb={by['report']['mb']:.1f} "
           f"hint_s={by['hint']['wall']:.2f} off_s={by['off']['wall']:.2f} report_s={by['report']['wall']:.2f} "
           f"ideal_pages={hint['ideal']} hint_pages={by['hint']['full_pages']} off_pages={by['off']['full_pages']} "
           f"report_pages={by['report']['full_pages']} model_hint_pages={model_hint} model_off_pages={model_off} "
-          f"hint_over_off={by['hint']['mb'] / by['off']['mb']:.3f}")
+          f"hint_over_off={by['hint']['mb'] / by['off']['mb']:.3f}"
+          f" hint_over_honest={by['hint']['full_pages'] / by['hint']['honest_ideal']:.3f}{extra}")
 
 
 if __name__ == "__main__":

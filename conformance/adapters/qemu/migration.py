@@ -60,13 +60,16 @@ class OrderedStart:
 
     In the first round (``dirty-sync-count`` 1) every page leaves ``ram.remaining`` either sent
     (``normal`` + ``duplicate``) or cleared by a hint, so hinted = (total - remaining) / page size -
-    sent. Once the round is over the cap is lifted whatever the schedule says: the ordering is for the
-    bulk pass only. Call :meth:`begin` before ``migrate``, :meth:`started` right after, :meth:`poll`
-    with each ``query-migrate`` answer.
+    sent. Fewer than ``noise`` such pages are not a hint (a page QEMU is sending is briefly in neither
+    count); a hint is a block (Linux: 1,024 pages; the reference driver: up to 256). Once the round is
+    over the cap is lifted whatever the schedule says: the ordering is for the bulk pass only. Call
+    :meth:`begin` before ``migrate``, :meth:`started` right after, :meth:`poll` with each
+    ``query-migrate`` answer.
     """
 
-    def __init__(self, schedule: CapThenLift, execute: Callable[..., object], *, lift_to: int = UNCAPPED_BPS) -> None:
-        self.schedule, self.execute, self.lift_to = schedule, execute, lift_to
+    def __init__(self, schedule: CapThenLift, execute: Callable[..., object], *, lift_to: int = UNCAPPED_BPS,
+                 noise: int = 64) -> None:
+        self.schedule, self.execute, self.lift_to, self.noise = schedule, execute, lift_to, noise
         self.t0 = 0.0
         self.skipped = 0
         self.first_skip_s: float | None = None
@@ -91,7 +94,7 @@ class OrderedStart:
         if ram:
             page = int(ram.get("page-size", BALLOON_PAGE_SIZE)) or BALLOON_PAGE_SIZE
             hinted = (int(ram["total"]) - int(ram["remaining"])) // page - int(ram["normal"]) - int(ram["duplicate"])
-            if hinted > self.skipped:
+            if hinted >= self.noise and hinted > self.skipped:
                 self.skipped = hinted
                 self.last_skip_s = t
                 if self.first_skip_s is None:
