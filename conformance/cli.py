@@ -15,6 +15,8 @@ name of a list that ships with the suite (``qemu``). A C implementation builds a
 
 ``run --dut reference`` checks the reference device and driver at the balloon level and their split
 virtqueues at the virtqueue level, one merged table per role (each verdict names its level).
+``run --level virtqueue --ring packed`` checks a packed virtqueue (§2.8) on the PACKED-* requirements
+(``--dut reference``: the reference packed queues); the JSON report then names the ring (``"ring"``).
 ``--profile soak --seed N`` is the long random search ``tools/soak`` runs for several seeds.
 
 Exit status: 0 when no requirement failed (known deviations excepted), 1 when one did or the
@@ -25,6 +27,8 @@ implementation that lacks a method of its role (a one-line message, never a trac
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
 from importlib import resources
@@ -34,7 +38,7 @@ from typing import NoReturn
 from spec.catalogue import CatalogueError, catalogue
 
 from conformance.interface import InterfaceError
-from conformance.registry import BUILTIN, DutError, resolve
+from conformance.registry import BUILTIN, RINGS, DutError, resolve, ring_of
 from conformance.report import print_table, write_json, write_junit
 from conformance.profiles import PROFILES, ProfileError, check_seed, profile
 from conformance.runner import RunResult, run_levels
@@ -133,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--level", default="balloon", choices=("balloon", "virtqueue"),
                    help="balloon: a whole device or driver; virtqueue: one split virtqueue implementation, "
                         "checked on the SPLIT-* requirements (default: balloon)")
+    r.add_argument("--ring", choices=RINGS, default=None,
+                   help="with --level virtqueue: split (SPLIT-*) or packed (PACKED-*, §2.8) virtqueue "
+                        "(default: split, or a built-in's own)")
     r.add_argument("--profile", default="ci", metavar="PROFILE",
                    help=f"how long to search: one of {', '.join(PROFILES)} (default: ci)")
     r.add_argument("--seed", type=str, default=None,
@@ -180,14 +187,16 @@ def _c_files(args: argparse.Namespace) -> int:
 
 
 def _targets(args: argparse.Namespace) -> list:
+    if args.ring == "packed" and args.level != "virtqueue":
+        raise DutError("--ring packed needs --level virtqueue (the balloon-level machines run split rings)")
     if args.level == "virtqueue":
         roles = [args.role] if args.role else ["device", "driver"]
-        if args.role is None and args.dut not in ("reference", "virtq-reference"):
+        if args.role is None and args.dut not in ("reference", "virtq-reference", "virtq-packed-reference"):
             known = [r for (n, r) in BUILTIN if n == args.dut]
             if not known:
                 raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")
             roles = known
-        return [resolve(args.dut, r, level="virtqueue") for r in roles]
+        return [resolve(args.dut, r, level="virtqueue", ring=args.ring) for r in roles]
     if args.role is None:
         if args.dut != "reference":
             roles = [r for (n, r) in BUILTIN if n == args.dut]
@@ -231,11 +240,25 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, sys.stdout)
     if args.report:
         write_json(results, args.report)
+        _name_the_ring(args.report, results)
         print(f"JSON report: {args.report}")
     if args.junit:
         write_junit(results, args.junit)
         print(f"JUnit XML: {args.junit}")
     return 1 if any(r.failed for r in results) else 0
+
+
+def _name_the_ring(path: Path, results: list[RunResult]) -> None:
+    """A virtqueue-level report gains ``"ring": "split" | "packed"`` (a key added, as the JSON shape
+    allows)."""
+    rings = {ring_of(r.implementation) for r in results} - {None}
+    if not rings:
+        return
+    report = json.loads(path.read_text(encoding="utf-8"))
+    report["ring"] = "+".join(sorted(r for r in rings if r is not None))
+    tmp = path.with_name(f".{path.name}.ring.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # whole or not at all, as write_json
 
 
 if __name__ == "__main__":

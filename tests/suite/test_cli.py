@@ -188,3 +188,65 @@ def test_hypothesis_flakiness_stops_the_search_as_nondeterministic(name, monkeyp
     res = run(resolve("reference", "device"), "dev")
     assert [e.kind for e in res.errors] == ["nondeterministic"] and not res.failed
     assert res.errors[0].detail.startswith(f"search stopped: {name}: the strategy changed")
+
+
+def test_run_packed_virtqueue_reference_names_the_ring(tmp_path):
+    report = tmp_path / "p.json"
+    assert main(["run", "--level", "virtqueue", "--ring", "packed", "--profile", "dev", "--quiet", "--report",
+                 str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["ring"] == "packed" and data["implementation"] == "virtq-packed-reference"
+    assert data["role"] == "device+driver" and data["summary"]["fail"] == 0
+    verdicts = {(r["id"], r["implementation"]): r["verdict"] for r in data["requirements"]}
+    assert verdicts["PACKED-DEV-D2", "virtq-packed-reference"] == "pass"
+    assert verdicts["PACKED-DRV-D10", "virtq-packed-reference"] == "pass"
+    assert verdicts["SPLIT-DEV-14", "virtq-packed-reference"] == "not-applicable"
+
+
+def test_run_packed_mutant_fails_with_its_requirement(tmp_path):
+    report = tmp_path / "m.json"
+    assert main(["run", "--level", "virtqueue", "--ring", "packed", "--dut",
+                 "virtq-packed-mutant-kicks-always", "--quiet", "--max-failures", "0", "--report",
+                 str(report)]) == 1
+    data = json.loads(report.read_text())
+    assert data["ring"] == "packed" and data["role"] == "driver"
+    assert [r["id"] for r in data["requirements"] if r["verdict"] == "fail"] == ["PACKED-DRV-D11"]
+
+
+def test_a_split_virtqueue_report_names_its_ring_and_a_balloon_report_none(tmp_path):
+    report = tmp_path / "s.json"
+    assert main(["run", "--level", "virtqueue", "--dut", "virtq-reference", "--role", "device", "--profile",
+                 "dev", "--quiet", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["ring"] == "split"
+    assert main(["run", "--dut", "mutant-offers-undefined-bit", "--quiet", "--max-failures", "0", "--report",
+                 str(report)]) == 1
+    assert "ring" not in json.loads(report.read_text())
+
+
+def test_a_third_party_packed_virtqueue_runs_with_ring_packed(tmp_path):
+    report = tmp_path / "t.json"
+    assert main(["run", "--level", "virtqueue", "--ring", "packed", "--dut",
+                 "refmodel.virtio.packed.driver:PackedQueueDriver", "--role", "driver", "--profile", "dev",
+                 "--quiet", "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["ring"] == "packed" and data["versions"] == {
+        "refmodel.virtio.packed.driver:PackedQueueDriver": "third-party driver-side packed virtqueue from "
+                                                           "refmodel.virtio.packed.driver:PackedQueueDriver"}
+    assert {r["id"]: r["verdict"] for r in data["requirements"]}["PACKED-DRV-D5"] == "pass"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--ring", "packed"], "--ring packed needs --level virtqueue"),
+    (["run", "--level", "virtqueue", "--ring", "packed", "--dut", "virtq-mutant-kicks-always"],
+     "is a split virtqueue; use --ring split"),
+    (["run", "--level", "virtqueue", "--dut", "virtq-packed-reference", "--ring", "split", "--role",
+      "device"], "is a packed virtqueue; use --ring packed"),
+    (["run", "--level", "virtqueue", "--ring", "packed", "--dut", "rust-vmm-virtio-queue-0.14", "--role",
+      "device"], "use --ring split"),
+    (["run", "--level", "virtqueue", "--ring", "coiled"], "argument --ring: invalid choice: 'coiled'"),
+])
+def test_bad_ring_is_a_one_line_error(args, message):
+    out = cli(*args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
