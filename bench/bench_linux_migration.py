@@ -10,10 +10,10 @@ bulk pass; the gap between that and the measured hint run is the freed memory wh
 the bulk pass had sent it. The timing model (``refmodel.system.timing``, calibrated by
 ``bench/bench_timing_model.py``) predicts each mode's full pages and seconds.
 
-``--ordering GBPS`` adds ``hint-ordered``: the same hinting guest under a host ordering
-(``conformance.adapters.qemu.migration.OrderedStart``: ``max-bandwidth`` capped at GBPS until hints
-stop arriving, bounded), and ``off-ordered``: a guest that never hints under the same ordering (the
-bound). ``--check`` keeps RAM in files, writes the migration stream to one, loads it into a
+``--ordering SPEC`` adds ``hint-ordered``: the same hinting guest under a host ordering
+(``conformance.adapters.qemu.migration.OrderedStart``; ``cap:GBPS``, ``gate`` or ``pace:SHARE``: see
+``refmodel.system.orderings``; bounded), and ``off-ordered``: a guest that never hints under the same
+ordering (the bound). ``--check`` keeps RAM in files, writes the migration stream to one, loads it into a
 destination QEMU and compares every page. Ends with one key=value line.
 """
 
@@ -37,7 +37,7 @@ from conformance.adapters.linux.qemu_guest import build  # noqa: E402
 from conformance.adapters.qemu.migration import OrderedStart  # noqa: E402
 from conformance.adapters.qemu.qmp import QmpClient  # noqa: E402
 from refmodel.system.migration import HonestIdeal, predict_full_pages  # noqa: E402
-from refmodel.system.orderings import CapThenLift  # noqa: E402
+from refmodel.system.orderings import CapThenLift, Paced, from_dict, parse  # noqa: E402
 from refmodel.system.timing import DriverTiming, GuestMix, HostTiming, ReportingTiming, simulate  # noqa: E402
 
 PAGE = 4096
@@ -164,7 +164,7 @@ def compare(qemu: str, mem_mib: int, g: Guest, src_ram: Path, stream: Path, work
 
 
 def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: Path, settle: float,
-            ordering: CapThenLift | None = None, check: bool = False) -> dict:
+            ordering: CapThenLift | Paced | None = None, check: bool = False) -> dict:
     src_ram, stream = workdir / "src.ram", workdir / "stream"
     g = Guest(qemu, mode, mem_mib, keep, fill, workdir, src_ram if check else None)
     try:
@@ -225,7 +225,7 @@ def timing_model(mem_mib: int, fill_mib: int, settle: float, run: dict) -> dict:
     if mode == "report":
         mix = mix.reported(ReportingTiming().reported(mix.free, settle + READY_S))
     o = run.get("ordering")
-    sched = CapThenLift(o["cap_bps"], o["quiet_s"], o["first_hint_bound_s"], o["bound_s"]) if o else None
+    sched = from_dict(o) if o else None
     driver = DriverTiming() if mode == "hint" else None
     m = simulate(mix, HostTiming(), driver, sched) if sched else simulate(mix, HostTiming(), driver)
     return {"full_pages": round(m.full_pages), "wall": round(m.wall_s, 3), "mb": round(m.mb, 1)}
@@ -261,16 +261,20 @@ def main() -> None:
     p.add_argument("--fill-mib", type=int, default=1500, help="MiB written then freed before migrating")
     p.add_argument("--settle", type=float, default=6.0, help="seconds between the free and the migration")
     p.add_argument("--json", type=Path, help="write the figures (and timelines) here")
-    p.add_argument("--ordering", type=float, metavar="GBPS",
-                   help="also run hint-ordered and off-ordered: max-bandwidth capped at GBPS until hints stop")
+    p.add_argument("--ordering", metavar="SPEC",
+                   help="also run hint-ordered and off-ordered under cap:GBPS, gate or pace:SHARE "
+                        "(refmodel.system.orderings)")
     p.add_argument("--quiet-ms", type=float, default=50.0, help="the ordering's 'hints stopped' time")
     p.add_argument("--first-hint-bound", type=float, default=0.25, help="the ordering's bound if no hint comes")
     p.add_argument("--bound", type=float, default=2.0, help="the ordering's bound on the capped start")
     p.add_argument("--check", action="store_true",
                    help="load each stream into a destination QEMU and compare every page (RAM in /dev/shm)")
     args = p.parse_args()
-    ordering = None if args.ordering is None else CapThenLift(args.ordering * 1e9, args.quiet_ms / 1e3,
-                                                             args.first_hint_bound, args.bound)
+    bounds = {"quiet_s": args.quiet_ms / 1e3, "first_hint_bound_s": args.first_hint_bound, "bound_s": args.bound}
+    try:
+        ordering = None if args.ordering is None else parse(args.ordering, **bounds)
+    except ValueError as e:
+        p.error(str(e))
     modes = [*MODES, *(ORDERED if ordering is not None else ())]
     work = Path(tempfile.mkdtemp(prefix="vc-migr-", dir="/dev/shm" if args.check else None))
     try:
@@ -304,7 +308,9 @@ def main() -> None:
               f"{r['timing_model']['wall']:>8.2f}{lost:>6}")
         if "ordering" in r:
             o = r["ordering"]
-            print(f"{'':>13}ordering: cap {o['cap_bps'] / 1e9:g} GB/s, lifted at "
+            what = (f"cap {o['cap_bps'] / 1e9:g} GB/s" if "cap_bps" in o else
+                    f"paced at {o['share']:g} x the hint rate, {o.get('cap_changes', 0)} cap changes")
+            print(f"{'':>13}ordering: {what}, lifted at "
                   f"{o['lifted_s'] if o['lifted_s'] is None else round(o['lifted_s'], 3)} s ({o['lifted_because']}), "
                   f"{o['hinted_seen']} hinted pages seen over QMP")
     print(f"{'model':>8}{'':>10}{model_hint:>12}{'':>12}{'':>9}{hint['ideal']:>9}{model_hint / hint['ideal']:>9.2f}"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import attrs
 
-from refmodel.system.timing import (DriverTiming, GuestMix, HostSchedule, HostTiming, ReportingTiming, Run,
-                                    Uncapped, simulate)
+from refmodel.system.timing import (PAGE, DriverTiming, GuestMix, HostSchedule, HostTiming, ReportingTiming,
+                                    Run, Uncapped, simulate)
 
 #: QEMU takes ``max-bandwidth`` in bytes/s; this is "no cap" as the benchmarks set it.
 UNCAPPED_BPS = 1 << 40
@@ -42,6 +42,31 @@ class CapThenLift:
         return None if self.lifted(t, skipped, last_skip_t) else self.cap_bps
 
 
+@attrs.frozen
+class Paced:
+    """Pace the bulk pass by the hints: before the first, ``max-bandwidth`` at ``start_bps``; then at
+    ``share`` times the rate at which hints clear guest RAM (hinted pages x page size / seconds since
+    ``migrate``, so the driver's latency counts against it), never below ``floor_bps``; lifted as
+    :class:`CapThenLift` is. A fixed cap suits only the rates it was tuned for: a guest whose vCPUs
+    are starved hints late and slowly, and the capped pass outruns it; a paced pass slows with it."""
+
+    share: float = 0.5
+    start_bps: float = 1e6
+    floor_bps: float = 1e6
+    quiet_s: float = 0.05
+    first_hint_bound_s: float = 0.25
+    bound_s: float = 2.0
+    start_delay_s: float = 0.0
+
+    def cap(self, t: float, skipped: float, last_skip_t: float | None) -> float | None:
+        lift = CapThenLift(self.start_bps, self.quiet_s, self.first_hint_bound_s, self.bound_s)
+        if lift.lifted(t, skipped, last_skip_t):
+            return None
+        if skipped <= 0 or t <= 0:
+            return self.start_bps
+        return max(self.floor_bps, self.share * skipped * PAGE / t)
+
+
 #: Delay the bulk pass until the driver's first STOP (seen as hints ceasing): a cap that lets almost nothing out.
 GATE_BPS = 1e6
 
@@ -66,6 +91,35 @@ class SettleReporting:
                   bound_s: float = 30.0) -> "SettleReporting":
         wait = max(0.0, rep.settled_after(free_pages) - since_free_s)
         return cls(min(wait, bound_s), bound_s)
+
+
+KINDS = {"CapThenLift": CapThenLift, "Paced": Paced}
+
+
+def parse(spec: str, **bounds: float) -> CapThenLift | Paced:
+    """``cap:GBPS``, ``gate`` or ``pace:SHARE`` (what ``bench_linux_migration.py --ordering`` takes)."""
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "cap":
+            return CapThenLift(float(arg) * 1e9, **bounds)
+        if kind == "gate" and not arg:
+            return CapThenLift(GATE_BPS, **bounds)
+        if kind == "pace":
+            return Paced(float(arg or 0.5), **bounds)
+    except ValueError:
+        pass
+    raise ValueError(f"ordering {spec!r}: expected cap:GBPS, gate or pace:SHARE")
+
+
+def to_dict(schedule: CapThenLift | Paced) -> dict:
+    return {"kind": type(schedule).__name__, **attrs.asdict(schedule)}
+
+
+def from_dict(d: dict) -> CapThenLift | Paced:
+    """The inverse of :func:`to_dict`; a dict without ``kind`` (results from before it) is a CapThenLift."""
+    cls = KINDS[d.get("kind", "CapThenLift")]
+    names = {f.name for f in attrs.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @attrs.frozen

@@ -9,7 +9,10 @@ the honest ideal."""
 from hypothesis import given, settings, strategies as st
 
 from refmodel.system.guest import bits, range_mask
-from refmodel.system.orderings import GATE_BPS, CapThenLift, SettleReporting, best, compare, gate_until_stop
+import pytest
+
+from refmodel.system.orderings import (GATE_BPS, CapThenLift, Paced, SettleReporting, best, compare, from_dict,
+                                       gate_until_stop, parse, to_dict)
 from refmodel.system.scenario import HintingSystem
 from refmodel.system.timing import DriverTiming, GuestMix, HostTiming, ReportingTiming, Uncapped, simulate
 
@@ -17,14 +20,15 @@ MIX = GuestMix(65536, 12000, 45000, 8536)
 HOST = HostTiming()
 DRIVERS = st.builds(DriverTiming, first_hint_s=st.floats(0.0, 1.0), blocks_per_s=st.floats(1.0, 3000.0),
                     hintable=st.floats(0.0, 1.0), dirty_per_hint=st.floats(0.0, 0.2))
-SCHEDULES = st.builds(CapThenLift, cap_bps=st.sampled_from([GATE_BPS, 2.5e8, 7.5e8, 2e9]),
-                      quiet_s=st.floats(0.005, 0.2), first_hint_bound_s=st.floats(0.01, 0.5),
-                      bound_s=st.floats(0.1, 3.0))
+BOUNDS = {"quiet_s": st.floats(0.005, 0.2), "first_hint_bound_s": st.floats(0.01, 0.5),
+          "bound_s": st.floats(0.1, 3.0)}
+SCHEDULES = st.builds(CapThenLift, cap_bps=st.sampled_from([GATE_BPS, 2.5e8, 7.5e8, 2e9]), **BOUNDS) | \
+    st.builds(Paced, share=st.floats(0.05, 2.0), **BOUNDS)
 
 
 def test_a_guest_that_never_hints_costs_at_most_the_first_hint_bound():
     off = simulate(MIX, HOST).total_s
-    for sched in (gate_until_stop(), CapThenLift(7.5e8)):
+    for sched in (gate_until_stop(), CapThenLift(7.5e8), Paced(0.5)):
         never = simulate(MIX, HOST, None, sched)
         assert never.full_pages >= simulate(MIX, HOST).full_pages - 1
         assert never.total_s <= off + sched.first_hint_bound_s + 0.01
@@ -60,7 +64,27 @@ def test_waiting_for_reporting_is_bounded():
     assert SettleReporting.for_guest(free, 6.1, rep, bound_s=3.0).start_delay_s == 3.0
 
 
-def _follow(sched: CapThenLift, actions, picks) -> HintingSystem:
+def test_orderings_are_named_and_stored():
+    assert parse("cap:0.75") == CapThenLift(7.5e8)
+    assert parse("gate", bound_s=1.0) == CapThenLift(GATE_BPS, bound_s=1.0)
+    assert parse("pace:0.5") == Paced(0.5)
+    for bad in ("cap", "cap:x", "gate:1", "fast"):
+        with pytest.raises(ValueError, match="ordering"):
+            parse(bad)
+    assert from_dict(to_dict(Paced(0.25))) == Paced(0.25)
+    assert from_dict({"cap_bps": 1e9, "quiet_s": 0.05, "first_hint_bound_s": 0.25, "bound_s": 2.0,
+                      "lifted_s": 0.4}) == CapThenLift(1e9)  # as results written before "kind"
+
+
+def test_a_paced_pass_slows_with_a_starved_driver():
+    """A fixed cap is tuned to one driver rate; pacing by the hints keeps ahead of a slow driver."""
+    mix = GuestMix(262144, 58710, 179200, 24234)
+    slow = DriverTiming(first_hint_s=0.19, blocks_per_s=300.0)
+    fixed, paced = (simulate(mix, HOST, slow, s) for s in (CapThenLift(1e9), Paced(0.5)))
+    assert paced.full_pages < 0.7 * fixed.full_pages
+
+
+def _follow(sched, actions, picks) -> HintingSystem:
     """The page-level model under an ordering: one step is 10 ms; capped, the host sends one page a step
     (none under the gate); the pass ends, the host syncs, and after three rounds it switches over."""
     s = HintingSystem(24)
@@ -106,7 +130,7 @@ ACTIONS = st.lists(st.sampled_from(["write", "alloc", "free", "reclaim", "config
 
 
 @settings(max_examples=80, deadline=None)
-@given(sched=st.sampled_from([gate_until_stop(), CapThenLift(7.5e8), CapThenLift(7.5e8, bound_s=0.1)]),
+@given(sched=st.sampled_from([gate_until_stop(), CapThenLift(7.5e8), CapThenLift(7.5e8, bound_s=0.1), Paced(0.5)]),
        actions=ACTIONS, picks=st.lists(st.integers(0, 99), min_size=80, max_size=80))
 def test_an_ordering_loses_nothing_while_the_guest_keeps_writing(sched, actions, picks):
     s = _follow(sched, actions, picks)

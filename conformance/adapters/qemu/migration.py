@@ -22,7 +22,7 @@ from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.system.guest import bits
 from refmodel.system.guest_os import GuestOS, page_pattern
 from refmodel.system.migration import predict_full_pages
-from refmodel.system.orderings import UNCAPPED_BPS, CapThenLift
+from refmodel.system.orderings import UNCAPPED_BPS, CapThenLift, Paced, to_dict
 
 from conformance.adapters.qemu import virtio_pci as vp
 from conformance.adapters.qemu.device import RESERVED_PAGES, QemuBalloon
@@ -55,8 +55,10 @@ class MigrationResult:
 
 
 class OrderedStart:
-    """Carry out a :class:`refmodel.system.orderings.CapThenLift` over QMP, with no QEMU patch: cap
-    ``max-bandwidth`` before ``migrate``, watch hints in ``query-migrate`` and lift the cap for good.
+    """Carry out an ordering of :mod:`refmodel.system.orderings` (:class:`CapThenLift`, :class:`Paced`)
+    over QMP, with no QEMU patch: cap ``max-bandwidth`` before ``migrate``, watch hints in
+    ``query-migrate``, move the cap as the ordering says (when it changes by a tenth or more) and lift
+    it for good.
 
     In the first round (``dirty-sync-count`` 1) every page leaves ``ram.remaining`` either sent
     (``normal`` + ``duplicate``) or cleared by a hint, so hinted = (total - remaining) / page size -
@@ -67,9 +69,11 @@ class OrderedStart:
     ``query-migrate`` answer.
     """
 
-    def __init__(self, schedule: CapThenLift, execute: Callable[..., object], *, lift_to: int = UNCAPPED_BPS,
-                 noise: int = 64) -> None:
+    def __init__(self, schedule: CapThenLift | Paced, execute: Callable[..., object], *,
+                 lift_to: int = UNCAPPED_BPS, noise: int = 64) -> None:
         self.schedule, self.execute, self.lift_to, self.noise = schedule, execute, lift_to, noise
+        self.cap_now = 0
+        self.cap_changes = 0
         self.t0 = 0.0
         self.skipped = 0
         self.first_skip_s: float | None = None
@@ -78,7 +82,12 @@ class OrderedStart:
         self.why = ""
 
     def begin(self) -> None:
-        self.execute("migrate-set-parameters", **{"max-bandwidth": max(1, int(self.schedule.cap_bps))})
+        self._set(self.schedule.cap(0.0, 0, None) or self.lift_to)
+
+    def _set(self, bps: float) -> None:
+        self.cap_now = max(1, int(bps))
+        self.cap_changes += 1
+        self.execute("migrate-set-parameters", **{"max-bandwidth": self.cap_now})
 
     def started(self) -> None:
         self.t0 = time.monotonic()
@@ -101,20 +110,21 @@ class OrderedStart:
                     self.first_skip_s = t
         if info.get("status") in ("completed", "failed", "cancelled"):
             return
-        if self.schedule.cap(t, self.skipped, self.last_skip_s) is None:
+        cap = self.schedule.cap(t, self.skipped, self.last_skip_s)
+        if cap is None:
             s = self.schedule
             self._lift(t, "bound" if t >= s.bound_s else "no hint came" if self.last_skip_s is None
                        else "hints stopped")
+        elif abs(cap - self.cap_now) >= 0.1 * self.cap_now:
+            self._set(cap)
 
     def _lift(self, t: float, why: str) -> None:
-        self.execute("migrate-set-parameters", **{"max-bandwidth": self.lift_to})
+        self._set(self.lift_to)
         self.lifted_s, self.why = t, why
 
     def summary(self) -> dict:
-        return {"cap_bps": self.schedule.cap_bps, "quiet_s": self.schedule.quiet_s,
-                "first_hint_bound_s": self.schedule.first_hint_bound_s, "bound_s": self.schedule.bound_s,
-                "first_hint_s": self.first_skip_s, "hinted_seen": self.skipped, "lifted_s": self.lifted_s,
-                "lifted_because": self.why}
+        return {**to_dict(self.schedule), "first_hint_s": self.first_skip_s, "hinted_seen": self.skipped,
+                "lifted_s": self.lifted_s, "lifted_because": self.why, "cap_changes": self.cap_changes}
 
 
 def _nonzero_pages(q: QemuProcess) -> int:
@@ -141,7 +151,8 @@ class MigrationPair:
     write; :meth:`finish` lets the migration through the pause."""
 
     def __init__(self, binary: str | None = None, *, ram_mib: int = 64, hints: bool = True,
-                 bandwidth: int = 64 << 20, reporting: bool = False, ordering: CapThenLift | None = None) -> None:
+                 bandwidth: int = 64 << 20, reporting: bool = False,
+                 ordering: CapThenLift | Paced | None = None) -> None:
         device = ("virtio-balloon-pci,id=balloon0,disable-legacy=on,iothread=io0,"
                   f"free-page-hint={'on' if hints else 'off'},free-page-reporting={'on' if reporting else 'off'}")
         self.src = QemuProcess(binary, device=device, ram_mib=ram_mib)
@@ -230,7 +241,7 @@ def migrate(*, hints: bool, ram_mib: int = 64, in_use_pages: int = 2048, rewrite
             bandwidth: int = 64 << 20, binary: str | None = None, timeout: float = 120.0,
             stale_tag: bool = False, churn_seconds: float = 0.0, churn_pages: int = 64,
             hint_order: int = 8, hint_min_order: int | None = 0,
-            ordering: CapThenLift | None = None) -> MigrationResult:
+            ordering: CapThenLift | Paced | None = None) -> MigrationResult:
     """One migration. With ``stale_tag`` the driver tags its hints with an ID QEMU never published,
     so QEMU must ignore them (BAL-FPH-DEV-3) and send every page anyway. For ``churn_seconds`` the guest
     rewrites ``churn_pages`` in-use pages per step, so the migration runs several dirty-log syncs.
