@@ -290,11 +290,9 @@ def main() -> None:
     model_off = predict(n_pages, hint["ideal"], fill, 0)
     ver = subprocess.run([args.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     by = {r["mode"]: r for r in runs}
-    # The honest ideal: the pages in use (RAM - MemFree, all counted as non-zero), plus the resends the run
-    # without hints could not avoid (at most its sends beyond one per page).
-    resends = max(0, by["off"]["full_pages"] + by["off"]["zero_pages"] - n_pages)
+    off = by["off"]
     for r in runs:
-        r["honest_ideal"] = HonestIdeal(r["ideal"], min(resends, r["ideal"])).pages
+        r["honest_ideal"] = HonestIdeal.estimated(r["ideal"], off["full_pages"], off["zero_pages"], n_pages).pages
         r["timing_model"] = timing_model(args.mem_mib, args.fill_mib, args.settle, r)
     print(f"{ver}; guest {hint['kernel']}, {args.mem_mib} MiB, {args.keep_mib} MiB kept, {args.fill_mib} MiB "
           "written and freed, TCG, migration to exec:cat")

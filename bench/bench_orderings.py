@@ -27,9 +27,9 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from refmodel.system.orderings import (GATE_BPS, CapThenLift, Outcome, Paced, SettleReporting,  # noqa: E402
-                                       best, compare)
-from refmodel.system.timing import (FULL_BYTES, PAGE, DriverTiming, GuestMix, HostSchedule,  # noqa: E402
-                                    HostTiming, ReportingTiming, Uncapped, simulate)
+                                       best, compare, conditions)
+from refmodel.system.timing import (PAGE, DriverTiming, GuestMix, HostSchedule, HostTiming,  # noqa: E402
+                                    ReportingTiming, Uncapped, simulate)
 
 RUN = Path(__file__).resolve().parents[1] / "results" / "migration-linux-qemu-7.2.json"
 SCHEDULES: dict[str, HostSchedule] = {
@@ -93,19 +93,12 @@ def main() -> None:
     mem, keep, fill = (int(x) for x in args.small.split(","))
     guests = {a["mem_mib"]: GuestMix.measured(a["mem_mib"], hint["free_before"], a["fill_mib"]),
               mem: guest(mem, keep, fill, base)}
-    host, driver = HostTiming(), DriverTiming()
-    conditions = {
-        "tcg": ("TCG to exec:cat (calibrated)", host, driver),
-        "link": (f"{args.link_gbps:g} GbE", attrs.evolve(host, full_s=max(host.full_s, FULL_BYTES * 8 /
-                                                                         (args.link_gbps * 1e9))), driver),
-        "loaded": ("loaded, as the 1 GiB real run", attrs.evolve(host, full_s=host.full_s * 2.7),
-                   attrs.evolve(driver, first_hint_s=0.187, blocks_per_s=300.0)),
-    }
+    conds = conditions(args.link_gbps)
     figures: dict[str, float] = {}
     for mib, mix in guests.items():
         table: dict[str, dict[str, Outcome]] = {}
         offs: dict[str, float] = {}
-        for key, (label, h, drv) in conditions.items():
+        for key, (label, h, drv) in conds.items():
             print(f"-- {mib} MiB guest ({mix.in_use:,} pages in use, {mix.free_recent:,} freed, {mix.free_zero:,} "
                   f"never written), {label}")
             table[key], offs[key] = block(mix, h, drv, args.settle)
@@ -115,14 +108,14 @@ def main() -> None:
             figures[f"g{mib}_{key}_best_time_vs_off"] = table[key]["best"].run.total_s / offs[key]
             figures[f"g{mib}_{key}_never_hints_extra_s"] = table[key]["never"].run.total_s - offs[key]
         fast = [n for n in SCHEDULES if n != "default" and table["tcg"][n].run.total_s <= offs["tcg"]]
-        robust = min(fast or list(SCHEDULES), key=lambda n: max(table[k][n].over_honest() for k in conditions))
+        robust = min(fast or list(SCHEDULES), key=lambda n: max(table[k][n].over_honest() for k in conds))
         print(f"{mib} MiB guest, x honest (x off s) per condition:")
-        print(f"{'ordering':>16}" + "".join(f"{k:>16}" for k in conditions))
+        print(f"{'ordering':>16}" + "".join(f"{k:>16}" for k in conds))
         for n in SCHEDULES:
             print(f"{n + (' *' if n == robust else ''):>16}" + "".join(
-                f"{table[k][n].over_honest():>9.2f} ({table[k][n].run.total_s / offs[k]:.2f})" for k in conditions))
+                f"{table[k][n].over_honest():>9.2f} ({table[k][n].run.total_s / offs[k]:.2f})" for k in conds))
         print(f"* robust: the smallest worst x honest among those no slower than off on the calibrated host\n")
-        figures[f"g{mib}_robust_worst_x"] = max(table[k][robust].over_honest() for k in conditions)
+        figures[f"g{mib}_robust_worst_x"] = max(table[k][robust].over_honest() for k in conds)
         figures[f"g{mib}_robust_is_pace"] = float(robust.startswith("pace"))
     print(" ".join(f"{k}={v:.3f}" for k, v in figures.items()))
 

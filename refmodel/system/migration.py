@@ -89,6 +89,13 @@ class HonestIdeal:
     def pages(self) -> int:
         return self.must_reach + self.resends
 
+    @classmethod
+    def estimated(cls, in_use: int, off_full: int, off_zero: int, n_pages: int) -> "HonestIdeal":
+        """For a real run, from counts: the pages in use (RAM - MemFree, taken as all non-zero, so an upper
+        estimate), plus the resends of the run without hints (its sends beyond one per page; an upper
+        estimate of the unavoidable ones)."""
+        return cls(in_use, min(in_use, max(0, off_full + off_zero - n_pages)))
+
 
 def honest_ideal(at_switchover: int, held_through_bulk: int, written_after_bulk: int,
                  nonzero: int | None = None) -> HonestIdeal:

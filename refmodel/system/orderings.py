@@ -96,6 +96,18 @@ class SettleReporting:
 KINDS = {"CapThenLift": CapThenLift, "Paced": Paced}
 
 
+def conditions(link_gbps: float = 10.0) -> dict[str, tuple[str, HostTiming, DriverTiming]]:
+    """The conditions orderings are judged under: the calibrated host (TCG to exec:cat), a link-limited one,
+    and a loaded machine as in the committed 1 GiB real run (the driver's first hint 187 ms after START and
+    about 300 blocks/s; the host 2.7 times slower, as that run's never-hinting migration)."""
+    host, driver = HostTiming(), DriverTiming()
+    link_s = 8 * (PAGE + 8) / (link_gbps * 1e9)
+    return {"tcg": ("TCG to exec:cat (calibrated)", host, driver),
+            "link": (f"{link_gbps:g} GbE", attrs.evolve(host, full_s=max(host.full_s, link_s)), driver),
+            "loaded": ("loaded, as the 1 GiB real run", attrs.evolve(host, full_s=host.full_s * 2.7),
+                       attrs.evolve(driver, first_hint_s=0.187, blocks_per_s=300.0))}
+
+
 def parse(spec: str, **bounds: float) -> CapThenLift | Paced:
     """``cap:GBPS``, ``gate`` or ``pace:SHARE`` (what ``bench_linux_migration.py --ordering`` takes)."""
     kind, _, arg = spec.partition(":")
