@@ -83,7 +83,8 @@ class HonestIdeal:
 
     def __attrs_post_init__(self) -> None:
         if self.must_reach < 0 or not 0 <= self.resends <= self.must_reach:
-            raise ValueError(f"honest ideal: need 0 <= resends <= must_reach, got {self.resends}, {self.must_reach}")
+            raise ValueError(f"honest ideal: need 0 <= resends <= must_reach, got {self.resends}, "
+                             f"{self.must_reach}")
 
     @property
     def pages(self) -> int:
@@ -159,7 +160,8 @@ class Migration:
     def _observe(self) -> None:
         """While the bulk pass runs, a page seen free (or hinted) is no longer "held"."""
         alloc = self.guest.allocated
-        if not self._bulk_done and alloc is not self._seen_allocated:  # ints are immutable: same object, same set
+        # Ints are immutable: the same object is the same set, and a 1 TiB AND is not free.
+        if not self._bulk_done and alloc is not self._seen_allocated:
             self._held &= alloc
             self._seen_allocated = alloc
 

@@ -67,7 +67,7 @@ class Paced:
         return max(self.floor_bps, self.share * skipped * PAGE / t)
 
 
-#: Delay the bulk pass until the driver's first STOP (seen as hints ceasing): a cap that lets almost nothing out.
+#: Delay the bulk pass until the driver's first STOP (seen as hints ceasing): a cap letting almost nothing out.
 GATE_BPS = 1e6
 
 

@@ -162,7 +162,7 @@ class Run:
     wait_s: float = 0.0
     hint_curve: tuple[tuple[float, float], ...] = ()
     progress: tuple[tuple[float, float], ...] = ()
-    #: In use at the start (all non-zero), plus the background writes after the pass: resends no ordering avoids.
+    #: In use at the start (all non-zero), plus background writes after the pass: resends no ordering avoids.
     honest: HonestIdeal = HonestIdeal(0)
 
     @property
@@ -250,7 +250,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
     again_zero = hinted if driver is not None and driver.zeroes_hinted else 0.0
     t += host.sync_s
     left_full, left_zero = again_full, again_zero
-    while left_full + left_zero > 0.5:  # at the cap while it lasts (no hint lands now: STOP came before the sync)
+    while left_full + left_zero > 0.5:  # at the cap while it lasts (no hint lands: STOP came before the sync)
         if t > t_max:
             raise ValueError(f"timing model: the second round did not end within {t_max:g} s")
         cap = None if lifted else schedule.cap(t, skipped, last_skip)
@@ -270,5 +270,6 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
     last = host.background_per_s * (host.sync_s + again_s)  # written after the pass: resent at switchover
     wall = bulk_end + host.sync_s + again_s + host.tail_s
     step = max(1, len(curve) // 200)
-    return Run(full + again_full + last, zero + again_zero, hinted, skipped, bulk_end, wall, schedule.start_delay_s,
-               tuple(curve[::step]), tuple(progress[::step]), HonestIdeal(mix.in_use, min(mix.in_use, round(last))))
+    return Run(full + again_full + last, zero + again_zero, hinted, skipped, bulk_end, wall,
+               schedule.start_delay_s, tuple(curve[::step]), tuple(progress[::step]),
+               HonestIdeal(mix.in_use, min(mix.in_use, round(last))))

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from refmodel.system.guest import GuestPages, bits, range_mask
-from refmodel.system.migration import (SAFE, UNSAFE_POLICIES, HonestIdeal, HostPolicy, Migration, honest_ideal)
+from refmodel.system.migration import SAFE, UNSAFE_POLICIES, HonestIdeal, HostPolicy, Migration, honest_ideal
 from refmodel.system.scenario import HintingSystem, ReportingSystem
 
 N = 12
-OPS = st.lists(st.tuples(st.sampled_from(["alloc", "write", "free", "hint", "send", "sync"]), st.integers(0, 63)),
-               max_size=40)
+OPS = st.lists(st.tuples(st.sampled_from(["alloc", "write", "free", "hint", "send", "sync"]),
+                         st.integers(0, 63)), max_size=40)
 
 
 def _pick(mask: int, k: int) -> int | None:
@@ -52,8 +52,8 @@ def test_no_schedule_sends_fewer_than_the_honest_ideal(pre, ops):
     assert m.stats.honest_ideal <= m.stats.ideal + m.stats.unavoidable_resends
 
 
-HINT_STEPS = st.lists(st.sampled_from(["alloc", "write", "free", "reclaim", "config", "hint", "device", "send",
-                                       "sync"]), max_size=50)
+HINT_STEPS = st.lists(st.sampled_from(["alloc", "write", "free", "reclaim", "config", "hint", "device",
+                                       "send", "sync"]), max_size=50)
 
 
 def _hinting_run(policy: HostPolicy, n_in_use: int, steps, picks) -> tuple[HintingSystem, object]:
@@ -87,7 +87,8 @@ def _hinting_run(policy: HostPolicy, n_in_use: int, steps, picks) -> tuple[Hinti
 
 @pytest.mark.parametrize("name,policy", [("safe", SAFE), *UNSAFE_POLICIES.items()])
 @settings(max_examples=120, deadline=None)
-@given(n_in_use=st.integers(0, 8), steps=HINT_STEPS, picks=st.lists(st.integers(0, 63), min_size=50, max_size=50))
+@given(n_in_use=st.integers(0, 8), steps=HINT_STEPS,
+       picks=st.lists(st.integers(0, 63), min_size=50, max_size=50))
 def test_no_policy_that_loses_nothing_beats_it(name, policy, n_in_use, steps, picks):
     s, out = _hinting_run(policy, n_in_use, steps, picks)
     st_ = s.migration.stats
@@ -98,8 +99,9 @@ def test_no_policy_that_loses_nothing_beats_it(name, policy, n_in_use, steps, pi
 
 
 @settings(max_examples=120, deadline=None)
-@given(n_in_use=st.integers(0, 8), steps=st.lists(st.sampled_from(["alloc", "write", "free", "report", "device",
-                                                                      "reap", "send", "sync"]), max_size=40),
+@given(n_in_use=st.integers(0, 8),
+       steps=st.lists(st.sampled_from(["alloc", "write", "free", "report", "device", "reap", "send", "sync"]),
+                      max_size=40),
        picks=st.lists(st.integers(0, 63), min_size=40, max_size=40))
 def test_reporting_does_not_beat_it_either(n_in_use, steps, picks):
     s = ReportingSystem(16)

@@ -11,8 +11,8 @@ from hypothesis import given, settings, strategies as st
 from refmodel.system.guest import bits, range_mask
 import pytest
 
-from refmodel.system.orderings import (GATE_BPS, CapThenLift, Paced, SettleReporting, best, compare, from_dict,
-                                       gate_until_stop, parse, to_dict)
+from refmodel.system.orderings import (GATE_BPS, CapThenLift, Paced, SettleReporting, best, compare,
+                                       from_dict, gate_until_stop, parse, to_dict)
 from refmodel.system.scenario import HintingSystem
 from refmodel.system.timing import DriverTiming, GuestMix, HostTiming, ReportingTiming, Uncapped, simulate
 
@@ -48,8 +48,9 @@ def test_every_ordering_is_bounded(driver, sched):
 def test_the_model_finds_an_ordering_under_one_and_a_half_times_the_honest_ideal():
     """A 1 GiB guest like the real bench's. (In a 256 MiB one the driver's 29 ms latency alone is a third of
     the whole migration without hints: no ordering that waits for hints is as fast there.)"""
-    outs = compare(GuestMix(262144, 58710, 179200, 24234), HOST, DriverTiming(), {"off": None, "default": Uncapped(),
-                                               **{f"cap {c:g}": CapThenLift(c) for c in (GATE_BPS, 7.5e8, 1e9)}})
+    schedules = {"off": None, "default": Uncapped(),
+                 **{f"cap {c:g}": CapThenLift(c) for c in (GATE_BPS, 7.5e8, 1e9)}}
+    outs = compare(GuestMix(262144, 58710, 179200, 24234), HOST, DriverTiming(), schedules)
     off, default, *tried = outs
     win = best(tried, off.run.total_s)
     assert win.over_honest() <= 1.5 < default.over_honest()
@@ -130,7 +131,8 @@ ACTIONS = st.lists(st.sampled_from(["write", "alloc", "free", "reclaim", "config
 
 
 @settings(max_examples=80, deadline=None)
-@given(sched=st.sampled_from([gate_until_stop(), CapThenLift(7.5e8), CapThenLift(7.5e8, bound_s=0.1), Paced(0.5)]),
+@given(sched=st.sampled_from([gate_until_stop(), CapThenLift(7.5e8), CapThenLift(7.5e8, bound_s=0.1),
+                              Paced(0.5)]),
        actions=ACTIONS, picks=st.lists(st.integers(0, 99), min_size=80, max_size=80))
 def test_an_ordering_loses_nothing_while_the_guest_keeps_writing(sched, actions, picks):
     s = _follow(sched, actions, picks)

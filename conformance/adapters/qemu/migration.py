@@ -102,7 +102,8 @@ class OrderedStart:
             return
         if ram:
             page = int(ram.get("page-size", BALLOON_PAGE_SIZE)) or BALLOON_PAGE_SIZE
-            hinted = (int(ram["total"]) - int(ram["remaining"])) // page - int(ram["normal"]) - int(ram["duplicate"])
+            accounted = (int(ram["total"]) - int(ram["remaining"])) // page
+            hinted = accounted - int(ram["normal"]) - int(ram["duplicate"])
             if hinted >= self.noise and hinted > self.skipped:
                 self.skipped = hinted
                 self.last_skip_s = t
