@@ -36,9 +36,14 @@ def runs_of(path: Path) -> tuple[dict, dict]:
 
 
 def bulk_end(run: dict) -> tuple[float, int]:
-    """When the bulk pass ended and the full pages sent by then: the start of the last plateau of
-    ram.normal before its final value (the second round and switchover come after it)."""
+    """When the bulk pass ended and the full pages sent by then: as the ordering saw it over QMP (the
+    first dirty-sync after the start), else the start of the last plateau of ram.normal before its
+    final value (the second round and switchover come after it)."""
     prog = run["progress"]
+    o = run.get("ordering") or {}
+    if o.get("lifted_because") == "the bulk pass ended":
+        t = o["lifted_s"]
+        return t, max((n for x, n in prog if x <= t + 0.02), default=0)
     final = prog[-1][1]
     i = len(prog) - 1
     while i > 0 and prog[i][1] == final:
@@ -49,15 +54,35 @@ def bulk_end(run: dict) -> tuple[float, int]:
     return prog[i][0], value
 
 
-def fit_driver(hint: dict, end: float) -> DriverTiming:
-    pts = [(t, b / PAGE) for t, b in hint["hint_curve"] if 0 < b and t <= end + 1e-3]
+def fit_driver(hint: dict, end: float) -> DriverTiming | None:
+    """The driver's rate and latency: a straight line through the hint curve up to the end of the bulk
+    pass, or if that has too few distinct moments, through the whole climb (the driver hints at its own
+    pace whatever round the host is in); None if the curve gives no rate (console lines that reached
+    the host in bursts)."""
+    curve = [(t, b / PAGE) for t, b in hint["hint_curve"] if b > 0]
+    top = max((h for _, h in curve), default=0)
+    for pts in ([(t, h) for t, h in curve if t <= end + 1e-3],
+                [(t, h) for t, h in curve if h < 0.98 * top] + [next(((t, h) for t, h in curve if h >= 0.98 * top),
+                                                                     (0.0, 0.0))]):
+        line = _line(pts)
+        if line is not None:
+            slope, latency = line
+            full, plateau = hint["full_pages"], bulk_end(hint)[1]
+            return DriverTiming(first_hint_s=round(latency, 4), blocks_per_s=round(slope / 1024, 1),
+                                dirty_per_hint=round((full - plateau) / max(hint["hinted_max"], 1), 4))
+    return None
+
+
+def _line(pts: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Slope and x-intercept of the least-squares line, if there are three moments and both are positive."""
+    if len({t for t, _ in pts}) < 3:
+        return None
     n = len(pts)
     mt, mh = sum(t for t, _ in pts) / n, sum(h for _, h in pts) / n
     slope = sum((t - mt) * (h - mh) for t, h in pts) / sum((t - mt) ** 2 for t, _ in pts)
-    latency = mt - mh / slope
-    full, plateau = hint["full_pages"], bulk_end(hint)[1]
-    return DriverTiming(first_hint_s=round(latency, 4), blocks_per_s=round(slope / 1024, 1),
-                        dirty_per_hint=round((full - plateau) / max(hint["hinted_max"], 1), 4))
+    if slope <= 0 or mt - mh / slope < 0:
+        return None
+    return slope, mt - mh / slope
 
 
 def mix_of(d: dict, run: dict) -> GuestMix:
@@ -77,7 +102,7 @@ def fit_host(d: dict, hint: dict, off: dict, driver: DriverTiming) -> HostTiming
     base = HostTiming(background_per_s=background, tail_s=0.0)
     again_full, again_zero = hint["full_pages"] - plateau, hint["hinted_max"]
     best = None
-    for full_us in [x / 100 for x in range(80, 301)]:
+    for full_us in [x / 100 for x in range(80, 301)] + [x / 10 for x in range(31, 81)]:
         full_s = round(full_us * 1e-6, 12)
         zero_s = max(0.0, (hint["wall"] - end - base.sync_s - again_full * full_s) / max(again_zero, 1))
         host = attrs.evolve(base, full_s=full_s, zero_s=round(zero_s, 9))
@@ -112,6 +137,19 @@ def predict(d: dict, by: dict, host: HostTiming, driver: DriverTiming, rep: Repo
     return out
 
 
+def own_rates(d: dict, by: dict, run: dict) -> float | None:
+    """Hint-on full pages with the driver's and the host's rates fitted to this run's own curves (how fast
+    each went on that machine at that moment): a test of the mechanism, not of the rates. None if the
+    run's hint curve gives no rate."""
+    end, _ = bulk_end(run)
+    driver = fit_driver(run, end)
+    if driver is None:
+        return None
+    host = fit_host(d, run, by["off"], driver)
+    sched = from_dict(run["ordering"]) if "ordering" in run else Uncapped()
+    return simulate(mix_of(d, run), host, driver, sched).full_pages
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     paths = sorted(RESULTS.glob("migration-linux-*.json"))
@@ -120,7 +158,10 @@ def main() -> None:
     args = p.parse_args()
     d, by = runs_of(args.calibrate)
     end, plateau = bulk_end(by["hint"])
-    driver = fit_driver(by["hint"], end)
+    fitted = fit_driver(by["hint"], end)
+    if fitted is None:
+        p.error(f"{args.calibrate.name}: its hint curve gives no driver rate")
+    driver = fitted
     host = fit_host(d, by["hint"], by["off"], driver)
     rep = ReportingTiming()
     print(f"calibrated on {args.calibrate.name} ({d['args']['mem_mib']} MiB guest, {by['hint']['kernel']}):")
@@ -135,8 +176,9 @@ def main() -> None:
     defaults = (DriverTiming(), HostTiming())
     print(f"  the model's defaults {'are' if defaults == (driver, host) else 'differ from'} this calibration")
     print(f"{'run':>30}{'mode':>13}{'full pages':>12}{'model':>10}{'error':>8}{'MB':>9}{'model':>8}"
-          f"{'seconds':>9}{'model':>7}  sample")
+          f"{'seconds':>9}{'model':>7}  sample  own rates")
     errors: dict[str, list[float]] = {"hint": [], "report": [], "off": []}
+    own_errors: list[float] = []
     for path in args.results:
         dd, bb = runs_of(path)
         model = predict(dd, bb, host, driver, rep)
@@ -145,10 +187,17 @@ def main() -> None:
             m = model[mode]
             err = m.full_pages / r["full_pages"] - 1
             errors.setdefault(mode, []).append(err)
+            own = own_rates(dd, bb, r) if ORDERED.get(mode, mode) == "hint" else None
+            note = "" if own is None else f"{own:>10,.0f} {own / r['full_pages'] - 1:>+6.1%}"
+            if own is not None:
+                own_errors.append(own / r["full_pages"] - 1)
+            elif ORDERED.get(mode, mode) == "hint":
+                note = "  (its hint curve gives no rate)"
             print(f"{path.stem[len('migration-linux-'):]:>30}{mode:>13}{r['full_pages']:>12,}{m.full_pages:>10,.0f}"
-                  f"{err:>+8.1%}{r['mb']:>9.1f}{m.mb:>8.1f}{r['wall']:>9.2f}{m.wall_s:>7.2f}  {sample}")
+                  f"{err:>+8.1%}{r['mb']:>9.1f}{m.mb:>8.1f}{r['wall']:>9.2f}{m.wall_s:>7.2f}  {sample:<6}{note}")
     sizes = len({runs_of(pp)[0]["args"]["mem_mib"] for pp in args.results})
     worst = {k: max((abs(e) for e in v), default=0.0) for k, v in errors.items()}
+    print("own rates: the driver's and host's rates fitted to that run's curves, then its bytes predicted")
     print(f"guest sizes with committed runs: {sizes}; the target is within 10% on two. Bytes without hints "
           "(off, reporting) do not depend on timing; with hints they depend on how fast the driver hints against "
           "how fast the pass runs, and a run whose seconds are far from the model's ran on a machine of another "
@@ -156,6 +205,7 @@ def main() -> None:
     print(f"first_hint_ms={driver.first_hint_s * 1e3:.1f} blocks_per_s={driver.blocks_per_s:.0f} "
           f"full_us={host.full_s * 1e6:.2f} zero_us={host.zero_s * 1e6:.2f} dirty_per_hint={driver.dirty_per_hint:.4f} "
           f"hint_err_max={worst['hint']:.3f} report_err_max={worst['report']:.3f} off_err_max={worst['off']:.3f} "
+          f"own_rates_hint_err_max={max((abs(e) for e in own_errors), default=0.0):.3f} "
           f"sizes={sizes}")
 
 
