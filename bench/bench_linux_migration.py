@@ -73,6 +73,7 @@ class Guest:
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.buf = b""
         self.free: list[tuple[float, int]] = []  # (host time, MemFree bytes)
+        self.free_guest: list[tuple[float, float, int]] = []  # (host time, guest uptime, MemFree bytes)
         self.ready = False
         self.log = b""
 
@@ -91,8 +92,13 @@ class Guest:
             if "@@READY" in line:
                 self.ready = True
             elif "@@FREE" in line:
-                kib = int(line.split()[-1])
+                parts = line[line.index("@@FREE"):].split()  # @@FREE <uptime> <idle> <kB>
+                kib = int(parts[-1])
                 self.free.append((now, kib * 1024))
+                try:
+                    self.free_guest.append((now, float(parts[1]), kib * 1024))
+                except (IndexError, ValueError):
+                    pass
             elif "@@ERROR" in line:
                 raise RuntimeError(line)
 
@@ -198,10 +204,14 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
             raise RuntimeError(f"{mode}: migration {info.get('status')}: {info}")
         qmp.close()
         hint_curve = [(t - t0, max(free_before - f, 0)) for t, f in g.free if t >= t0]
+        # The same on the guest's clock: console lines can reach the host in bursts. The guest's uptime plus
+        # the smallest (arrival - uptime) seen is the host time at which the guest sampled.
+        offset = min((h - u for h, u, _ in g.free_guest), default=0.0)
+        hint_curve_guest = [(u + offset - t0, max(free_before - f, 0)) for h, u, f in g.free_guest if h >= t0]
         out = {"mode": mode, "mb": ram["transferred"] / 1e6, "full_pages": ram["normal"], "wall": wall,
                "zero_pages": ram.get("duplicate", 0), "ideal": (mem_total - free_before) // PAGE,
                "free_before": free_before, "hinted_max": max((h for _, h in hint_curve), default=0) // PAGE,
-               "hint_curve": hint_curve, "progress": [(t - t0, n) for t, n in progress], "kernel": g.kernel,
+               "hint_curve": hint_curve, "hint_curve_guest": hint_curve_guest, "progress": [(t - t0, n) for t, n in progress], "kernel": g.kernel,
                "dirty_syncs": int(ram.get("dirty-sync-count", 0))}
         if ordered is not None:
             out["ordering"] = ordered.summary()

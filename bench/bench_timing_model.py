@@ -59,7 +59,7 @@ def fit_driver(hint: dict, end: float) -> DriverTiming | None:
     pass, or if that has too few distinct moments, through the whole climb (the driver hints at its own
     pace whatever round the host is in); None if the curve gives no rate (console lines that reached
     the host in bursts)."""
-    curve = [(t, b / PAGE) for t, b in hint["hint_curve"] if b > 0]
+    curve = [(t, b / PAGE) for t, b in hint.get("hint_curve_guest") or hint["hint_curve"] if b > 0]
     top = max((h for _, h in curve), default=0)
     for pts in ([(t, h) for t, h in curve if t <= end + 1e-3],
                 [(t, h) for t, h in curve if h < 0.98 * top] + [next(((t, h) for t, h in curve if h >= 0.98 * top),
