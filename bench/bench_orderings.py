@@ -49,16 +49,17 @@ def guest(mem_mib: int, keep_mib: int, fill_mib: int, base_mib: float) -> GuestM
 
 def row(label: str, o: Outcome, off_s: float) -> str:
     r = o.run
-    return (f"{label:>16}{r.full_pages:>11,.0f}{o.over_honest():>9.2f}{r.mb:>9.1f}{r.wait_s:>7.2f}{r.wall_s:>7.2f}"
-            f"{r.total_s:>7.2f}{r.total_s / off_s:>8.2f}{r.hinted:>10,.0f}")
+    return (f"{label:>16}{r.full_pages:>11,.0f}{o.over_honest():>9.2f}{r.mb:>9.1f}{r.wait_s:>7.2f}"
+            f"{r.wall_s:>7.2f}{r.total_s:>7.2f}{r.total_s / off_s:>8.2f}{r.hinted:>10,.0f}")
 
 
-HEAD = (f"{'ordering':>16}{'full':>11}{'x honest':>9}{'MB':>9}{'wait':>7}{'migr s':>7}{'total':>7}{'x off s':>8}"
-        f"{'hinted':>10}")
+HEAD = (f"{'ordering':>16}{'full':>11}{'x honest':>9}{'MB':>9}{'wait':>7}{'migr s':>7}{'total':>7}"
+        f"{'x off s':>8}{'hinted':>10}")
 
 
-def block(mix: GuestMix, host: HostTiming, driver: DriverTiming, settle: float) -> tuple[dict[str, Outcome], float]:
-    """Every ordering on one guest under one condition, printed; returns the outcomes and hinting off's time."""
+def block(mix: GuestMix, host: HostTiming, driver: DriverTiming,
+          settle: float) -> tuple[dict[str, Outcome], float]:
+    """Every ordering on one guest under one condition, printed; returns the outcomes and off's time."""
     off, *tried = compare(mix, host, driver, {"off": None, **SCHEDULES})
     off_s = off.run.total_s
     print(HEAD)
@@ -84,7 +85,7 @@ def block(mix: GuestMix, host: HostTiming, driver: DriverTiming, settle: float) 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", default="1024,128,700", help="MEM,KEEP,FILL MiB of the second guest")
-    p.add_argument("--settle", type=float, default=6.0, help="seconds from the free to migrate (as the real bench)")
+    p.add_argument("--settle", type=float, default=6.0, help="seconds from the free to migrate, as the bench")
     p.add_argument("--link-gbps", type=float, default=10.0, help="the link-limited host's line rate")
     args = p.parse_args()
     d = json.loads(RUN.read_text())
@@ -99,8 +100,8 @@ def main() -> None:
         table: dict[str, dict[str, Outcome]] = {}
         offs: dict[str, float] = {}
         for key, (label, h, drv) in conds.items():
-            print(f"-- {mib} MiB guest ({mix.in_use:,} pages in use, {mix.free_recent:,} freed, {mix.free_zero:,} "
-                  f"never written), {label}")
+            print(f"-- {mib} MiB guest ({mix.in_use:,} pages in use, {mix.free_recent:,} freed, "
+                  f"{mix.free_zero:,} never written), {label}")
             table[key], offs[key] = block(mix, h, drv, args.settle)
             print()
             figures[f"g{mib}_{key}_default_x"] = table[key]["default"].over_honest()
@@ -112,9 +113,10 @@ def main() -> None:
         print(f"{mib} MiB guest, x honest (x off s) per condition:")
         print(f"{'ordering':>16}" + "".join(f"{k:>16}" for k in conds))
         for n in SCHEDULES:
-            print(f"{n + (' *' if n == robust else ''):>16}" + "".join(
-                f"{table[k][n].over_honest():>9.2f} ({table[k][n].run.total_s / offs[k]:.2f})" for k in conds))
-        print(f"* robust: the smallest worst x honest among those no slower than off on the calibrated host\n")
+            cells = (f"{table[k][n].over_honest():>9.2f} ({table[k][n].run.total_s / offs[k]:.2f})"
+                     for k in conds)
+            print(f"{n + (' *' if n == robust else ''):>16}" + "".join(cells))
+        print("* robust: the smallest worst x honest among those no slower than off on the calibrated host\n")
         figures[f"g{mib}_robust_worst_x"] = max(table[k][robust].over_honest() for k in conds)
         figures[f"g{mib}_robust_is_pace"] = float(robust.startswith("pace"))
     print(" ".join(f"{k}={v:.3f}" for k, v in figures.items()))

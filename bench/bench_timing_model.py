@@ -61,9 +61,9 @@ def fit_driver(hint: dict, end: float) -> DriverTiming | None:
     the host in bursts)."""
     curve = [(t, b / PAGE) for t, b in hint.get("hint_curve_guest") or hint["hint_curve"] if b > 0]
     top = max((h for _, h in curve), default=0)
+    first_top = next(((t, h) for t, h in curve if h >= 0.98 * top), (0.0, 0.0))
     for pts in ([(t, h) for t, h in curve if t <= end + 1e-3],
-                [(t, h) for t, h in curve if h < 0.98 * top] + [next(((t, h) for t, h in curve if h >= 0.98 * top),
-                                                                     (0.0, 0.0))]):
+                [(t, h) for t, h in curve if h < 0.98 * top] + [first_top]):
         line = _line(pts)
         if line is not None:
             slope, latency = line
@@ -165,14 +165,16 @@ def main() -> None:
     host = fit_host(d, by["hint"], by["off"], driver)
     rep = ReportingTiming()
     print(f"calibrated on {args.calibrate.name} ({d['args']['mem_mib']} MiB guest, {by['hint']['kernel']}):")
-    print(f"  driver: first hint {driver.first_hint_s * 1e3:.0f} ms after START, {driver.blocks_per_s:.0f} blocks/s "
+    print(f"  driver: first hint {driver.first_hint_s * 1e3:.0f} ms after START, "
+          f"{driver.blocks_per_s:.0f} blocks/s "
           f"of 2^{driver.order} pages ({driver.pages_per_s * PAGE / 1e9:.2f} GB/s of free memory), "
           f"{driver.dirty_per_hint:.4f} non-zero pages resent per page hinted")
     print(f"  host: {host.full_s * 1e6:.2f} us per full page, {host.zero_s * 1e6:.2f} us per zero page, "
           f"switchover tail {host.tail_s * 1e3:.0f} ms, guest dirties {host.background_per_s:.0f} pages/s; "
           f"bulk pass measured to end at {end:.3f} s with {plateau:,} full pages")
-    print(f"  reporting (Linux's constants): a pass {rep.delay_s:g} s after the free, then every {rep.delay_s:g} s, "
-          f"each up to {rep.pages_per_pass(by['report']['free_before'] // PAGE) // 1024} blocks of 4 MiB here")
+    per_pass = rep.pages_per_pass(by["report"]["free_before"] // PAGE) // 1024
+    print(f"  reporting (Linux's constants): a pass {rep.delay_s:g} s after the free, then every "
+          f"{rep.delay_s:g} s, each up to {per_pass} blocks of 4 MiB here")
     defaults = (DriverTiming(), HostTiming())
     print(f"  the model's defaults {'are' if defaults == (driver, host) else 'differ from'} this calibration")
     print(f"{'run':>30}{'mode':>13}{'full pages':>12}{'model':>10}{'error':>8}{'MB':>9}{'model':>8}"
@@ -193,18 +195,21 @@ def main() -> None:
                 own_errors.append(own / r["full_pages"] - 1)
             elif ORDERED.get(mode, mode) == "hint":
                 note = "  (its hint curve gives no rate)"
-            print(f"{path.stem[len('migration-linux-'):]:>30}{mode:>13}{r['full_pages']:>12,}{m.full_pages:>10,.0f}"
-                  f"{err:>+8.1%}{r['mb']:>9.1f}{m.mb:>8.1f}{r['wall']:>9.2f}{m.wall_s:>7.2f}  {sample:<6}{note}")
+            name = path.stem[len("migration-linux-"):]
+            print(f"{name:>30}{mode:>13}{r['full_pages']:>12,}{m.full_pages:>10,.0f}"
+                  f"{err:>+8.1%}{r['mb']:>9.1f}{m.mb:>8.1f}{r['wall']:>9.2f}{m.wall_s:>7.2f}"
+                  f"  {sample:<6}{note}")
     sizes = len({runs_of(pp)[0]["args"]["mem_mib"] for pp in args.results})
     worst = {k: max((abs(e) for e in v), default=0.0) for k, v in errors.items()}
     print("own rates: the driver's and host's rates fitted to that run's curves, then its bytes predicted")
     print(f"guest sizes with committed runs: {sizes}; the target is within 10% on two. Bytes without hints "
-          "(off, reporting) do not depend on timing; with hints they depend on how fast the driver hints against "
-          "how fast the pass runs, and a run whose seconds are far from the model's ran on a machine of another "
-          "speed (a loaded one): its hint-on bytes are not a test of the model's mechanism, only of its rates.")
+          "(off, reporting) do not depend on timing; with hints they depend on how fast the driver hints "
+          "against how fast the pass runs, and a run whose seconds are far from the model's ran on a machine "
+          "of another speed (a loaded one): its hint-on bytes test the model's rates, not its mechanism.")
     print(f"first_hint_ms={driver.first_hint_s * 1e3:.1f} blocks_per_s={driver.blocks_per_s:.0f} "
-          f"full_us={host.full_s * 1e6:.2f} zero_us={host.zero_s * 1e6:.2f} dirty_per_hint={driver.dirty_per_hint:.4f} "
-          f"hint_err_max={worst['hint']:.3f} report_err_max={worst['report']:.3f} off_err_max={worst['off']:.3f} "
+          f"full_us={host.full_s * 1e6:.2f} zero_us={host.zero_s * 1e6:.2f} "
+          f"dirty_per_hint={driver.dirty_per_hint:.4f} hint_err_max={worst['hint']:.3f} "
+          f"report_err_max={worst['report']:.3f} off_err_max={worst['off']:.3f} "
           f"own_rates_hint_err_max={max((abs(e) for e in own_errors), default=0.0):.3f} "
           f"sizes={sizes}")
 
