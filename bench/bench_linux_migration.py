@@ -51,7 +51,8 @@ def machine_args(qemu: str, mem_mib: int, ram_file: Path | None) -> list[str]:
     mem = ["-m", str(mem_mib)]
     if ram_file is not None:  # RAM in a file we can read after the migration
         mem += ["-object", f"memory-backend-file,id=ram0,size={mem_mib}M,mem-path={ram_file},share=on"]
-    return [qemu, "-machine", "q35" + (",memory-backend=ram0" if ram_file is not None else ""), "-accel", "tcg",
+    machine = "q35" + (",memory-backend=ram0" if ram_file is not None else "")
+    return [qemu, "-machine", machine, "-accel", "tcg",
             "-smp", "2", *mem, "-nographic", "-nodefaults", "-no-user-config", "-object", "iothread,id=io0"]
 
 
@@ -211,7 +212,8 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
         out = {"mode": mode, "mb": ram["transferred"] / 1e6, "full_pages": ram["normal"], "wall": wall,
                "zero_pages": ram.get("duplicate", 0), "ideal": (mem_total - free_before) // PAGE,
                "free_before": free_before, "hinted_max": max((h for _, h in hint_curve), default=0) // PAGE,
-               "hint_curve": hint_curve, "hint_curve_guest": hint_curve_guest, "progress": [(t - t0, n) for t, n in progress], "kernel": g.kernel,
+               "hint_curve": hint_curve, "hint_curve_guest": hint_curve_guest,
+               "progress": [(t - t0, n) for t, n in progress], "kernel": g.kernel,
                "dirty_syncs": int(ram.get("dirty-sync-count", 0))}
         if ordered is not None:
             out["ordering"] = ordered.summary()
@@ -275,12 +277,13 @@ def main() -> None:
                    help="also run hint-ordered and off-ordered under cap:GBPS, gate or pace:SHARE "
                         "(refmodel.system.orderings)")
     p.add_argument("--quiet-ms", type=float, default=50.0, help="the ordering's 'hints stopped' time")
-    p.add_argument("--first-hint-bound", type=float, default=0.25, help="the ordering's bound if no hint comes")
+    p.add_argument("--first-hint-bound", type=float, default=0.25, help="the ordering's bound if no hint came")
     p.add_argument("--bound", type=float, default=2.0, help="the ordering's bound on the capped start")
     p.add_argument("--check", action="store_true",
                    help="load each stream into a destination QEMU and compare every page (RAM in /dev/shm)")
     args = p.parse_args()
-    bounds = {"quiet_s": args.quiet_ms / 1e3, "first_hint_bound_s": args.first_hint_bound, "bound_s": args.bound}
+    bounds = {"quiet_s": args.quiet_ms / 1e3, "first_hint_bound_s": args.first_hint_bound,
+              "bound_s": args.bound}
     try:
         ordering = None if args.ordering is None else parse(args.ordering, **bounds)
     except ValueError as e:
@@ -302,12 +305,13 @@ def main() -> None:
     by = {r["mode"]: r for r in runs}
     off = by["off"]
     for r in runs:
-        r["honest_ideal"] = HonestIdeal.estimated(r["ideal"], off["full_pages"], off["zero_pages"], n_pages).pages
+        r["honest_ideal"] = HonestIdeal.estimated(r["ideal"], off["full_pages"], off["zero_pages"],
+                                                  n_pages).pages
         r["timing_model"] = timing_model(args.mem_mib, args.fill_mib, args.settle, r)
     print(f"{ver}; guest {hint['kernel']}, {args.mem_mib} MiB, {args.keep_mib} MiB kept, {args.fill_mib} MiB "
           "written and freed, TCG, migration to exec:cat")
-    print(f"{'mode':>13}{'MB sent':>10}{'full pages':>12}{'zero pages':>12}{'seconds':>9}{'honest':>9}{'x honest':>9}"
-          f"{'old ideal':>10}{'x old':>7}{'timing model':>14}{'model s':>8}{'lost':>6}")
+    print(f"{'mode':>13}{'MB sent':>10}{'full pages':>12}{'zero pages':>12}{'seconds':>9}{'honest':>9}"
+          f"{'x honest':>9}{'old ideal':>10}{'x old':>7}{'timing model':>14}{'model s':>8}{'lost':>6}")
     for r in runs:
         lost = r.get("compare", {}).get("lost", "-")
         print(f"{r['mode']:>13}{r['mb']:>10.1f}{r['full_pages']:>12}{r['zero_pages']:>12}{r['wall']:>9.2f}"
@@ -318,8 +322,8 @@ def main() -> None:
             o = r["ordering"]
             what = (f"cap {o['cap_bps'] / 1e9:g} GB/s" if "cap_bps" in o else
                     f"paced at {o['share']:g} x the hint rate, {o.get('cap_changes', 0)} cap changes")
-            print(f"{'':>13}ordering: {what}, lifted at "
-                  f"{o['lifted_s'] if o['lifted_s'] is None else round(o['lifted_s'], 3)} s ({o['lifted_because']}), "
+            lifted = o["lifted_s"] if o["lifted_s"] is None else round(o["lifted_s"], 3)
+            print(f"{'':>13}ordering: {what}, lifted at {lifted} s ({o['lifted_because']}), "
                   f"{o['hinted_seen']} hinted pages seen over QMP")
     print(f"{'model':>8}{'':>10}{model_hint:>12}{'':>12}{'':>9}{hint['ideal']:>9}{model_hint / hint['ideal']:>9.2f}"
           f"   hints (the {held} pages the driver held) all applied before the bulk pass")

@@ -3,8 +3,8 @@
 The guest has a fraction of its pages in use; the rest is hinted in 4 MiB blocks (2^10 pages, the
 Linux hint block). A workload dirties some in-use pages: a share ``--late`` of them after the bulk
 pass has sent them, the rest before the pass starts. The migration: dirty logging on, hints applied
-(bitmap AND-NOT), early writes, sync, the bulk pass, the late writes, sync, the resends, switchover. Pages sent are
-printed against the honest ideal (``refmodel.system.migration.HonestIdeal``: in use at switchover plus
+(bitmap AND-NOT), early writes, sync, the bulk pass, the late writes, sync, the resends, switchover. Pages
+sent are printed against the honest ideal (``refmodel.system.migration.HonestIdeal``: in use at switchover plus
 the late writes' resends), with the old figure (in use + every page dirtied, not a lower bound) beside
 it. Targets for the 1 TiB case: <= 1 s and <= 512 MiB RSS. Ends with one key=value line.
 """
@@ -39,7 +39,8 @@ def blocks_mask(n_pages: int, blocks) -> int:
     return int.from_bytes(buf, "little")
 
 
-def one_round(n_pages: int, in_use_frac: float, dirty_frac: float, late: float, seed: int = 1) -> dict[str, float]:
+def one_round(n_pages: int, in_use_frac: float, dirty_frac: float, late: float,
+              seed: int = 1) -> dict[str, float]:
     rng = random.Random(seed)
     n_blocks = n_pages >> BLOCK_ORDER
     in_use_blocks = set(rng.sample(range(n_blocks), int(n_blocks * in_use_frac)))
@@ -65,7 +66,8 @@ def one_round(n_pages: int, in_use_frac: float, dirty_frac: float, late: float, 
     wall = time.perf_counter() - t0
     st = m.stats
     return {"pages": n_pages, "wall_s": wall, "rss_mib": rss_mib(), "sent": st.pages_sent, "ideal": st.ideal,
-            "honest": st.honest_ideal, "resends": st.unavoidable_resends, "no_hint": n_pages + st.pages_dirtied}
+            "honest": st.honest_ideal, "resends": st.unavoidable_resends,
+            "no_hint": n_pages + st.pages_dirtied}
 
 
 def main() -> None:
@@ -73,14 +75,14 @@ def main() -> None:
     p.add_argument("--log2-pages", type=int, default=28, help="large guest: 2^N pages (28 = 1 TiB)")
     p.add_argument("--in-use", type=float, default=0.25)
     p.add_argument("--dirty", type=float, default=0.05)
-    p.add_argument("--late", type=float, default=0.5, help="share of the dirtied pages written after the bulk pass")
+    p.add_argument("--late", type=float, default=0.5, help="share of dirtied pages written after the bulk pass")
     args = p.parse_args()
     small = one_round(1 << (args.log2_pages - 6), args.in_use, args.dirty, args.late)
     big = one_round(1 << args.log2_pages, args.in_use, args.dirty, args.late)
-    print(f"one precopy migration, {args.in_use:.0%} in use, {args.dirty:.0%} of it dirtied ({args.late:.0%} of "
-          "that after the bulk pass), 4 MiB hint blocks")
-    print(f"{'guest':>12}{'pages':>12}{'wall s':>9}{'maxRSS MiB':>12}{'sent':>12}{'honest':>12}{'resends':>10}"
-          f"{'sent/hon':>9}{'old ideal':>12}{'sent/old':>9}{'no hints':>12}")
+    print(f"one precopy migration, {args.in_use:.0%} in use, {args.dirty:.0%} of it dirtied "
+          f"({args.late:.0%} of that after the bulk pass), 4 MiB hint blocks")
+    print(f"{'guest':>12}{'pages':>12}{'wall s':>9}{'maxRSS MiB':>12}{'sent':>12}{'honest':>12}"
+          f"{'resends':>10}{'sent/hon':>9}{'old ideal':>12}{'sent/old':>9}{'no hints':>12}")
     for r in (small, big):
         gib = r["pages"] * 4096 / 2**30
         print(f"{gib:>10.0f}Gi{r['pages']:>12}{r['wall_s']:>9.3f}{r['rss_mib']:>12.0f}{r['sent']:>12}"
