@@ -199,6 +199,7 @@ class Recorder:
     features: int = 0  # feature bits in play in some example (offered by a device, accepted by a driver)
     #: What the implementation chose where the spec leaves a choice (e.g. queue numbering), by topic.
     observations: dict[str, set[str]] = attrs.Factory(dict)
+    interrupted: bool = False  # the search was stopped by a signal before it ended
 
     def check(self, req_id: str, ok: bool, detail: str = "") -> None:
         """Record that ``req_id`` was checked; raise its peer violation if ``ok`` is false.

@@ -21,7 +21,9 @@ virtqueues at the virtqueue level, one merged table per role (each verdict names
 
 Exit status: 0 when no requirement failed (known deviations excepted), 1 when one did or the
 implementation crashed or hung, 2 for bad usage (an unknown profile, a negative seed, ...) or an
-implementation that lacks a method of its role (a one-line message, never a traceback).
+implementation that lacks a method of its role (a one-line message, never a traceback), 130 when
+SIGINT or SIGTERM stopped the run: the table and the reports then hold the verdicts it reached, marked
+interrupted (a second signal stops at once, without them).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from spec.catalogue import CatalogueError, catalogue
 from conformance.interface import InterfaceError
 from conformance.registry import BUILTIN, RINGS, DutError, resolve, ring_of
 from conformance.report import print_table, write_json, write_junit
+from conformance.interrupt import EXIT_INTERRUPTED, stop_on_signals
 from conformance.profiles import PROFILES, ProfileError, check_seed, profile
 from conformance.runner import RunResult, run_levels
 
@@ -231,9 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         known = load_known_deviations(args.known_deviations)
         impls = _targets(args)
         progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-        results: list[RunResult] = [run_levels(impl, args.profile, known_deviations=known, progress=progress,
-                                               timeout=args.timeout, max_failures=args.max_failures,
-                                               seed=seed) for impl in impls]
+        results: list[RunResult] = []
+        with stop_on_signals():
+            for impl in impls:
+                results.append(run_levels(impl, args.profile, known_deviations=known, progress=progress,
+                                          timeout=args.timeout, max_failures=args.max_failures, seed=seed))
+                if results[-1].interrupted:
+                    break  # the implementations not yet run are not in the report
     except (DutError, InterfaceError, CatalogueError, ProfileError) as e:
         print(f"virtio-conformance: error: {e}", file=sys.stderr)
         return 2
@@ -245,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.junit:
         write_junit(results, args.junit)
         print(f"JUnit XML: {args.junit}")
+    if any(r.interrupted for r in results):
+        return EXIT_INTERRUPTED
     return 1 if any(r.failed for r in results) else 0
 
 

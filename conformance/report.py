@@ -37,6 +37,7 @@ are applicable to the features in play and checkable per the catalogue (verdict 
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -76,12 +77,23 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
             "observations": {f"{r.implementation.name}: {k}" if len(results) > 1 else k: list(v)
                              for r in results for k, v in r.observations.items()},
             "completeness": completeness,
+            "interrupted": any(r.interrupted for r in results),
             "summary": {k: summary.get(k, 0) for k in VERDICTS},
             "seconds": round(sum(r.seconds for r in results), 3)}
 
 
 def write_json(results: Sequence[RunResult], path: Path) -> None:
-    path.write_text(json.dumps(to_json(results), indent=2) + "\n", encoding="utf-8")
+    _replace(path, json.dumps(to_json(results), indent=2) + "\n")
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a reader (or a run stopped mid-write) never sees half a report."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_junit(results: Sequence[RunResult], path: Path) -> None:
@@ -111,7 +123,8 @@ def write_junit(results: Sequence[RunResult], path: Path) -> None:
             case = ET.SubElement(suite, "testcase", classname=res.implementation.name, name=f"error: {e.kind}")
             err = ET.SubElement(case, "error", message=e.detail)
             err.text = "\n".join(e.counterexample)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+    ET.indent(suites)
+    _replace(path, "<?xml version='1.0' encoding='utf-8'?>\n" + ET.tostring(suites, encoding="unicode") + "\n")
 
 
 _MARK = {"pass": "pass", "fail": "FAIL", "not-applicable": "n/a", "not-checkable": "uncheckable",
@@ -146,6 +159,8 @@ def print_table(results: Sequence[RunResult], out: TextIO) -> None:
         counts = Counter(v.verdict for v in res.verdicts)
         out.write("summary: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in VERDICTS) + "\n")
         out.write(completeness_line(res) + "\n")
+        if res.interrupted:
+            out.write("INTERRUPTED: the run was stopped before its search ended; these are the verdicts it reached\n")
         for v in res.verdicts:
             if v.failure is not None:
                 out.write(f"\ncounterexample for {v.requirement.id} ({v.requirement.cite()}):\n")

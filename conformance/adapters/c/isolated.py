@@ -24,6 +24,7 @@ from typing import Any
 
 from conformance.adapters.c.adapter import CDevice, CDriver, load, load_driver
 from conformance.harness import ImplementationError
+from conformance.interrupt import forget_child, register_child
 from refmodel.capabilities import Capability
 from refmodel.system.guest_os import GuestOS
 from refmodel.virtio.virtq import QueueAddresses
@@ -119,6 +120,7 @@ class _Host:
             parent.close()
             os._exit(_serve(child, self.path, self.kind))
         child.close()
+        register_child(pid)
         self.pid, self.sock, self.raised = pid, parent, None
 
     def call(self, oid: int, method: str, *args: Any) -> Any:
@@ -171,6 +173,7 @@ class _Host:
         if pid is None:
             return "the library's process is gone"
         _, status = os.waitpid(pid, 0)
+        forget_child(pid)
         if os.WIFSIGNALED(status):
             return f"crashed the library's process ({signal.Signals(os.WTERMSIG(status)).name})"
         return f"the library's process exited with status {os.WEXITSTATUS(status)}"
@@ -193,6 +196,7 @@ class _Host:
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+            forget_child(pid)
 
     def __del__(self) -> None:
         self.close()

@@ -27,6 +27,7 @@ from refmodel.virtio.memory import GuestMemory
 
 from conformance.adapters.qemu.qmp import QmpClient, QmpError
 from conformance.adapters.qemu.qtest import QtestClient
+from conformance.interrupt import forget_child, register_child
 
 DEFAULT_BINARY = "qemu-system-x86_64"
 DEFAULT_DEVICE = ("virtio-balloon-pci,id=balloon0,disable-legacy=on,iothread=io0,free-page-hint=on,"
@@ -79,6 +80,7 @@ class QemuProcess:
             self.close()
             raise QemuError(f"cannot run {path}: {e.strerror}") from None
         _live.add(self)
+        register_child(self.proc.pid, group=True)  # its own session: a terminal's Ctrl-C does not reach it
         try:
             conn, _ = listener.accept()
         except TimeoutError:
@@ -120,6 +122,8 @@ class QemuProcess:
             except ProcessLookupError:
                 pass
             self.proc.wait(timeout=10)
+        if getattr(self, "proc", None) is not None:
+            forget_child(self.proc.pid)
         for obj in ("qtest", "qmp"):
             client = getattr(self, obj, None)
             if client is not None:
