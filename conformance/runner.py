@@ -29,6 +29,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation
 from refmodel.virtio.features import Feature
 from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.packed.layout import place
 from refmodel.virtio.split.driver import IndirectArena
 from refmodel.virtio.virtq import QueueAddresses
 from spec.catalogue import Requirement, catalogue
@@ -41,10 +42,10 @@ from conformance.interface import (CAPABILITY_PROTOCOLS, ROLE_PROTOCOLS, Capabil
                                    check_implementation)
 from conformance.machines.base import ConformanceMachine
 from conformance.machines.device.boot import make_device
-from conformance.machines.virtq import DeviceQueueConformance, DriverQueueConformance, base as virtq_base
+from conformance.machines.virtq import base as virtq_base
 from conformance.machines.virtq.driver import queue_capabilities
 from conformance.profiles import SHRINK_SECONDS, forced_seed, profile, shrink_budget
-from conformance.registry import BUILTIN, Implementation, machine_for
+from conformance.registry import BUILTIN, Implementation, machine_for, ring_of
 
 VERDICTS = ("pass", "fail", "not-applicable", "not-checkable", "skipped")
 
@@ -96,6 +97,8 @@ class RunResult:
     observations: dict[str, tuple[str, ...]] = attrs.Factory(dict)
     levels: tuple[str, ...] = ("balloon",)  # the machines whose verdicts this holds
     seed: int | None = None  # forced Hypothesis seed, if any
+    #: The run was stopped (SIGINT, SIGTERM) before its search ended: the verdicts are those reached.
+    interrupted: bool = False
 
     @property
     def failed(self) -> bool:
@@ -116,8 +119,10 @@ def _header(cls: type, tolerated: frozenset[str]) -> list[str]:
     """The script's opening: the machine class for the implementation, as this run had it."""
     impl = cls.implementation  # type: ignore[attr-defined]
     args = [repr(impl.name), repr(impl.role)]
-    if impl.machine in (DeviceQueueConformance, DriverQueueConformance):
+    if ring_of(impl) is not None:
         args.append("level='virtqueue'")
+    if ring_of(impl) == "packed":
+        args.append("ring='packed'")
     for dut, arg, attr in (("qemu", "qemu_binary", "binary"), ("linux", "uml_binary", "uml")):
         if impl.name == dut and getattr(impl.factory, attr, None):
             args.append(f"{arg}={getattr(impl.factory, attr)!r}")
@@ -270,12 +275,13 @@ def _build(impl: Implementation) -> tuple[Any, str] | None:
     """One instance built with the arguments the machine's boot passes, and its level; None for an
     implementation with a machine of its own (a real guest, which boots per example)."""
     factory = impl.factory
-    if impl.machine in (DeviceQueueConformance, DriverQueueConformance):
+    if ring_of(impl) is not None:
         kwargs: dict[str, Any] = {"event_idx": False, "indirect_desc": False, "start_idx": 0}
         if impl.role == "driver":
             kwargs["indirect_arena"] = IndirectArena(*virtq_base.ARENA)
-        return factory(GuestMemory(virtq_base.MEM), QueueAddresses.packed_at(virtq_base.RING, 8), 8,
-                       **kwargs), "virtqueue"
+        addrs = place(virtq_base.RING, 8) if ring_of(impl) == "packed" else \
+            QueueAddresses.packed_at(virtq_base.RING, 8)
+        return factory(GuestMemory(virtq_base.MEM), addrs, 8, **kwargs), "virtqueue"
     if impl.machine is not None:
         return None
     if impl.role == "driver":
@@ -329,62 +335,74 @@ def search(impl: Implementation, profile_name: str, *, known_deviations: frozens
     tolerated = set(known_deviations)
     searches = 0
     budget = float(SHRINK_SECONDS.get(profile_name, 20))  # for shortening each printed counterexample
-    while len(failures) <= max_failures:
-        rec = Recorder(tolerated=frozenset(tolerated))
-        cls.recorder = rec
-        searches += 1
-        progress(f"{impl.name} ({impl.role}): search {searches}, {profile_name} profile")
-        try:
-            # notes carry the trace; the constant pool is the suite's, not the implementation's
-            with shrink_budget(profile_name), with_reporter(lambda _: None), pinned_constants(), \
-                    forced_seed(seed):
-                run_state_machine_as_test(cls, settings=settings)
-        except BaseException as raised:  # noqa: BLE001 - everything becomes a verdict or an error
-            if isinstance(raised, KeyboardInterrupt):
+    try:
+        while len(failures) <= max_failures:
+            rec = Recorder(tolerated=frozenset(tolerated))
+            cls.recorder = rec
+            searches += 1
+            progress(f"{impl.name} ({impl.role}): search {searches}, {profile_name} profile")
+            try:
+                # notes carry the trace; the constant pool is the suite's, not the implementation's
+                with shrink_budget(profile_name), with_reporter(lambda _: None), pinned_constants(), \
+                        forced_seed(seed):
+                    run_state_machine_as_test(cls, settings=settings)
+            except KeyboardInterrupt:
                 raise
-            e, flaky = _root(raised)
-
-            def script(e: BaseException) -> tuple[str, ...]:
-                return counterexample(e, cls, rec.tolerated, budget,
-                                      reproducible=not flaky and not isinstance(e, Flaky))
-
-            suffix = " (did not happen again when Hypothesis replayed it: nondeterministic)" if flaky else ""
-            if isinstance(e, PeerSpecViolation) and e.role != impl.role:
-                # The implementation blamed our reference side for a rule that binds the other role.
-                errors.append(RunError("implementation", f"the implementation raised {e.req_id} ({e.role} rule) "
-                                       f"against the reference {e.role}: {e.detail}{suffix}", script(e)))
-                progress(f"  ERROR the implementation blamed the reference {e.role}: {e.req_id}")
-            elif isinstance(e, PeerSpecViolation):
-                failures[e.req_id] = Failure(e.req_id, e.detail + suffix, script(e))
-                tolerated.add(e.req_id)
-                progress(f"  FAIL {e.req_id}: {e.detail}{suffix}")
-                continue
-            elif isinstance(e, ImplementationError):
-                errors.append(RunError("implementation", str(e) + suffix, script(e)))
-                progress(f"  ERROR {e}{suffix}")
-            elif isinstance(e, LocalSpecViolation):
-                errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", script(e)))
-                progress(f"  HARNESS ERROR {e}")
-            elif isinstance(e, InterfaceError):  # raised at boot: the same for every example
-                raise InterfaceError(f"--dut {impl.name}: {e}") from None
-            elif isinstance(e, Flaky):  # FlakyStrategyDefinition, FlakyReplay (a FlakyFailure is unwrapped)
-                # The implementation behaved differently on replay (an asynchronous VMM): the search stops
-                # here, the verdicts found so far stand, and the report says why it stopped.
-                errors.append(RunError("nondeterministic", f"search stopped: {type(e).__name__}: "
-                                       f"{str(e).splitlines()[0] if str(e) else ''}", script(e)))
-                progress(f"  NOTE the implementation is nondeterministic; search stopped ({type(e).__name__})")
-            else:
-                errors.append(RunError("harness", f"{type(e).__name__}: {e}", script(e)))
-                progress(f"  HARNESS ERROR {type(e).__name__}: {e}")
-        finally:
-            total.exercised |= rec.exercised
-            total.features |= rec.features
-            for topic, values in rec.observations.items():
-                total.narrow(topic, values)
-            for k, v in rec.tolerated_seen.items():
-                total.tolerated_seen.setdefault(k, v)
-        break
+            except BaseException as raised:  # noqa: BLE001 - everything becomes a verdict or an error
+                failure = _judge(raised, impl, cls, rec, budget, errors, progress)
+                if failure is not None:
+                    failures[failure.req_id] = failure
+                    tolerated.add(failure.req_id)
+                    continue
+            finally:
+                total.exercised |= rec.exercised
+                total.features |= rec.features
+                for topic, values in rec.observations.items():
+                    total.narrow(topic, values)
+                for k, v in rec.tolerated_seen.items():
+                    total.tolerated_seen.setdefault(k, v)
+            break
+    except KeyboardInterrupt:  # in a search, or while a failure was replayed or shortened (not kept)
+        total.interrupted = True
+        progress("  STOPPED: interrupted; the verdicts reached so far stand")
     return failures, errors, total, searches
+
+
+def _judge(raised: BaseException, impl: Implementation, cls: type, rec: Recorder, budget: float,
+           errors: list[RunError], progress: Callable[[str], None]) -> Failure | None:
+    """What a search's exception means: a failure of a requirement (returned), or an error (appended)."""
+    e, flaky = _root(raised)
+
+    def script() -> tuple[str, ...]:
+        return counterexample(e, cls, rec.tolerated, budget, reproducible=not flaky and not isinstance(e, Flaky))
+
+    suffix = " (did not happen again when Hypothesis replayed it: nondeterministic)" if flaky else ""
+    if isinstance(e, PeerSpecViolation) and e.role != impl.role:
+        # The implementation blamed our reference side for a rule that binds the other role.
+        errors.append(RunError("implementation", f"the implementation raised {e.req_id} ({e.role} rule) "
+                               f"against the reference {e.role}: {e.detail}{suffix}", script()))
+        progress(f"  ERROR the implementation blamed the reference {e.role}: {e.req_id}")
+    elif isinstance(e, PeerSpecViolation):
+        progress(f"  FAIL {e.req_id}: {e.detail}{suffix}")
+        return Failure(e.req_id, e.detail + suffix, script())
+    elif isinstance(e, ImplementationError):
+        errors.append(RunError("implementation", str(e) + suffix, script()))
+        progress(f"  ERROR {e}{suffix}")
+    elif isinstance(e, LocalSpecViolation):
+        errors.append(RunError("harness", f"the reference side broke {e.req_id}: {e}", script()))
+        progress(f"  HARNESS ERROR {e}")
+    elif isinstance(e, InterfaceError):  # raised at boot: the same for every example
+        raise InterfaceError(f"--dut {impl.name}: {e}") from None
+    elif isinstance(e, Flaky):  # FlakyStrategyDefinition, FlakyReplay (a FlakyFailure is unwrapped)
+        # The implementation behaved differently on replay (an asynchronous VMM): the search stops here,
+        # the verdicts found so far stand, and the report says why it stopped.
+        first = str(e).splitlines()[0] if str(e) else ""
+        errors.append(RunError("nondeterministic", f"search stopped: {type(e).__name__}: {first}", script()))
+        progress(f"  NOTE the implementation is nondeterministic; search stopped ({type(e).__name__})")
+    else:
+        errors.append(RunError("harness", f"{type(e).__name__}: {e}", script()))
+        progress(f"  HARNESS ERROR {type(e).__name__}: {e}")
+    return None
 
 
 def _applicable(r: Requirement, features: int) -> bool:
@@ -476,29 +494,36 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: fro
                 close()
     cls = machine_for(impl)
     scope = getattr(cls, "scope", "")
-    return RunResult(impl, profile_name, verdicts(impl.role, failures, rec, known_deviations,
-                                                  unobservable=getattr(cls, "unobservable", None),
-                                                  scope=scope, capabilities=capabilities),
+    judged = verdicts(impl.role, failures, rec, known_deviations, unobservable=getattr(cls, "unobservable", None),
+                      scope=scope, capabilities=capabilities)
+    if rec.interrupted:  # a check not reached may only have been waiting for its example
+        judged = tuple(attrs.evolve(v, reason=f"{v.reason} (the run was interrupted)") if v.verdict == "skipped"
+                       else v for v in judged)
+    return RunResult(impl, profile_name, judged,
                      tuple(errors),
                      time.perf_counter() - start, searches,
                      {k: tuple(sorted(v)) for k, v in sorted(rec.observations.items())},
-                     levels=("virtqueue" if scope else "balloon",), seed=seed)
+                     levels=("virtqueue" if scope else "balloon",), seed=seed, interrupted=rec.interrupted)
 
 
 #: Balloon-level implementations whose split virtqueues the suite also knows as a virtqueue-level
 #: implementation: :func:`run_levels` runs both and merges the verdicts (the SPLIT-* checks that only
 #: the virtqueue machines make then count for the balloon implementation too).
-QUEUES_OF = {"reference": "virtq-reference"}
+QUEUES_OF = {"reference": ("virtq-reference", "virtq-packed-reference")}
 
 
 def run_levels(impl: Implementation, profile_name: str = "ci", **kwargs: Any) -> RunResult:
     """:func:`run`, merged (:func:`merge`) with a run of ``impl``'s own split virtqueues at the virtqueue
     level when the suite knows them (:data:`QUEUES_OF`)."""
     res = run(impl, profile_name, **kwargs)
-    queues = BUILTIN.get((QUEUES_OF.get(impl.name, ""), impl.role))
-    if queues is None or impl.machine is not None:
+    if impl.machine is not None:
         return res
-    return merge(res, run(queues, profile_name, **kwargs))
+    for name in QUEUES_OF.get(impl.name, ()):
+        queues = BUILTIN.get((name, impl.role))
+        if queues is None or res.interrupted:
+            break
+        res = merge(res, run(queues, profile_name, **kwargs))
+    return res
 
 
 def merge(balloon: RunResult, queue: RunResult) -> RunResult:
@@ -521,4 +546,5 @@ def merge(balloon: RunResult, queue: RunResult) -> RunResult:
     observations = {**balloon.observations, **{f"virtqueue: {k}": v for k, v in queue.observations.items()}}
     return RunResult(balloon.implementation, balloon.profile, tuple(out), errors,
                      balloon.seconds + queue.seconds, balloon.searches + queue.searches, observations,
-                     levels=(*balloon.levels, *queue.levels), seed=balloon.seed)
+                     levels=tuple(dict.fromkeys((*balloon.levels, *queue.levels))), seed=balloon.seed,
+                     interrupted=balloon.interrupted or queue.interrupted)
