@@ -21,7 +21,8 @@ needs_types = [
 STATUSES = ["checked", "tested", "not yet", "not checkable", "legacy", "no check"]
 needs_fields = {name: {"description": text, "nullable": True, "schema": {"type": "string"}} for name, text in (
     ("section", "virtio 1.4 section number"), ("role", "the side the statement binds"),
-    ("keyword", "RFC 2119 keyword"), ("profile", "virtio-1.4, proposal or seed-2016"))}
+    ("keyword", "RFC 2119 keyword"),
+    ("profile", "virtio-1.4, seed-2016 or a proposal profile (docs/proposals)"))}
 needs_fields["status"] = {"description": "how a requirement is covered", "nullable": True,
                           "schema": {"type": "string", "enum": STATUSES}}
 needs_links = {
