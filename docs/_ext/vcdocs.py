@@ -288,18 +288,21 @@ def migration_page(target: Path) -> str:
            "*Honest ideal* (``refmodel.system.migration.HonestIdeal``): the pages in use at switchover with",
            "non-zero contents, plus the resends the dirty log forces (pages in use and unhinted through the",
            "bulk pass and written after it). It is a lower bound, property-tested against every schedule and",
-           "policy of the model that loses nothing. The old figure, *in use + dirtied*, is shown beside it; it",
-           "is not a lower bound (pages dirtied, then freed and hinted, need not be sent at all). For real",
-           "runs it is estimated from counts: RAM - MemFree at the start, plus what the run without hints sent",
-           "beyond one send per page.", ""]
+           "policy of the model that loses nothing. The old figure, *in use + dirtied*, is shown beside it;",
+           "it is not a lower bound (pages dirtied, then freed and hinted, need not be sent at all). For",
+           "real runs it is estimated from counts: RAM - MemFree at the start, plus what the run without",
+           "hints sent beyond one send per page.",
+           ""]
     out += _qtest_migrations(root, target)
     out += ["Real-guest migrations", "---------------------", "",
-            "Linux's own driver in a QEMU TCG guest, migrated with free page hinting on, off, and with free page",
-            "reporting, beside the models' predictions for the same workload. Made by",
-            "``bench/bench_linux_migration.py --json results/migration-linux-....json``; see :doc:`../linux`.",
-            "*Timing model* is ``refmodel.system.timing`` as calibrated by ``bench/bench_timing_model.py`` on the",
-            "2 GiB run (so in sample there, out of sample elsewhere). *hint-ordered* is the hinting guest under a",
-            "host ordering (below), *off-ordered* a guest that never hints under the same one: its bound.", ""]
+            "Linux's own driver in a QEMU TCG guest, migrated with free page hinting on, off, and with",
+            "free page reporting, beside the models' predictions for the same workload. Made by",
+            "``bench/bench_linux_migration.py --json results/migration-linux-....json``; see",
+            ":doc:`../linux`. *Timing model* is ``refmodel.system.timing`` as calibrated by",
+            "``bench/bench_timing_model.py`` on the 2 GiB run (so in sample there, out of sample",
+            "elsewhere). *hint-ordered* is the hinting guest under a host ordering (below), *off-ordered*",
+            "a guest that never hints under the same one: its bound.",
+            ""]
     before = len(out)
     for path in sorted(root.glob("migration-linux-*.json")):
         out += _real_run(path, target)
@@ -322,8 +325,8 @@ def _real_run(path: Path, target: Path) -> list[str]:
     n_pages = (a["mem_mib"] << 20) // 4096
 
     def honest(r: dict) -> int:
-        return r.get("honest_ideal") or HonestIdeal.estimated(r["ideal"], off["full_pages"], off["zero_pages"],
-                                                              n_pages).pages
+        estimate = HonestIdeal.estimated(r["ideal"], off["full_pages"], off["zero_pages"], n_pages)
+        return r.get("honest_ideal") or estimate.pages
 
     def timing(r: dict) -> int:
         base = {"hint-ordered": "hint", "off-ordered": "off"}.get(r["mode"], r["mode"])
@@ -331,32 +334,33 @@ def _real_run(path: Path, target: Path) -> list[str]:
         if base == "report":
             mix = mix.reported(ReportingTiming().reported(mix.free, a["settle"] + 0.1))
         sched = from_dict(r["ordering"]) if "ordering" in r else Uncapped()
-        return round(simulate(mix, HostTiming(), DriverTiming() if base == "hint" else None, sched).full_pages)
+        driver = DriverTiming() if base == "hint" else None
+        return round(simulate(mix, HostTiming(), driver, sched).full_pages)
+
+    def cells(*values: str) -> list[str]:
+        return [f"     - {v}" for v in values]
 
     title = f"{d['qemu'].split('(')[0].strip()}, guest {hint['kernel']}, {a['mem_mib']} MiB"
     checked = all("compare" in r for r in d["runs"])
-    out = [title, "~" * len(title), "",
-           f"{a['mem_mib']} MiB guest, {a['keep_mib']} MiB kept in use, {a['fill_mib']} MiB written and freed "
-           f"{a['settle']:g} s before the migration; migration to ``exec:cat`` with no bandwidth cap unless an "
-           "ordering set one. Full pages are the ones QEMU sends whole (zero pages go as a flag)."
-           + (" Every run's stream was loaded into a paused destination QEMU and every page compared." if checked
-              else ""), "",
-           ".. list-table::", "   :header-rows: 1", "", "   * - run", "     - MB sent", "     - full pages",
-           "     - seconds", "     - x honest ideal", "     - x old ideal", "     - timing model"]
+    intro = (f"{a['mem_mib']} MiB guest, {a['keep_mib']} MiB kept in use, {a['fill_mib']} MiB written and "
+             f"freed {a['settle']:g} s before the migration; migration to ``exec:cat`` with no bandwidth "
+             "cap unless an ordering set one. Full pages are the ones QEMU sends whole (zero pages go as a "
+             "flag).")
     if checked:
-        out.append("     - pages differing")
+        intro += " Every run's stream was loaded into a paused destination QEMU and every page compared."
+    out = [title, "~" * len(title), "", intro, "", ".. list-table::", "   :header-rows: 1", "", "   * - run",
+           *cells("MB sent", "full pages", "seconds", "x honest ideal", "x old ideal", "timing model")]
+    out += cells("pages differing") if checked else []
     for mode, r in by.items():
-        out += [f"   * - {mode}", f"     - {r['mb']:.1f}", f"     - {r['full_pages']:,}", f"     - {r['wall']:.2f}",
-                f"     - {r['full_pages'] / honest(r):.2f}", f"     - {r['full_pages'] / r['ideal']:.2f}",
-                f"     - {timing(r):,}"]
-        if checked:
-            out.append(f"     - {r['compare']['lost']}")
-    out += ["   * - page model, no hints", "     -", f"     - {d['model_off']:,}", "     -",
-            f"     - {d['model_off'] / honest(hint):.2f}", f"     - {d['model_off'] / hint['ideal']:.2f}", "     -"]
-    out += ["     -"] if checked else []
-    out += ["   * - page model, every held hint before the bulk pass", "     -", f"     - {d['model_hint']:,}", "     -",
-            f"     - {d['model_hint'] / honest(hint):.2f}", f"     - {d['model_hint'] / hint['ideal']:.2f}", "     -"]
-    out += ["     -"] if checked else []
+        out += [f"   * - {mode}", *cells(f"{r['mb']:.1f}", f"{r['full_pages']:,}", f"{r['wall']:.2f}",
+                                        f"{r['full_pages'] / honest(r):.2f}",
+                                        f"{r['full_pages'] / r['ideal']:.2f}", f"{timing(r):,}")]
+        out += cells(str(r["compare"]["lost"])) if checked else []
+    for label, pages in (("page model, no hints", d["model_off"]),
+                         ("page model, every held hint before the bulk pass", d["model_hint"])):
+        out += [f"   * - {label}", "     -", *cells(f"{pages:,}"), "     -",
+                *cells(f"{pages / honest(hint):.2f}", f"{pages / hint['ideal']:.2f}"), "     -"]
+        out += ["     -"] if checked else []
     out.append("")
     stem, qemu = path.stem, _qemu(d["qemu"])
     rows = [Bar("honest ideal", honest(hint), "ideal"), Bar("timing model: hinting", timing(hint), "model"),
@@ -365,41 +369,47 @@ def _real_run(path: Path, target: Path) -> list[str]:
         rows += [Bar("timing model: hint-ordered", timing(by["hint-ordered"]), "model"),
                  Bar("measured: hint-ordered", by["hint-ordered"]["full_pages"], "measured")]
     rows += [Bar("measured: reporting", by["report"]["full_pages"], "measured"),
-             Bar("timing model: no hints", timing(off), "model"), Bar("measured: no hints", off["full_pages"], "measured")]
-    plots.bars(target / f"{stem}-bars.svg", rows, f"{a['mem_mib']} MiB Linux {hint['kernel']} guest migrated by {qemu}")
+             Bar("timing model: no hints", timing(off), "model"),
+             Bar("measured: no hints", off["full_pages"], "measured")]
+    plots.bars(target / f"{stem}-bars.svg", rows,
+               f"{a['mem_mib']} MiB Linux {hint['kernel']} guest migrated by {qemu}")
     held, free = hint["hinted_max"], hint["free_before"] // 4096
     t90 = next((t for t, b in hint["hint_curve"] if held and b // 4096 >= 0.9 * held), None)
     mib = 4096 / 2**20
+    marks = [Mark(hint["wall"], f"migration ends ({hint['wall']:.2f} s)", "#444444")]
+    if t90 is not None:
+        marks.append(Mark(t90, f"the driver holds 90% of its hints ({t90:.2f} s)", "#aa7722", ":"))
     plots.lines(target / f"{stem}-timeline.svg", [
         Series("sent in full (hinting run)", [(t, n * mib) for t, n in hint["progress"]], "#2277aa"),
         Series("held as hints by the driver", [(t, b / 2**20) for t, b in hint["hint_curve"]], "#aa7722")],
         f"The hinting run over time ({qemu}, {a['mem_mib']} MiB guest)", "seconds since migrate", "MiB",
-        marks=[Mark(hint["wall"], f"migration ends ({hint['wall']:.2f} s)", "#444444")]
-        + ([] if t90 is None else [Mark(t90, f"the driver holds 90% of its hints ({t90:.2f} s)", "#aa7722", ":")]))
-    out += [f".. image:: {stem}-bars.svg", f"   :alt: full pages sent, {a['mem_mib']} MiB guest", "",
-            f".. image:: {stem}-timeline.svg", "   :alt: MiB sent and held as hints, over time", "",
-            f"With hinting on, QEMU sent {hint['full_pages'] - honest(hint):,} full pages beyond the honest ideal. "
-            f"The driver held {held:,} pages as hints, {held / max(free, 1):.0%} of the guest's free memory, and "
-            f"reached 90% of that {t90 if t90 is None else f'{t90:.2f}'} s into a {hint['wall']:.2f} s migration. "
-            "Linux hands out its freed memory top down while QEMU's bulk pass walks up; the round ends when the "
-            "pass does, and the freed memory the pass reached before the driver did is sent in full."]
+        marks=marks)
+    t90_s = "never" if t90 is None else f"{t90:.2f} s"
+    text = (f"With hinting on, QEMU sent {hint['full_pages'] - honest(hint):,} full pages beyond the honest "
+            f"ideal. The driver held {held:,} pages as hints, {held / max(free, 1):.0%} of the guest's free "
+            f"memory, and reached 90% of that at {t90_s} into a {hint['wall']:.2f} s migration. Linux hands "
+            "out its freed memory top down while QEMU's bulk pass walks up; the round ends when the pass "
+            "does, and the freed memory the pass reached before the driver did is sent in full.")
     if "hint-ordered" in by:
         ho, oo = by["hint-ordered"], by["off-ordered"]
         o, b = ho["ordering"], oo["ordering"]
         what = (f"max-bandwidth capped at {o['cap_bps'] / 1e9:g} GB/s" if "cap_bps" in o
                 else f"the pass paced at {o['share']:g} x the hint rate")
-        out[-1] += (f" Under the ordering ({what}), the hinting guest sent {ho['full_pages'] / honest(ho):.2f} x "
-                    f"the honest ideal in {ho['wall']:.2f} s; the cap was lifted at {o['lifted_s']:.2f} s "
-                    f"({o['lifted_because']}), with the first hint seen at "
-                    f"{o['first_hint_s'] if o['first_hint_s'] is None else round(o['first_hint_s'], 2)} s. "
-                    f"The guest that never hints had its cap lifted at {b['lifted_s']:.2f} s ({b['lifted_because']}) "
-                    f"and migrated in {oo['wall']:.2f} s, against {off['wall']:.2f} s without the ordering.")
-    if off["wall"] > 3 * timing_wall(d, off):
-        out[-1] += (f" This run's machine was loaded: without hints it took {off['wall']:.2f} s where the timing model "
-                    f"says {timing_wall(d, off):.2f} s, and the modes ran at different speeds, so its seconds and its "
-                    "hint-on bytes compare only roughly.")
-    out.append("")
-    return out
+        first = "never" if o["first_hint_s"] is None else f"{o['first_hint_s']:.2f} s"
+        text += (f" Under the ordering ({what}), the hinting guest sent "
+                 f"{ho['full_pages'] / honest(ho):.2f} x the honest ideal in {ho['wall']:.2f} s; the cap was "
+                 f"lifted at {o['lifted_s']:.2f} s ({o['lifted_because']}), the first hint seen at {first}. "
+                 f"The guest that never hints had its cap lifted at {b['lifted_s']:.2f} s "
+                 f"({b['lifted_because']}) and migrated in "
+                 f"{oo['wall']:.2f} s, against {off['wall']:.2f} s without the ordering.")
+    model_off_s = timing_wall(d, off)
+    if off["wall"] > 3 * model_off_s:
+        text += (f" This run's machine was loaded: without hints it took {off['wall']:.2f} s where the "
+                 f"timing model says {model_off_s:.2f} s, and the modes ran at different speeds, so its "
+                 "seconds and its hint-on bytes compare only roughly.")
+    return out + [f".. image:: {stem}-bars.svg", f"   :alt: full pages sent, {a['mem_mib']} MiB guest", "",
+                  f".. image:: {stem}-timeline.svg", "   :alt: MiB sent and held as hints, over time", "",
+                  text, ""]
 
 
 def timing_wall(d: dict, r: dict) -> float:
@@ -416,17 +426,19 @@ def _orderings_section() -> list[str]:
 
     scheds = {"QEMU's default": Uncapped(), "cap 0.75 GB/s, lift when hints stop": CapThenLift(7.5e8),
               "gate: wait for the driver's STOP": gate_until_stop(), "pace 0.5 x the hint rate": Paced(0.5)}
-    guests = {"2 GiB": GuestMix(524288, 91478, 384000, 48810), "1 GiB": GuestMix(262144, 58710, 179200, 24234)}
+    guests = {"2 GiB": GuestMix(524288, 91478, 384000, 48810),
+              "1 GiB": GuestMix(262144, 58710, 179200, 24234)}
     conds = conditions()
     out = ["Host orderings", "--------------", "",
-           "Orderings that need only QMP (``refmodel.system.orderings``; ``bench/bench_orderings.py``), in the",
-           "calibrated timing model, on the 2 GiB guest of the committed run and a 1 GiB one like the second:",
-           "full pages over the honest ideal, and in brackets the total time over hinting off. Each is",
-           "bounded (a guest that never hints costs at most the 0.25 s first-hint bound) and changes only",
+           "Orderings that need only QMP (``refmodel.system.orderings``; ``bench/bench_orderings.py``), in",
+           "the calibrated timing model, on the 2 GiB guest of the committed run and a 1 GiB one like the",
+           "second: full pages over the honest ideal, and in brackets the total time over hinting off. Each",
+           "is bounded (a guest that never hints costs at most the 0.25 s first-hint bound) and changes only",
            "when pages are sent, so nothing is lost (``tests/system/test_orderings.py``). A fixed cap suits",
            "the rates it was tuned for; a starved driver hints late and slowly and the capped pass outruns",
            "it, which the 1 GiB real run showed. Pacing the pass by the observed hint rate keeps within a",
-           "factor of the gate's bytes without its wait.", "",
+           "factor of the gate's bytes without its wait.",
+           "",
            ".. list-table::", "   :header-rows: 1", "", "   * - ordering"]
     out += [f"     - {g}, {label}" for g in guests for label, _, _ in conds.values()]
     table = {(g, k): {o.name: o for o in compare(mix, h, drv, dict(scheds))}
@@ -435,7 +447,8 @@ def _orderings_section() -> list[str]:
             for g, mix in guests.items() for k, (_, h, drv) in conds.items()}
     for name in scheds:
         out.append(f"   * - {name}")
-        out += [f"     - {table[g, k][name].over_honest():.2f} ({table[g, k][name].run.total_s / offs[g, k]:.2f})"
+        out += [f"     - {table[g, k][name].over_honest():.2f} "
+                f"({table[g, k][name].run.total_s / offs[g, k]:.2f})"
                 for g in guests for k in conds]
     return out + [""]
 
