@@ -236,7 +236,8 @@ class LinuxFactory:
     #: Fewer, shorter examples than the in-process profiles: every example boots a kernel.
     profiles = {"dev": {"max_examples": 4, "stateful_step_count": 10},
                 "ci": {"max_examples": 8, "stateful_step_count": 12},
-                "nightly": {"max_examples": 40, "stateful_step_count": 25}}
+                "nightly": {"max_examples": 40, "stateful_step_count": 25},
+                "soak": {"max_examples": 100, "stateful_step_count": 25}}  # random: one seed per run
 
     #: Builds tried, in order, when none is named and the system's UML does not boot on this host.
     FALLBACK_BUILDS = ("sid",)
