@@ -42,6 +42,9 @@ class DriverTiming:
     dirty_per_hint: float = 0.0775
     #: init_on_alloc: allocating a block to hint zeroes it, so it is dirtied, but resent as a flag.
     zeroes_hinted: bool = True
+    #: Hint the highest free blocks first (what Linux's LIFO free lists hand out after a sequential free);
+    #: False: lowest first, the order QEMU's pass walks in. Driver-side guidance, not a measured choice.
+    top_down: bool = True
 
     @property
     def pages_per_s(self) -> float:
@@ -174,6 +177,14 @@ class Run:
         return self.wait_s + self.wall_s
 
 
+def _racing(driver: DriverTiming, t: float, hinted: float, budget: float, name: str, front: dict[str, float],
+            region: dict[str, tuple[float, float]]) -> bool:
+    """Whether the driver is hinting region ``name`` now (upward; it does the freed workload first)."""
+    if t < driver.first_hint_s or hinted >= budget or front[name] >= region[name][1]:
+        return False
+    return name == "recent" or front["recent"] >= region["recent"][1]
+
+
 def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None,
              schedule: HostSchedule = Uncapped(), *, dt: float = 5e-4, t_max: float = 600.0) -> Run:
     """One precopy migration of ``mix``: the bulk pass with hints landing as they come, one more round
@@ -186,8 +197,10 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
     every hint is for a page already sent.
     """
     use_end, recent_end, n = float(mix.in_use), float(mix.in_use + mix.free_recent), float(mix.n_pages)
-    front = {"recent": float(recent_end), "zero": float(n)}  # the driver's next block, going down
-    floor = {"recent": float(use_end), "zero": float(recent_end)}
+    region = {"recent": (use_end, recent_end), "zero": (recent_end, n)}
+    down = driver is None or driver.top_down
+    # The driver's next block per region; it has hinted [front, top) going down, [bottom, front) going up.
+    front = {k: (hi if down else lo) for k, (lo, hi) in region.items()}
     budget = driver.hintable * mix.free if driver else 0.0
     t = p = full = zero = hinted = skipped = sent_bytes = 0.0
     last_skip: float | None = None
@@ -200,15 +213,16 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
             dh = min(driver.pages_per_s * dt, budget - hinted)
             hinted += dh
             for kind in ("recent", "zero"):  # Linux hands out the recently freed blocks first
-                take = min(dh, front[kind] - floor[kind])
+                bottom, top = region[kind]
+                take = min(dh, front[kind] - bottom if down else top - front[kind])
                 if take <= 0:
                     continue
-                lo, hi = front[kind] - take, front[kind]
+                lo, hi = (front[kind] - take, front[kind]) if down else (front[kind], front[kind] + take)
                 ahead = max(0.0, hi - max(lo, p))  # the part the pass has not reached: skipped
                 skipped += ahead
                 if ahead > 0:
                     last_skip = t
-                front[kind] = lo
+                front[kind] = lo if down else hi
                 dh -= take
         cap = None if lifted else schedule.cap(t, skipped, last_skip)
         lifted = cap is None
@@ -216,18 +230,19 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
         while p < n and time_left > 1e-12 and bytes_left > 1e-9:
             if p < use_end:
                 seg, c, b, kind = use_end, host.full_s, float(FULL_BYTES), "full"
-            elif p < recent_end:
-                hint_from = max(front["recent"], use_end)
-                if p < hint_from:
-                    seg, c, b, kind = hint_from, host.full_s, float(FULL_BYTES), "full"
-                else:
-                    seg, c, b, kind = recent_end, host.skip_s, 0.0, "skip"
             else:
-                hint_from = max(front["zero"], recent_end)
-                if p < hint_from:
-                    seg, c, b, kind = hint_from, host.zero_s, float(ZERO_BYTES), "zero"
+                name = "recent" if p < recent_end else "zero"
+                bottom, top = region[name]
+                unhinted = (host.full_s, float(FULL_BYTES), "full") if name == "recent" else \
+                    (host.zero_s, float(ZERO_BYTES), "zero")
+                edge = min(max(front[name], bottom), top)
+                if (p < edge) == down:  # below the front going down, or above it going up: not hinted yet
+                    seg, (c, b, kind) = (edge if down else top), unhinted
+                    if not down and driver is not None and _racing(driver, t, hinted, budget, name, front,
+                                                                     region) and driver.pages_per_s * c > 1:
+                        break  # at the front of a faster driver going the same way: it hints each page first
                 else:
-                    seg, c, b, kind = n, host.skip_s, 0.0, "skip"
+                    seg, c, b, kind = (top if down else edge), host.skip_s, 0.0, "skip"
             pages = seg - p
             if c > 0:
                 pages = min(pages, time_left / c)

@@ -9,6 +9,7 @@ the honest ideal."""
 from hypothesis import given, settings, strategies as st
 
 from refmodel.system.guest import bits, range_mask
+import attrs
 import pytest
 
 from refmodel.system.orderings import (GATE_BPS, CapThenLift, Paced, SettleReporting, best, compare,
@@ -83,6 +84,16 @@ def test_a_paced_pass_slows_with_a_starved_driver():
     slow = DriverTiming(first_hint_s=0.19, blocks_per_s=300.0)
     fixed, paced = (simulate(mix, HOST, slow, s) for s in (CapThenLift(1e9), Paced(0.5)))
     assert paced.full_pages < 0.7 * fixed.full_pages
+
+
+def test_hinting_in_the_pass_direction_wins_only_while_the_driver_is_faster():
+    """Driver-side guidance from the model: bottom up (as the pass walks) beats top down when the driver
+    outpaces the pass, and loses when it does not."""
+    mix = GuestMix(262144, 58710, 179200, 24234)
+    slow = DriverTiming(first_hint_s=0.19, blocks_per_s=300.0)
+    for driver, up_wins in ((DriverTiming(), True), (slow, False)):
+        down, up = (simulate(mix, HOST, attrs.evolve(driver, top_down=t)).full_pages for t in (True, False))
+        assert (up < down) is up_wins
 
 
 def _follow(sched, actions, picks) -> HintingSystem:
