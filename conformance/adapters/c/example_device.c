@@ -8,6 +8,8 @@
  *          or  -DBROKEN_USED_LEN   (inflate/deflate buffers come back with len 4)
  *          or  -DBROKEN_CRASH      (a segfault once a balloon is asked for)
  *          or  -DBROKEN_HANG       (vc_hint_stop never returns)
+ * Faults:  add -DFAULT_AT_CALL: the N-th call on a device (VC_FAULT_CALL=N, counted from vc_device_new;
+ *          unset or 0: never) segfaults, or with VC_FAULT_HANG=1 never returns (conformance.faults)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +52,23 @@ struct vc_device {
     int have_tag;
     uint32_t tag;
     int stats_head;
+    unsigned long calls, fault_at; /* FAULT_AT_CALL */
+    int fault_hang;
 };
+
+#ifdef FAULT_AT_CALL
+/* Each example builds its own device, so the N-th call is the same step of every replay of an example. */
+#define FAULT(d)                                                                                           \
+    do {                                                                                                   \
+        if ((d)->fault_at && ++(d)->calls == (d)->fault_at) {                                              \
+            for (volatile int forever = (d)->fault_hang; forever;)                                         \
+                ;                                                                                          \
+            *(volatile int *)0 = 1;                                                                        \
+        }                                                                                                  \
+    } while (0)
+#else
+#define FAULT(d) ((void)0)
+#endif
 
 static const uint64_t OFFERED = F_VERSION_1 | F_MUST_TELL_HOST | F_STATS_VQ | F_FREE_PAGE_HINT;
 
@@ -107,6 +125,10 @@ struct vc_device *vc_device_new(uint8_t *mem, uint64_t mem_size)
         return NULL;
     }
     reset(d);
+#ifdef FAULT_AT_CALL
+    d->fault_at = getenv("VC_FAULT_CALL") ? strtoul(getenv("VC_FAULT_CALL"), NULL, 10) : 0;
+    d->fault_hang = getenv("VC_FAULT_HANG") && *getenv("VC_FAULT_HANG") == '1';
+#endif
     return d;
 }
 
@@ -120,20 +142,22 @@ void vc_device_free(struct vc_device *d)
 }
 
 /* -- transport --------------------------------------------------------------------------------------- */
-uint64_t vc_read_device_features(struct vc_device *d) { (void)d; return OFFERED; }
+uint64_t vc_read_device_features(struct vc_device *d) { FAULT(d); return OFFERED; }
 
 int vc_write_driver_features(struct vc_device *d, uint64_t f)
 {
+    FAULT(d);
     if (d->status & S_FEATURES_OK)
         return -1;
     d->driver_features = f;
     return 0;
 }
 
-int vc_read_status(struct vc_device *d) { return d->status; }
+int vc_read_status(struct vc_device *d) { FAULT(d); return d->status; }
 
 int vc_write_status(struct vc_device *d, uint8_t s)
 {
+    FAULT(d);
     if (s == 0) {
         reset(d);
         return 0;
@@ -148,10 +172,11 @@ int vc_write_status(struct vc_device *d, uint8_t s)
     return 0;
 }
 
-uint32_t vc_config_generation(struct vc_device *d) { return d->generation; }
+uint32_t vc_config_generation(struct vc_device *d) { FAULT(d); return d->generation; }
 
 int vc_read_config(struct vc_device *d, uint32_t off, uint32_t size, uint32_t *value)
 {
+    FAULT(d);
     uint8_t cfg[16] = {0};
     uint32_t fields[4] = {d->num_pages, d->actual, d->cmd_id, 0};
     if (off + size > sizeof cfg || (size != 1 && size != 2 && size != 4))
@@ -167,16 +192,18 @@ int vc_read_config(struct vc_device *d, uint32_t off, uint32_t size, uint32_t *v
 
 int vc_write_config(struct vc_device *d, uint32_t off, uint32_t size, uint32_t value)
 {
+    FAULT(d);
     if (off == 4 && size == 4)
         d->actual = value;
     return 0; /* writes to device-owned fields are ignored */
 }
 
-int vc_queue_max_size(struct vc_device *d, uint16_t index) { (void)d; return index < NQ ? QMAX : 0; }
+int vc_queue_max_size(struct vc_device *d, uint16_t index) { FAULT(d); return index < NQ ? QMAX : 0; }
 
 int vc_enable_queue(struct vc_device *d, uint16_t index, uint16_t size, uint64_t desc, uint64_t avail,
                     uint64_t used)
 {
+    FAULT(d);
     if (index >= NQ || size == 0 || size > QMAX || (size & (size - 1)))
         return -1;
     struct vq *q = &d->q[index];
@@ -189,10 +216,15 @@ int vc_enable_queue(struct vc_device *d, uint16_t index, uint16_t size, uint64_t
     return 0;
 }
 
-int vc_notify(struct vc_device *d, uint16_t index) { return index < NQ && d->q[index].enabled ? 0 : -1; }
+int vc_notify(struct vc_device *d, uint16_t index)
+{
+    FAULT(d);
+    return index < NQ && d->q[index].enabled ? 0 : -1;
+}
 
 uint32_t vc_take_interrupts(struct vc_device *d, int *config_changed)
 {
+    FAULT(d);
     uint32_t q = d->irq_queues;
     *config_changed = d->irq_config;
     d->irq_queues = 0;
@@ -309,6 +341,7 @@ static int handle(struct vc_device *d, int qi, struct chain *c)
 
 int vc_run(struct vc_device *d)
 {
+    FAULT(d);
     if (!(d->status & S_DRIVER_OK) || (d->status & S_NEEDS_RESET))
         return 0;
     for (int qi = 0; qi < NQ; qi++) {
@@ -332,6 +365,7 @@ int vc_run(struct vc_device *d)
 /* -- host side ------------------------------------------------------------------------------------------- */
 int vc_set_target(struct vc_device *d, uint32_t n)
 {
+    FAULT(d);
 #ifdef BROKEN_CRASH
     if (n > 0)
         *(volatile int *)0 = 1; /* a crash as soon as the host asks for a balloon */
@@ -345,6 +379,7 @@ int vc_set_target(struct vc_device *d, uint32_t n)
 
 int64_t vc_hint_start(struct vc_device *d)
 {
+    FAULT(d);
     if (!(d->negotiated & F_FREE_PAGE_HINT))
         return -1;
 #ifdef BROKEN_REUSE_CMD_ID
@@ -371,16 +406,18 @@ static int publish(struct vc_device *d, uint32_t v, enum hint_state h)
 
 int vc_hint_stop(struct vc_device *d)
 {
+    FAULT(d);
 #ifdef BROKEN_HANG
     for (volatile int forever = 1; forever;) /* a hang: the call never returns */
         ;
 #endif
     return publish(d, CMD_STOP, H_STOP);
 }
-int vc_hint_done(struct vc_device *d) { return publish(d, CMD_DONE, H_DONE); }
+int vc_hint_done(struct vc_device *d) { FAULT(d); return publish(d, CMD_DONE, H_DONE); }
 
 int vc_hinted_pages(struct vc_device *d, uint8_t *bitmap, uint64_t len)
 {
+    FAULT(d);
     memset(bitmap, 0, len);
     for (uint64_t p = 0; p < d->npages && p / 8 < len; p++)
         if (d->hinted[p])
@@ -390,6 +427,7 @@ int vc_hinted_pages(struct vc_device *d, uint8_t *bitmap, uint64_t len)
 
 int vc_request_stats(struct vc_device *d)
 {
+    FAULT(d);
     if (d->stats_head < 0)
         return 0;
     push_used(d, 2, (uint16_t)d->stats_head, 0);

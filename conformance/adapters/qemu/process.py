@@ -113,7 +113,9 @@ class QemuProcess:
 
     @property
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Running and able to answer: a stopped QEMU (SIGSTOP, a debugger) counts as gone, so the factory
+        starts a new one rather than let every later example wait out its deadline on it."""
+        return self.proc.poll() is None and not _stopped(self.proc.pid)
 
     def close(self) -> None:
         if getattr(self, "proc", None) is not None and self.proc.poll() is None:
@@ -136,6 +138,15 @@ class QemuProcess:
         self.ram_path.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         _live.discard(self)
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
 
 
 @atexit.register
