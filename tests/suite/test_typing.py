@@ -24,9 +24,12 @@ from conformance.interface import (
 )
 from conformance.mutants.device import DEVICE_MUTANTS
 from conformance.mutants.driver import DRIVER_MUTANTS
+from conformance.mutants import packed
 from conformance.mutants.virtq import DEVICE_QUEUE_MUTANTS, DRIVER_QUEUE_MUTANTS
 from refmodel.balloon.device import BalloonDevice
 from refmodel.balloon.driver import BalloonDriver
+from refmodel.virtio.packed.device import PackedQueueDevice
+from refmodel.virtio.packed.driver import PackedQueueDriver
 from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.driver import SplitQueueDriver
 
@@ -37,15 +40,15 @@ MODULE = Path(__file__).with_name("typing_assignments.py")
 SHIPPED = {
     DeviceUnderTest: (BalloonDevice, CDevice, IsolatedCDevice, QemuBalloon),
     DriverUnderTest: (BalloonDriver, CDriver, IsolatedCDriver),
-    DeviceQueueUnderTest: (SplitQueueDevice, RustVmmQueue),
-    DriverQueueUnderTest: (SplitQueueDriver,),
+    DeviceQueueUnderTest: (SplitQueueDevice, PackedQueueDevice, RustVmmQueue),
+    DriverQueueUnderTest: (SplitQueueDriver, PackedQueueDriver),
 }
 #: The mutants, by role, with the arguments their factory gets (the generated module checks them).
 MUTANTS = {
     DeviceUnderTest: (DEVICE_MUTANTS, "mem"),
     DriverUnderTest: (DRIVER_MUTANTS, ""),
-    DeviceQueueUnderTest: (DEVICE_QUEUE_MUTANTS, "mem, addrs, 8"),
-    DriverQueueUnderTest: (DRIVER_QUEUE_MUTANTS, "mem, addrs, 8"),
+    DeviceQueueUnderTest: ((*DEVICE_QUEUE_MUTANTS, *packed.DEVICE_QUEUE_MUTANTS), "mem, addrs, 8"),
+    DriverQueueUnderTest: ((*DRIVER_QUEUE_MUTANTS, *packed.DRIVER_QUEUE_MUTANTS), "mem, addrs, 8"),
 }
 
 

@@ -31,6 +31,8 @@ from conformance.interface import (
 from refmodel.balloon.device import BalloonDevice
 from refmodel.balloon.driver import BalloonDriver
 from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.packed.device import PackedQueueDevice
+from refmodel.virtio.packed.driver import PackedQueueDriver
 from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.driver import SplitQueueDriver
 from refmodel.virtio.virtq import QueueAddresses
@@ -73,6 +75,14 @@ def reference_device_queue(mem: GuestMemory, addrs: QueueAddresses) -> DeviceQue
 
 def reference_driver_queue(mem: GuestMemory, addrs: QueueAddresses) -> KickingDriverQueue:
     return SplitQueueDriver(mem, addrs, 8)
+
+
+def reference_packed_device_queue(mem: GuestMemory, addrs: QueueAddresses) -> DeviceQueueUnderTest:
+    return PackedQueueDevice(mem, addrs, 8)
+
+
+def reference_packed_driver_queue(mem: GuestMemory, addrs: QueueAddresses) -> KickingDriverQueue:
+    return PackedQueueDriver(mem, addrs, 8)
 
 
 # -- the adapters --------------------------------------------------------------------------------------------
