@@ -14,7 +14,9 @@ SMALL_ARGS = {
     "bench_conformance.py": ["--examples", "5", "--mutants", "2"],
     "bench_detection.py": ["--mutants", "2", "--seeds", "1"],
     "bench_packed_ring.py": ["--ops", "200", "--repeat", "1"],
+    "bench_orderings.py": [],
     "bench_proposals.py": ["--max-gib", "4"],
+    "bench_timing_model.py": [],
     "bench_qemu.py": ["--requests", "50", "--ram-mib", "32"],
     # A real Linux guest under QEMU TCG; the full-size figures are for bench runs, not the tests.
     "bench_linux_migration.py": ["--mem-mib", "384", "--keep-mib", "32", "--fill-mib", "128", "--settle", "3"],
