@@ -118,8 +118,22 @@ def _signal_pid(sig: signal.Signals, pid: Callable[[Any], int | None], group: bo
             return False
         with contextlib.suppress(ProcessLookupError):
             (os.killpg if group else os.kill)(target, sig)
+        _settle(target, "ZTt" if sig == signal.SIGSTOP else "Z")
         return True
     return fire
+
+
+def _settle(pid: int, states: str, wait: float = 2.0) -> None:
+    """Until ``pid`` is in one of ``states`` (or gone): a signal is delivered asynchronously, and the call
+    that follows must meet the fault every time, or Hypothesis' replay of the example would not."""
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in states:
+                return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.001)
 
 
 def _qemu_pid(obj: Any) -> int | None:
@@ -220,8 +234,9 @@ def become_subreaper() -> None:
     ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def live_children(wait: float = 2.0) -> list[str]:
-    """This process's children still running after ``wait`` seconds (zombies are reaped: they are gone)."""
+def live_children(wait: float = 2.0, before: frozenset[str] = frozenset()) -> list[str]:
+    """This process's children still running after ``wait`` seconds (zombies are reaped: they are gone),
+    but for those in ``before`` (there before the run)."""
     end = time.monotonic() + wait
     while True:
         with contextlib.suppress(ChildProcessError):
@@ -234,8 +249,9 @@ def live_children(wait: float = 2.0) -> list[str]:
                     stat = Path(f"/proc/{pid}/stat").read_text()
                 except OSError:
                     continue
-                if stat.rsplit(")", 1)[1].split()[0] != "Z":
-                    live.append(f"{pid} {stat.split(' (', 1)[1].split(')', 1)[0]}")
+                name = f"{pid} {stat.split(' (', 1)[1].split(')', 1)[0]}"
+                if stat.rsplit(")", 1)[1].split()[0] != "Z" and name not in before:
+                    live.append(name)
         if not live or time.monotonic() >= end:
             return live
         time.sleep(0.05)
@@ -268,7 +284,8 @@ def run_point(point: FaultPoint, workdir: str, profile: str = "dev") -> Outcome:
     """Run the suite once with ``point`` armed; the temporary directory it uses must be empty afterwards,
     and no child of this process left (call :func:`become_subreaper` first)."""
     start = time.monotonic()
-    tmp = tempfile.mkdtemp(prefix=f"point-{point}-", dir=workdir)
+    before = frozenset(live_children(0))
+    tmp = tempfile.mkdtemp(prefix="pt-", dir=workdir)  # short: the sockets in it have a 108-byte path limit
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir = os.environ["TMPDIR"] = tmp
     try:
@@ -281,7 +298,7 @@ def run_point(point: FaultPoint, workdir: str, profile: str = "dev") -> Outcome:
         tempfile.tempdir = saved[0]
         os.environ.pop("TMPDIR", None) if saved[1] is None else os.environ.__setitem__("TMPDIR", saved[1])
     gc.collect()  # objects of the run that close their processes when collected
-    left = live_children()
+    left = live_children(before=before)
     files = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*"))
     shutil.rmtree(tmp, ignore_errors=True)
     why = [outcome.why] if not outcome.survived else []

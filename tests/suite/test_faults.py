@@ -1,0 +1,59 @@
+"""Faults at random calls (conformance.faults) end as reported errors naming the call and the rule, the
+suite goes on, and nothing is left: a few points per kind, cheap ones by default. The UML routes (each
+point boots guests for half a minute) run with VIRTIO_FAULTS_LINUX=1; bench/bench_faults.py runs 100."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+
+import pytest
+
+from conformance.faults import CALLS, FaultPoint, become_subreaper, run_point
+
+LINUX = pytest.mark.skipif(os.getenv("VIRTIO_FAULTS_LINUX") != "1",
+                           reason="boots UML guests for minutes: set VIRTIO_FAULTS_LINUX=1")
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    if shutil.which("cc") is None:
+        pytest.skip("needs a C compiler (tools/test installs one)")
+    become_subreaper()  # whatever a point leaves comes back to this process, where the judge sees it
+    path = tempfile.mkdtemp(prefix="vcf-", dir="/tmp")  # short: QEMU's sockets live under it
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _survives(point: FaultPoint, workdir: str) -> None:
+    o = run_point(point, workdir)
+    assert o.survived, o
+    assert o.step and o.rule, o
+
+
+@pytest.mark.parametrize("at", [2, *random.Random(19).sample(range(3, CALLS["c-segv"] + 1), 3)])
+def test_a_segfault_in_the_c_device_at_a_random_call_is_survived(workdir, at):
+    _survives(FaultPoint("c-segv", at), workdir)
+
+
+def test_a_hang_in_the_c_device_is_survived(workdir):
+    _survives(FaultPoint("c-hang", 9), workdir)
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs QEMU (tools/test installs it)")
+def test_qemu_killed_at_a_call_is_survived(workdir):
+    _survives(FaultPoint("qemu-kill", 6), workdir)
+
+
+def test_the_judge_names_step_and_rule(workdir):
+    o = run_point(FaultPoint("c-segv", 4), workdir)
+    assert "crashed the library's process (SIGSEGV)" in o.why and o.step.startswith("device."), o
+    assert o.rule == "boot", o  # the fourth call of an example is still in its boot
+
+
+@LINUX
+@pytest.mark.parametrize("kind", ["uml-kill", "uml-stop", "vhost-cut"])
+def test_the_linux_guest_or_its_vhost_user_link_failing_is_survived(workdir, kind):
+    _survives(FaultPoint(kind, 2), workdir)
