@@ -24,7 +24,8 @@ from conformance.runner import run  # noqa: E402
 
 #: The reference pair first, then mutants whose searches differ in length (one per requirement area).
 CASES = [("reference", "device"), ("reference", "driver"), ("mutant-reused-command-id", "device"),
-         ("mutant-stale-actual", "driver"), ("mutant-wrong-used-len", "device"), ("mutant-missing-stop", "driver"),
+         ("mutant-stale-actual", "driver"), ("mutant-wrong-used-len", "device"),
+         ("mutant-missing-stop", "driver"),
          ("mutant-no-config-notification", "device"), ("mutant-double-echo", "driver")]
 
 Signature = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]

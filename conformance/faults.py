@@ -215,7 +215,8 @@ def inject(point: FaultPoint, workdir: str) -> Iterator[Implementation]:
     elif kind.startswith("qemu-"):
         impl = resolve("qemu", "device")
         sig = signal.SIGKILL if kind == "qemu-kill" else signal.SIGSTOP
-        yield attrs.evolve(impl, factory=_Counting(impl.factory, point.at, _signal_pid(sig, _qemu_pid, False)))
+        fire = _signal_pid(sig, _qemu_pid, False)
+        yield attrs.evolve(impl, factory=_Counting(impl.factory, point.at, fire))
     elif kind.startswith("uml-"):
         impl = resolve("linux", "driver")
         sig = signal.SIGKILL if kind == "uml-kill" else signal.SIGSTOP
