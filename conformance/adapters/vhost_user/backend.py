@@ -119,7 +119,11 @@ class VhostUserBackend:
         elif self.conn is not None and fd == self.conn.fileno():
             self._read_message()
         elif self.channel is not None and fd == self.channel.fileno():
-            if not self.channel.recv(4096):  # replies we did not ask for, or EOF
+            try:
+                data = self.channel.recv(4096)
+            except OSError:  # reset by a frontend that went away: as EOF
+                data = b""
+            if not data:  # replies we did not ask for, or EOF
                 self.channel.close()
                 self.channel = None
         else:
@@ -137,7 +141,7 @@ class VhostUserBackend:
         assert self.conn is not None
         try:
             data, anc, _flags, _ = self.conn.recvmsg(P.HEADER.size, socket.CMSG_SPACE(MAX_FDS * 4))
-        except (ConnectionResetError, socket.timeout):
+        except OSError:  # reset, timed out: the frontend is gone, as at EOF
             data, anc = b"", []
         if not data:
             self.trace.append("<- EOF")
@@ -159,7 +163,7 @@ class VhostUserBackend:
         while len(buf) < n:
             try:
                 chunk = self.conn.recv(n - len(buf))
-            except socket.timeout:
+            except OSError:  # timed out or reset: the rest of the message is not coming
                 chunk = b""
             if not chunk:
                 raise VhostUserProtocolError(f"payload cut short: {len(buf)} of {n} bytes")
@@ -168,7 +172,12 @@ class VhostUserBackend:
 
     def _send(self, data: bytes) -> None:
         if self.conn is not None:
-            self.conn.sendall(data)
+            try:
+                self.conn.sendall(data)
+            except OSError as e:  # the frontend closed the connection before our reply: an error, not a crash
+                request = P.HEADER.unpack_from(data)[0]
+                raise VhostUserProtocolError(f"reply to request {request} not delivered: the frontend closed the "
+                                             f"connection ({e.strerror or e})") from None
 
     def _handle(self, hdr: P.Header, payload: bytes, fds: list[int]) -> None:
         name = hdr.name()
