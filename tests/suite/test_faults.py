@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import socket
 import tempfile
 
 import pytest
@@ -57,3 +58,43 @@ def test_the_judge_names_step_and_rule(workdir):
 @pytest.mark.parametrize("kind", ["uml-kill", "uml-stop", "vhost-cut"])
 def test_the_linux_guest_or_its_vhost_user_link_failing_is_survived(workdir, kind):
     _survives(FaultPoint(kind, 2), workdir)
+
+
+def _frontend(tmp: str):
+    from conformance.adapters.vhost_user.backend import VhostUserBackend
+    from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
+
+    be = VhostUserBackend(os.path.join(tmp, "s"), DEFAULT_OFFER, BalloonDevice)
+    front = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    front.connect(be.path)
+    be.poll(1.0)  # accept
+    return be, front
+
+
+def test_a_vhost_user_peer_closing_in_the_middle_of_a_message_is_the_backends_error(tmp_path):
+    from conformance.adapters.vhost_user import protocol as P
+
+    be, front = _frontend(str(tmp_path))
+    try:
+        front.sendall(P.HEADER.pack(P.Request.SET_FEATURES, 1, 8) + b"\0\0\0")  # 3 of 8 payload bytes
+        front.close()
+        be.poll(1.0)
+        assert be.error is not None and "payload cut short: 3 of 8 bytes" in be.error
+    finally:
+        be.close()
+    assert not os.path.exists(be.path)
+
+
+def test_a_vhost_user_peer_gone_before_the_reply_is_the_backends_error(tmp_path):
+    from conformance.adapters.vhost_user import protocol as P
+
+    be, front = _frontend(str(tmp_path))
+    try:
+        front.sendall(P.HEADER.pack(P.Request.GET_FEATURES, 1, 0))  # asks for a reply, then goes
+        front.close()
+        for _ in range(3):  # the reply meets the closed peer (EPIPE); then the read sees the end
+            be.poll(0.2)
+        assert be.error is not None and "the frontend closed the connection" in be.error, be.error
+        assert be.conn is None and be.disconnected
+    finally:
+        be.close()
