@@ -118,20 +118,22 @@ def _signal_pid(sig: signal.Signals, pid: Callable[[Any], int | None], group: bo
             return False
         with contextlib.suppress(ProcessLookupError):
             (os.killpg if group else os.kill)(target, sig)
-        _settle(target, "ZTt" if sig == signal.SIGSTOP else "Z")
+        _settle(target, sig)
         return True
     return fire
 
 
-def _settle(pid: int, states: str, wait: float = 2.0) -> None:
-    """Until ``pid`` is in one of ``states`` (or gone): a signal is delivered asynchronously, and the call
-    that follows must meet the fault every time, or Hypothesis' replay of the example would not."""
+def _settle(pid: int, sig: signal.Signals, wait: float = 2.0) -> None:
+    """Until ``pid`` (a child of this process) has stopped or exited whole, threads and all, without reaping
+    it: a signal is delivered asynchronously, and the call that follows must meet the fault every time, or
+    Hypothesis' replay of the example would not."""
+    flags = os.WNOHANG | os.WNOWAIT | (os.WSTOPPED if sig == signal.SIGSTOP else os.WEXITED)
     end = time.monotonic() + wait
     while time.monotonic() < end:
         try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in states:
+            if os.waitid(os.P_PID, pid, flags) is not None:
                 return
-        except (OSError, IndexError):
+        except ChildProcessError:  # not ours, or reaped already
             return
         time.sleep(0.001)
 

@@ -115,7 +115,7 @@ class QemuProcess:
     def alive(self) -> bool:
         """Running and able to answer: a stopped QEMU (SIGSTOP, a debugger) counts as gone, so the factory
         starts a new one rather than let every later example wait out its deadline on it."""
-        return self.proc.poll() is None and not _stopped(self.proc.pid)
+        return self.proc.poll() is None and not _stopped_or_exiting(self.proc.pid)
 
     def close(self) -> None:
         if getattr(self, "proc", None) is not None and self.proc.poll() is None:
@@ -140,13 +140,14 @@ class QemuProcess:
         _live.discard(self)
 
 
-def _stopped(pid: int) -> bool:
+def _stopped_or_exiting(pid: int) -> bool:
+    """Stopped, or killed with threads still exiting (the main thread is a zombie before it can be reaped)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state in ("T", "t")
+    return state in ("T", "t", "Z", "X")
 
 
 @atexit.register
