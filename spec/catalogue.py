@@ -94,6 +94,8 @@ def load(path: str | Path | None = None) -> dict[str, Requirement]:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise CatalogueError(f"{path}: cannot read catalogue: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise CatalogueError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
         name = str(path)
     try:
         data = tomllib.loads(text)

@@ -72,7 +72,7 @@ class StatsDevice(Sticky):
         if chain.writable or n % VIRTIO_BALLOON_STAT_SIZE:
             raise PeerSpecViolation("BAL-ST-DRV-5", f"stats buffer of {n} readable, {chain.writable_len} "
                                     f"writable bytes is not a whole number of 10-byte entries")
-        entries = [_STAT.unpack_from(chain.read_all(self.mem), o) for o in range(0, n, _STAT.size)]
+        entries = list(_STAT.iter_unpack(chain.read_all(self.mem)))  # one read: not one per entry
         tags = frozenset(t for t, _ in entries)
         if self.stats_tags is not None and tags != self.stats_tags:
             raise PeerSpecViolation("BAL-ST-DRV-8", f"stats tags {sorted(tags)} differ from the first "

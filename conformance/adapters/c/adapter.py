@@ -118,7 +118,8 @@ class CDevice:
         self._ok("vc_write_driver_features", self._lib.vc_write_driver_features(self._dev, _range("features", value, 64)))
 
     def read_status(self) -> int:
-        return self._ok("vc_read_status", self._lib.vc_read_status(self._dev))
+        rc = self._ok("vc_read_status", self._lib.vc_read_status(self._dev))
+        return _range("vc_read_status result", rc, 8)
 
     def write_status(self, value: int) -> None:
         self._ok("vc_write_status", self._lib.vc_write_status(self._dev, _range("status", value, 8)))
@@ -129,13 +130,14 @@ class CDevice:
     def read_config(self, offset: int, size: int) -> int:
         out = u32()
         self._ok("vc_read_config", self._lib.vc_read_config(self._dev, offset, size, ctypes.byref(out)))
-        return int(out.value)
+        return _range(f"vc_read_config value at {offset} (size {size})", int(out.value), 8 * min(size, 4))
 
     def write_config(self, offset: int, size: int, value: int) -> None:
         self._ok("vc_write_config", self._lib.vc_write_config(self._dev, offset, size, _range("value", value, 32)))
 
     def queue_max_size(self, index: int) -> int:
-        return self._ok("vc_queue_max_size", self._lib.vc_queue_max_size(self._dev, _range("index", index, 16)))
+        rc = self._ok("vc_queue_max_size", self._lib.vc_queue_max_size(self._dev, _range("index", index, 16)))
+        return _range("vc_queue_max_size result", rc, 16)
 
     def enable_queue(self, index: int, size: int, addrs: QueueAddresses) -> None:
         self._ok("vc_enable_queue", self._lib.vc_enable_queue(
@@ -157,7 +159,8 @@ class CDevice:
         self._ok("vc_set_target", self._lib.vc_set_target(self._dev, _range("num_pages", num_pages, 32)))
 
     def hint_start(self) -> int:
-        return self._ok("vc_hint_start", self._lib.vc_hint_start(self._dev))
+        rc = self._ok("vc_hint_start", self._lib.vc_hint_start(self._dev))
+        return _range("vc_hint_start command ID", rc, 32)
 
     def hint_stop(self) -> None:
         self._ok("vc_hint_stop", self._lib.vc_hint_stop(self._dev))

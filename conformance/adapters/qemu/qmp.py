@@ -52,6 +52,10 @@ class QmpClient:
             return op()
         except ExecuteError as e:
             raise QmpError(f"{what}: {e}") from None
+        except UnicodeDecodeError as e:  # qemu.qmp's Message lets a reply that is not UTF-8 through
+            raise QmpError(f"{what}: QEMU's reply is not UTF-8 ({e.reason} at byte {e.start})") from None
+        except RecursionError:  # json's decoder on a reply nested deeper than the interpreter's stack
+            raise QmpError(f"{what}: QEMU's reply is nested too deeply to decode") from None
         except TimeoutError:  # asyncio's too (3.11); before OSError, which it subclasses
             late = late or f"answer {what} on QMP"
             raise QmpError(f"QEMU did not {late} within {self.timeout:g} s") from None
@@ -59,7 +63,8 @@ class QmpClient:
             if self.broken:  # the library's complaint about its state says no more than that
                 raise QmpError(f"QEMU closed the QMP socket earlier ({what})") from None
             self.broken = True
-            why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""  # qemu.qmp appends the message
+            why = f"{type(e).__name__}: {first}" if first else type(e).__name__
             raise QmpError(f"QEMU closed the QMP socket ({what}: {why})") from None
 
     def execute(self, command: str, **arguments: Any) -> Any:

@@ -49,20 +49,31 @@ class QtestClient:
                 return line[2:].strip()
             raise QtestError(f"{text!r}: {line}")
 
-    def _read(self, op: str, addr: int) -> int:
-        return int(self.cmd(f"{op} 0x{addr:x}"), 16)
+    def _value(self, text: str, bits: int) -> int:
+        """A value QEMU returned for a ``bits``-wide access: hex that fits, or one line of QtestError."""
+        reply = self.cmd(text)
+        try:
+            value = int(reply, 16)
+        except ValueError:
+            raise QtestError(f"{text!r}: reply {reply[:80]!r} is not a hex value") from None
+        if not 0 <= value < 1 << bits:
+            raise QtestError(f"{text!r}: reply {reply[:80]!r} does not fit {bits} bits")
+        return value
+
+    def _read(self, op: str, addr: int, bits: int) -> int:
+        return self._value(f"{op} 0x{addr:x}", bits)
 
     def readb(self, addr: int) -> int:
-        return self._read("readb", addr)
+        return self._read("readb", addr, 8)
 
     def readw(self, addr: int) -> int:
-        return self._read("readw", addr)
+        return self._read("readw", addr, 16)
 
     def readl(self, addr: int) -> int:
-        return self._read("readl", addr)
+        return self._read("readl", addr, 32)
 
     def readq(self, addr: int) -> int:
-        return self._read("readq", addr)
+        return self._read("readq", addr, 64)
 
     def writeb(self, addr: int, v: int) -> None:
         self.cmd(f"writeb 0x{addr:x} 0x{v:x}")
@@ -77,19 +88,19 @@ class QtestClient:
         self.cmd(f"writeq 0x{addr:x} 0x{v:x}")
 
     def inl(self, port: int) -> int:
-        return int(self.cmd(f"inl 0x{port:x}"), 16)
+        return self._value(f"inl 0x{port:x}", 32)
 
     def outl(self, port: int, v: int) -> None:
         self.cmd(f"outl 0x{port:x} 0x{v:x}")
 
     def inw(self, port: int) -> int:
-        return int(self.cmd(f"inw 0x{port:x}"), 16)
+        return self._value(f"inw 0x{port:x}", 16)
 
     def outw(self, port: int, v: int) -> None:
         self.cmd(f"outw 0x{port:x} 0x{v:x}")
 
     def inb(self, port: int) -> int:
-        return int(self.cmd(f"inb 0x{port:x}"), 16)
+        return self._value(f"inb 0x{port:x}", 8)
 
     def outb(self, port: int, v: int) -> None:
         self.cmd(f"outb 0x{port:x} 0x{v:x}")
