@@ -16,6 +16,7 @@ SMALL_ARGS = {
     "bench_packed_ring.py": ["--ops", "200", "--repeat", "1"],
     "bench_orderings.py": [],
     "bench_proposals.py": ["--max-gib", "4"],
+    "bench_fuzz.py": ["--inputs", "2000"],
     "bench_timing_model.py": [],
     "bench_qemu.py": ["--requests", "50", "--ram-mib", "32"],
     # A real Linux guest under QEMU TCG; the full-size figures are for bench runs, not the tests.
