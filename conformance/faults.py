@@ -119,8 +119,29 @@ def _signal_pid(sig: signal.Signals, pid: Callable[[Any], int | None], group: bo
         with contextlib.suppress(ProcessLookupError):
             (os.killpg if group else os.kill)(target, sig)
         _settle(target, sig)
+        if group:
+            _settle_group(target, "tTZ" if sig == signal.SIGSTOP else "Z")
         return True
     return fire
+
+
+def _settle_group(pgid: int, states: str, wait: float = 2.0) -> None:
+    """Until every process of group ``pgid`` is in one of ``states`` (a guest's helpers die on their own
+    time, and one still holding the console pipe would turn a broken pipe into a stopped guest)."""
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        pending = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] not in states:
+                pending = True
+                break
+        if not pending:
+            return
+        time.sleep(0.005)
 
 
 def _settle(pid: int, sig: signal.Signals, wait: float = 2.0) -> None:
