@@ -18,7 +18,8 @@ def _bench():
 
 def test_two_workers_give_the_verdicts_of_a_serial_run():
     bench = _bench()
-    cases = [("virtq-mutant-first-descriptor-only", "device", "dev", 9), ("virtq-mutant-kicks-always", "driver", "dev", 8)]
+    cases = [("virtq-mutant-first-descriptor-only", "device", "dev", 9),
+             ("virtq-mutant-kicks-always", "driver", "dev", 8)]
     same, serial, _, _ = bench.compare(cases, 2)
     assert same == [True, True]
     assert ("SPLIT-DEV-1", "fail") in serial[0][0]  # real verdicts are compared, the mutant's included
