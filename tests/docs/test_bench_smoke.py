@@ -19,6 +19,9 @@ SMALL_ARGS = {
     "bench_fuzz.py": ["--inputs", "2000"],
     "bench_timing_model.py": [],
     "bench_qemu.py": ["--requests", "50", "--ram-mib", "32"],
+    # C faults only: the QEMU and UML points are for bench runs (results/faults.txt), not the tests.
+    "bench_faults.py": ["--points", "3", "--kinds", "c-segv,c-hang"],
+    "bench_parallel.py": ["--mutants", "1", "--profile", "dev"],
     # A real Linux guest under QEMU TCG; the full-size figures are for bench runs, not the tests.
     "bench_linux_migration.py": ["--mem-mib", "384", "--keep-mib", "32", "--fill-mib", "128", "--settle", "3"],
 }
