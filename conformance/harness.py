@@ -30,6 +30,11 @@ class ImplementationError(VirtioModelError):
         super().__init__(f"{call}: {what}")
 
 
+class ImplementationGone(ImplementationError):
+    """The call hung (its deadline passed) or the implementation's process died in it: an error of the rule
+    that ran, never a verdict on what the call was for."""
+
+
 class _Timeout(BaseException):
     """Raised by the alarm; a BaseException so the implementation cannot swallow it by accident."""
 
@@ -60,7 +65,7 @@ def deadline(seconds: float, call: str) -> Iterator[None]:
     try:
         yield
     except _Timeout:
-        raise ImplementationError(call, f"did not return within {seconds:g} s") from None
+        raise ImplementationGone(call, f"did not return within {seconds:g} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         _armed = False

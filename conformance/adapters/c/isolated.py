@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conformance.adapters.c.adapter import CDevice, CDriver, load, load_driver
-from conformance.harness import ImplementationError
+from conformance.harness import ImplementationError, ImplementationGone
 from conformance.interrupt import forget_child, register_child
 from refmodel.capabilities import Capability
 from refmodel.system.guest_os import GuestOS
@@ -126,7 +126,7 @@ class _Host:
     def call(self, oid: int, method: str, *args: Any) -> Any:
         name = f"{self.kind}.{method}"
         if self.pid is None or self.sock is None:
-            raise ImplementationError(name, "the library's process is gone (an earlier call crashed or hung in it)")
+            raise ImplementationGone(name, "the library's process is gone (an earlier call crashed or hung in it)")
         _send(self.sock, (oid, method, args, self._take_freed()))
         return self._wait(name)
 
@@ -143,7 +143,7 @@ class _Host:
                     break
                 self._callback(*rest)
         except EOFError:
-            raise ImplementationError(name, self._death()) from None
+            raise ImplementationGone(name, self._death()) from None
         except BaseException:  # a deadline, Ctrl-C: the child may be mid-call, so it cannot be trusted again
             self.close()
             raise

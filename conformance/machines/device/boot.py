@@ -16,7 +16,7 @@ from refmodel.system.provenance import PageHistory
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.features import Feature, check_negotiation, check_offer, has, names_of
 
-from conformance.harness import Guarded, ImplementationError
+from conformance.harness import Guarded, ImplementationError, ImplementationGone
 from conformance.interface import (Capability, DeclaresNumbering, DeviceUnderTest, InterfaceError,
                                    OwnsGuestMemory, VmmFactory, check_implementation)
 from conformance.machines.base import OPTIONAL, note
@@ -83,6 +83,8 @@ class DeviceBoot(DeviceMachine):
             if f.feature is None or has(self.offered, f.feature):
                 try:
                     self.dev.read_config(f.offset, f.size)
+                except ImplementationGone:
+                    raise  # a crash or a hang is an error of this step, not a refusal to be read
                 except ImplementationError as e:
                     self.R.check("CFG-DEV-1", False, f"reading {f.name} before FEATURES_OK: {e}")
         self.R.saw("CFG-DEV-1")
