@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--targets", nargs="*", default=sorted(TARGETS), help="targets to run (default: all)")
     ap.add_argument("--findings", type=Path, default=None, help="save the first inputs of each finding here")
     ap.add_argument("--max-seconds", type=int, default=0,
-                    help="stop a target after this long even if it ran fewer inputs (libFuzzer -max_total_time)")
+                    help="stop a target after this long, however few inputs it ran (-max_total_time)")
     args = ap.parse_args()
     unknown = set(args.targets) - set(TARGETS)
     if unknown:
@@ -82,7 +82,8 @@ def main() -> None:
         r = run_target(name, args.inputs, args.findings, args.max_seconds)
         rows.append(r)
         rate = r["inputs"] / r["seconds"] if r["seconds"] else 0  # type: ignore[operator]
-        print(f"{name:<24}{r['inputs']:>10}{r['cov']:>7}{r['ft']:>7}{r['new_units']:>6}{r['other_exceptions']:>10}"
+        print(f"{name:<24}{r['inputs']:>10}{r['cov']:>7}{r['ft']:>7}{r['new_units']:>6}"
+              f"{r['other_exceptions']:>10}"
               f"{rate:>8.0f}{r['seconds']:>9.1f}  {r['status']}", flush=True)
         for line in r["tail"]:  # type: ignore[union-attr]
             print(f"    {line}")

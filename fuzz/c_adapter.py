@@ -73,7 +73,8 @@ def c_device(data: bytes) -> None:
         elif width is object:
             ok = all(0 <= q < 32 for q in got.queues)  # type: ignore[attr-defined]
         else:
-            ok = isinstance(got, int) and not isinstance(got, bool) and 0 <= got < 1 << width  # type: ignore[operator]
+            ok = (isinstance(got, int) and not isinstance(got, bool)
+                  and 0 <= got < 1 << width)  # type: ignore[operator]
         if not ok:
             raise Finding(f"CDevice.{name}{args} returned {got!r}, outside its {width}-bit range")
 

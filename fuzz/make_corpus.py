@@ -111,12 +111,15 @@ def balloon_seeds() -> dict[str, list[bytes]]:
     arr = pfns(3, 4, 9)
     inflate = [chain(features(Writer(), off).int(0, 2**B.N_PAGES - 1, 0), [(0x1000, len(arr), arr)]).done()
                for off in (DEFAULT_OFFER, no_poison)]
-    deflate = [chain(features(Writer(), DEFAULT_OFFER).int(0, B.N_PAGES, 0).int(0, 2**B.N_PAGES - 1, 1 << 3 | 1 << 4),
+    held = 1 << 3 | 1 << 4
+    deflate = [chain(features(Writer(), DEFAULT_OFFER).int(0, B.N_PAGES, 0).int(0, 2**B.N_PAGES - 1, held),
                      [(0x1000, 8, pfns(3, 4))]).done()]
-    reporting = [chain(features(Writer(), no_poison), [], [(5 * B.BALLOON_PAGE_SIZE, 2 * B.BALLOON_PAGE_SIZE)]).done(),
-                 chain(features(Writer(), DEFAULT_OFFER), [], [(8 * B.BALLOON_PAGE_SIZE, B.BALLOON_PAGE_SIZE)]).done()]
+    page = B.BALLOON_PAGE_SIZE
+    reporting = [chain(features(Writer(), no_poison), [], [(5 * page, 2 * page)]).done(),
+                 chain(features(Writer(), DEFAULT_OFFER), [], [(8 * page, page)]).done()]
     st = b"".join(_STAT.pack(t, v) for t, v in ((4, 1 << 20), (5, 1 << 22), (6, 1 << 30)))
-    stats = [chain(features(Writer(), DEFAULT_OFFER).int(1, 3, 1).bool(False), [(0x1000, len(st), st)]).done(),
+    stats = [chain(features(Writer(), DEFAULT_OFFER).int(1, 3, 1).bool(False), [(0x1000, len(st), st)])
+             .done(),
              chain(chain(features(Writer(), no_poison).int(1, 3, 2).bool(True), [(0x1000, len(st), st)])
                    .bool(True), [(0x1000, len(st), st)]).done()]
     w = Writer().bool(False).int(1, 8, 4).int(0, 5, 0)  # start: command ID 2
@@ -135,12 +138,14 @@ def vhost_user_seeds() -> dict[str, list[bytes]]:
     region = P.MEM_REGION.pack(0, 1 << 28, 0x7F0000000000, 0)
     return {
         "vhost_user_header": [P.message(P.Request.GET_FEATURES)[:P.HEADER.size],
-                              P.message(P.Request.SET_MEM_TABLE, b"\0" * 40, flags=P.VERSION | P.FLAG_NEED_REPLY)[:12]],
+                              P.message(P.Request.SET_MEM_TABLE, b"\0" * 40,
+                                        flags=P.VERSION | P.FLAG_NEED_REPLY)[:12]],
         "vhost_user_u64": [P.U64.pack(1 << 32 | 1)],
         "vhost_user_vring_state": [P.VRING_STATE.pack(0, 256)],
         "vhost_user_vring_addr": [P.VRING_ADDR.pack(0, 0, 0x7F0000001000, 0x7F0000002000, 0x7F0000003000, 0)],
         "vhost_user_mem_table": [P.MEM_HEADER.pack(1, 0) + region, P.MEM_HEADER.pack(2, 0) + region * 2],
-        "vhost_user_config": [b"\0" + P.CONFIG_HEADER.pack(0, 8, 0), b"\1" + P.CONFIG_HEADER.pack(4, 4, 0) + U32.pack(7)],
+        "vhost_user_config": [b"\0" + P.CONFIG_HEADER.pack(0, 8, 0),
+                              b"\1" + P.CONFIG_HEADER.pack(4, 4, 0) + U32.pack(7)],
     }
 
 
@@ -164,11 +169,12 @@ def other_seeds() -> dict[str, list[bytes]]:
         "qtest_reply": [qtest_seed(b"OK 0x12345678\n", "readl"), qtest_seed(b"IRQ raise 4\nOK\n", "writel"),
                         qtest_seed(b"OK 0x1af4\n", "inw")],
         "qmp_reply": [b'{"return": {"actual": 1073741824}}', b'{"return": {}}',
-                      b'{"error": {"class": "DeviceNotActive", "desc": "No balloon device has been activated"}}'],
+                      b'{"error": {"class": "DeviceNotActive", "desc": "No balloon device has been '
+                      b'activated"}}'],
         "c_device": [c_seed("read_status", (32, 0x0F)), c_seed("read_device_features", (64, DEFAULT_OFFER)),
                      c_seed("read_config", (32, 16), (32, 0)), c_seed("hint_start", (64, 2))],
         "catalogue": ["[[requirement]]".join(entries[:n + 1]).encode() for n in (1, 2)],
-        "known_deviations": [(ROOT / "conformance" / "adapters" / "qemu" / "known_deviations.txt").read_bytes(),
+        "known_deviations": [(ROOT / "conformance/adapters/qemu/known_deviations.txt").read_bytes(),
                              b"SPLIT-DRV-1\n# a comment\nBAL-OP-D1  # trailing\n"],
     }
 

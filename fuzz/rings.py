@@ -87,12 +87,15 @@ def packed_pop(data: bytes) -> None:
     _serve(dev, qs)
 
 
-def driver_setup(packed: bool, header: bytes) -> tuple[GuestMemory, SplitQueueDriver | PackedQueueDriver, int]:
+Driver = SplitQueueDriver | PackedQueueDriver
+
+
+def driver_setup(packed: bool, header: bytes) -> tuple[GuestMemory, Driver, int]:
     """The reference driver with ``header``'s chains published, and the queue size."""
     code, flags, chains, shape = header
     qs = packed_qs(code) if packed else split_qs(code)
     mem = GuestMemory(buffer=bytearray(MEM))
-    kind: Callable[..., SplitQueueDriver | PackedQueueDriver] = PackedQueueDriver if packed else SplitQueueDriver
+    kind: Callable[..., Driver] = PackedQueueDriver if packed else SplitQueueDriver
     addrs = packed_layout.place(0, qs) if packed else split_addrs(qs)
     drv = kind(mem, addrs, qs, event_idx=bool(flags & 1), indirect_desc=True, scrub_used=bool(flags & 2),
                check_device_writes=bool(flags & 4), indirect_arena=IndirectArena(ARENA, ARENA_SIZE))
@@ -108,7 +111,7 @@ def driver_setup(packed: bool, header: bytes) -> tuple[GuestMemory, SplitQueueDr
     return mem, drv, qs
 
 
-def device_area(packed: bool, drv: SplitQueueDriver | PackedQueueDriver, qs: int) -> list[tuple[int, int]]:
+def device_area(packed: bool, drv: Driver, qs: int) -> list[tuple[int, int]]:
     """The ``(addr, len)`` parts of guest memory the device writes, in input order."""
     if packed:
         return [(drv.addrs.desc, packed_layout.desc_ring_size(qs)),

@@ -33,8 +33,8 @@ INSTRUMENT = {
 def module_of(name: str) -> str:
     """The :mod:`fuzz` module defining target ``name``."""
     for prefix, module in (("split_", "rings"), ("packed_", "rings"), ("vhost_user_", "vhost_user"),
-                           ("qtest_", "qemu"), ("qmp_", "qemu"), ("c_", "c_adapter"), ("catalogue", "loaders"),
-                           ("known_deviations", "loaders")):
+                           ("qtest_", "qemu"), ("qmp_", "qemu"), ("c_", "c_adapter"),
+                           ("catalogue", "loaders"), ("known_deviations", "loaders")):
         if name.startswith(prefix):
             return module
     return "balloon"

@@ -37,7 +37,8 @@ def mem_table(data: bytes) -> None:
 def config(data: bytes) -> None:
     """GET_CONFIG (no data) or SET_CONFIG (with data), by the first byte."""
     if data:
-        P.parse_config_untrusted("SET_CONFIG" if data[0] & 1 else "GET_CONFIG", data[1:], with_data=bool(data[0] & 1))
+        with_data = bool(data[0] & 1)
+        P.parse_config_untrusted("SET_CONFIG" if with_data else "GET_CONFIG", data[1:], with_data=with_data)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
