@@ -38,6 +38,8 @@ SLACK_PAGES = 512
 KICK_GRACE = 1.0
 #: How long Linux may take to give hinted pages back after DONE (a work item frees them).
 RELEASE_WAIT = 3.0
+RELEASE_STILL = 1.0  # judged once MemFree has not grown for this long, after RELEASE_WAIT
+RELEASE_CAP = 30.0
 
 
 _NO_STATUS = ("vhost-user carries no device status (Linux 6.1's virtio_uml keeps it in the guest); the "
@@ -144,20 +146,27 @@ class LinuxDriverConformance(DriverConformance):
 
     def _check_hints_released(self) -> None:
         """MemFree must grow by the pages hinted since the last DONE, less what the balloon took meanwhile.
-        Linux frees them from a work item, so give it up to RELEASE_WAIT seconds."""
+        Linux frees them from a work item: give it RELEASE_WAIT seconds, and as long as MemFree still grows
+        (a guest on a loaded host frees slowly, which is not a breach) up to RELEASE_CAP."""
         if self.hint_baseline is None:
             return
         free_before, held, balloon_before = self.hint_baseline
-        end = time.monotonic() + RELEASE_WAIT
+        start = last_growth = time.monotonic()
+        best = None
         while True:
             grown = (self.drv.meminfo()["MemFree"] - free_before) // BALLOON_PAGE_SIZE
             gained = grown + self.ref.ballooned.bit_count() - balloon_before
-            if gained >= held - SLACK_PAGES or time.monotonic() > end:
+            now = time.monotonic()
+            if best is None or gained > best:
+                best, last_growth = gained, now
+            if gained >= held - SLACK_PAGES or now - start > RELEASE_CAP or \
+                    (now - start > RELEASE_WAIT and now - last_growth > RELEASE_STILL):
                 break
             self._cycle()
+        waited = time.monotonic() - start
         self.R.check("BAL-FPH-DRV-10", gained >= held - SLACK_PAGES,
-                     f"{held} page(s) hinted since the last DONE; {RELEASE_WAIT:g} s after DONE MemFree had grown "
-                     f"by {grown} pages and the balloon by {gained - grown}")
+                     f"{held} page(s) hinted since the last DONE; {waited:.1f} s after DONE (MemFree still for "
+                     f"{RELEASE_STILL:g} s) MemFree had grown by {grown} pages and the balloon by {gained - grown}")
         self.hint_baseline = None
 
     def _guest_quiet_checks(self) -> None:
