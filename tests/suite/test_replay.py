@@ -4,9 +4,11 @@ Python process, fails with the same requirement."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from conformance.registry import BUILTIN, machine_for
 from conformance.runner import RunResult, counterexample, run
 from refmodel.errors import PeerSpecViolation
+from suite_mutant_runs import GROUP, first_failure_run
 
 MUTANTS = sorted((n, r) for (n, r), impl in BUILTIN.items() if impl.breaks)
 
@@ -77,11 +80,18 @@ Replayed = dict[tuple[str, str], dict[str, tuple[tuple[str, ...], str]]]
 def first_failures(tmp_path_factory: pytest.TempPathFactory) -> Replayed:
     """Each mutant's first failure (as the mutant tests find it), all scripts replayed in one fresh
     interpreter: (name, role) -> {requirement: (script, what its replay raised)}."""
+    return _first_failures(str(tmp_path_factory.getbasetemp()))
+
+
+@functools.cache
+def _first_failures(base: str) -> Replayed:
+    # Cached past the module fixture: xdist's loadgroup interleaves these tests with test_conformance's
+    # on one worker, and pytest would set a module fixture up again each time its module comes back.
     scripts: dict[str, tuple[str, ...]] = {}
     for name, role in MUTANTS:
-        for req_id, lines in scripts_of(run(BUILTIN[name, role], "ci", max_failures=0)).items():
+        for req_id, lines in scripts_of(first_failure_run(name, role)).items():
             scripts[f"{req_id}@{name}@{role}"] = lines
-    got = replay(scripts, tmp_path_factory.mktemp("replay"))
+    got = replay(scripts, Path(tempfile.mkdtemp(prefix="replay", dir=base)))
     out: Replayed = {key: {} for key in MUTANTS}
     for key, raised in got.items():
         req_id, name, role = key.split("@")
@@ -89,6 +99,7 @@ def first_failures(tmp_path_factory: pytest.TempPathFactory) -> Replayed:
     return out
 
 
+@GROUP
 @pytest.mark.parametrize("name, role", MUTANTS, ids=[n for n, _ in MUTANTS])
 def test_the_printed_counterexample_of_every_mutant_fails_the_same_way(name, role, first_failures):
     got = first_failures[name, role]
