@@ -75,6 +75,8 @@ def known_deviations_text(spec: str) -> str:
                        f"(one of: {', '.join(KNOWN_DEVIATION_LISTS)})") from None
     except OSError as e:
         raise DutError(f"--known-deviations {spec}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise DutError(f"--known-deviations {spec}: not UTF-8 text (byte {e.start})") from None
 
 
 def load_known_deviations(path: str | None) -> frozenset[str]:

@@ -32,9 +32,6 @@ from spec.catalogue import CatalogueError, load  # noqa: E402
 
 CORPUS = ROOT / "fuzz" / "corpus"
 RANDOM_INPUTS = 2000  # per target, half mutated seeds and half random bytes: the file stays within seconds
-NEEDS_CLI_FIX = pytest.mark.xfail(strict=True, raises=Finding,
-                                  reason="conformance/cli.py known_deviations_text lets UnicodeDecodeError out "
-                                  "(a file this change does not own)")
 
 
 def seeds(name):
@@ -63,7 +60,7 @@ def params():
 
 def _params():
     for name in sorted(TARGETS):
-        yield pytest.param(name, marks=NEEDS_CLI_FIX) if name == "known_deviations" else name
+        yield name
 
 
 def test_corpus_is_what_make_corpus_writes():
@@ -166,7 +163,6 @@ def test_catalogue_not_utf8_is_a_catalogue_error(tmp_path):
         load(p)
 
 
-@NEEDS_CLI_FIX
 def test_known_deviations_not_utf8_is_a_dut_error():
     """Found, not fixed here: conformance/cli.py known_deviations_text reads with read_text and lets
     UnicodeDecodeError out. Passes once it raises DutError."""
