@@ -378,15 +378,20 @@ class FreePageHintDriver(Sticky):
         if start is None:
             self._stop()
             return False
+        mask = range_mask(start, 1 << order)
         if self.vq.num_free < 2:  # keep a slot for STOP, as Linux keeps one for the ID
-            self.guest.release_hinted(range_mask(start, 1 << order))
+            self.guest.release_hinted(mask)
             return False
-        self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)])
+        self._add_hint(start, order, mask)
         assert self.served is not None
-        self.sent_under[self.served] = self.sent_under.get(self.served, 0) | range_mask(start, 1 << order)
+        self.sent_under[self.served] = self.sent_under.get(self.served, 0) | mask
         self._publish()
         self._go(RE.SEND_HINT)
         return True
+
+    def _add_hint(self, start: int, order: int, mask: int) -> None:
+        """Put the block ``[start, start + 2**order)`` (pages ``mask``) on free_page_vq as one hint buffer."""
+        self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)])
 
 
 class HintingDevice(Sticky):

@@ -13,7 +13,7 @@ happens to the pages after the use (``PROP-HWA-DEV-1``).
 from __future__ import annotations
 
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
-from refmodel.balloon.hinting import RE, RS, FreePageHintDriver
+from refmodel.balloon.hinting import FreePageHintDriver
 from refmodel.balloon.proposals.bits import BITS, Proposal
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation, guarded
 from refmodel.system.guest import bits, range_mask
@@ -86,29 +86,8 @@ class WaitOnAckDriver(FreePageHintDriver):
         self.guest.release_hinted(mask)
         return len(pages)
 
-    @guarded
-    def hint_one(self) -> bool:
-        """As :meth:`FreePageHintDriver.hint_one`; the buffer's token names its pages, held until used."""
-        if self.state is not RS.HINTING or self.latest != self.served:
-            return False
-        self._reap()
-        if self._pending:
-            return False
-        order, start = self.order, None
-        while order >= self.min_order and (start := self.guest.take_free_block(order)) is None:
-            order -= 1
-        if start is None:
-            self._stop()
-            return False
-        mask = range_mask(start, 1 << order)
-        if self.vq.num_free < 2:  # keep a slot for STOP
-            self.guest.release_hinted(mask)
-            return False
+    def _add_hint(self, start: int, order: int, mask: int) -> None:
+        """As :meth:`FreePageHintDriver._add_hint`; the buffer's token names its pages, held until used."""
         self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)],
                     token=("hint", mask))
-        assert self.served is not None
-        self.sent_under[self.served] = self.sent_under.get(self.served, 0) | mask
         self.in_flight |= mask
-        self._publish()
-        self._go(RE.SEND_HINT)
-        return True
