@@ -226,7 +226,9 @@ class GuestAgent(Protocol):
         ...
 
     def meminfo(self) -> dict[str, int]:
-        """MemTotal and MemFree as the guest sees them, in bytes."""
+        """/proc/meminfo as the guest sees it, in bytes: MemTotal and MemFree at least; the counters of the
+        guest's own use (Buffers, Cached, AnonPages, SReclaimable, SUnreclaim, KernelStack, PageTables) where
+        the guest has them."""
         ...
 
 

@@ -82,6 +82,19 @@ def test_a_hint_round_and_a_balloon_on_the_real_driver(machine) -> None:
     assert hint.received_pages > 1024 and hint.state.name == "STOP"  # Linux's STOP ended the round
     machine.hint_done(cycles=1)
     assert "BAL-FPH-DRV-10" in machine.R.exercised  # MemFree came back by the hinted pages
+    assert machine.round_base is None
+
+
+def test_hinted_pages_kept_after_done_fail_the_release_rule(machine) -> None:
+    """The check has teeth: a guest that is 4 MiB short after DONE (here: told it had 4 MiB more free when
+    the round began) fails BAL-FPH-DRV-10, with the figures."""
+    _boot(machine)
+    machine.hint_start(cycles=2)
+    machine.settle()
+    free, used, balloon, hinted = machine.round_base
+    machine.round_base = (free + (1024 + 512) * BALLOON_PAGE_SIZE, used, balloon, hinted)
+    with pytest.raises(PeerSpecViolation, match=r"BAL-FPH-DRV-10.*1[0-9]{3} pages short.*MemFree"):
+        machine.hint_done(cycles=1)
 
 
 def test_in_band_notifications_and_no_reply_ack(machine) -> None:

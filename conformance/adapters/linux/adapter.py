@@ -158,7 +158,7 @@ class LinuxDriver:
         self._pump(lambda: time.monotonic() >= end, seconds + 5, "serve")
 
     def meminfo(self) -> dict[str, int]:
-        """MemTotal and MemFree in bytes, as the guest sees them."""
+        """MemTotal, MemFree and the counters of the guest's own use, in bytes, as the guest sees them."""
         out = {}
         for v in self.command("meminfo").values("MEM"):
             key, kib = v.split()

@@ -50,7 +50,7 @@ while read -r seq cmd a b; do
     alloc) { echo "VCMARK-$a"; dd if=/dev/urandom bs=4096 count=$b 2>/dev/null; } > /w/$a && md5sum /w/$a > /w/$a.md5 || rc=$? ;;
     free) rm -f /w/$a /w/$a.md5 ;;
     verify) for f in /w/*.md5; do [ -e "$f" ] || continue; md5sum -c -s "$f" || { echo "@@BAD ${f%.md5}"; rc=1; }; done ;;
-    meminfo) while read -r k v u; do case "$k" in MemTotal:|MemFree:) echo "@@MEM $k $v";; esac; done </proc/meminfo ;;
+    meminfo) while read -r k v u; do case "$k" in MemTotal:|MemFree:|Buffers:|Cached:|AnonPages:|SReclaimable:|SUnreclaim:|KernelStack:|PageTables:) echo "@@MEM $k $v";; esac; done </proc/meminfo ;;
     halt) echo "@@END $seq 0"; poweroff -f ;;
     *) echo "@@OUT unknown command $cmd"; rc=127 ;;
   esac
