@@ -275,13 +275,75 @@ def reset_during_round(binary: str | None = None, *, attempts: int = 200, queue_
         factory.close()
 
 
+def notify_before_driver_ok(binary: str | None = None, *, attempts: int = 200, queue_size: int = 256,
+                            seed: int = 0) -> Reproduction:
+    """STATUS-DEV-1: reset the device while QEMU's iothread works on free_page_vq, set the queues up again,
+    and before DRIVER_OK read the ISR.
+
+    The model: a device sends no used buffer notification before DRIVER_OK (and a reset clears the ISR).
+    QEMU: ``virtio_ballloon_get_free_page_hints`` pops hints under ``free_page_lock`` in the iothread and
+    calls ``virtio_notify`` for free_page_vq *after* dropping it; the reset path
+    (``virtio_balloon_device_reset``, then ``virtio_reset`` zeroing ``isr``) can run in between, so the
+    old round's notification lands on the new device: ISR bit 0 (and INTx) while the driver is still
+    setting the queues up, with every used idx at 0. Timing decides, so it tries up to ``attempts``
+    times and reports the first hit.
+    """
+    rng = random.Random(seed)
+    factory = QemuFactory(binary)
+    seen: list[str] = []
+
+    def look(drv: BalloonDriver) -> None:
+        time.sleep(0.005)  # the iothread's notify trails its unlock
+        irq = dev.take_interrupts()
+        if irq.queues:
+            used = {n: dev.mem.read_u16(q.addrs.used + USED_IDX) for n, q in drv.vqs.items()}
+            seen.append(f"ISR bit 0 set before DRIVER_OK, used idx {used}")
+
+    restarts = 0
+    try:
+        for attempt in range(1, attempts + 1):
+            drv = BalloonDriver(queue_size=queue_size, hint_burst=queue_size - 1)
+            dev = factory()
+            os_ = GuestOS.over(dev.mem, reserved=RESERVED_PAGES)
+            try:
+                if not drv.probe(dev, os_):
+                    raise QemuError("the reference driver could not initialize the device")
+                dev.hint_start()
+                for _ in range(rng.randint(1, 4)):  # echo, then queue hints: the iothread pops them
+                    irq = dev.take_interrupts()
+                    drv.interrupt(irq.queues, irq.config)
+                    drv.run()
+            except (PeerSpecViolation, QemuError):
+                # An earlier reset met the SPLIT-DEV-D3 race (reset-during-round): a fresh QEMU goes on.
+                factory.close()
+                factory, restarts = QemuFactory(binary), restarts + 1
+                continue
+            dev.write_status(0)
+            drv.remove()
+            again = BalloonDriver(queue_size=queue_size, hint_burst=0, before_driver_ok=look)
+            if not again.probe(dev, os_):
+                raise QemuError("the device refused the features after the reset")
+            if seen:
+                return Reproduction("notify-before-driver-ok", "STATUS-DEV-1", NOTIFY_EXPECTED,
+                                    f"attempt {attempt}: after a reset mid-round, {seen[0]}"
+                                    + (f" ({restarts} fresh QEMU(s) after the reset-during-round race)"
+                                       if restarts else ""), True)
+        return Reproduction("notify-before-driver-ok", "STATUS-DEV-1", NOTIFY_EXPECTED,
+                            f"no notification before DRIVER_OK in {attempts} attempts", False)
+    finally:
+        factory.close()
+
+
+NOTIFY_EXPECTED = "after a reset, no used buffer notification (ISR bit 0) until the driver sets DRIVER_OK"
+
 RESET_EXPECTED = ("after a reset mid-round the device consumes only buffers made available after it: "
                   "free_page_vq's last-avail-idx equals the driver's avail idx")
 
 REPRODUCERS = {"unaligned-hint": unaligned_hint, "cmd-id-mid-round": cmd_id_mid_round,
                "used-lengths": used_lengths,
                "hint-after-stop": hint_after_stop,
-               "reset-during-round": reset_during_round}
+               "reset-during-round": reset_during_round,
+               "notify-before-driver-ok": notify_before_driver_ok}
 
 
 def main(argv: list[str] | None = None) -> int:
