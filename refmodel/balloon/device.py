@@ -41,7 +41,7 @@ from refmodel.errors import PeerSpecViolation, SpecViolation, Sticky, guarded
 from refmodel.system.guest import bits
 from refmodel.virtio.features import Feature, check_negotiation, has, mask_of
 from refmodel.virtio.memory import GuestMemory
-from refmodel.virtio.split.device import SplitQueueDevice
+from refmodel.virtio.rings import Ring, ring_for
 from refmodel.virtio.status import STATUS_TRANSITIONS, DeviceStatusMachine, Role, StatusEvent
 from refmodel.virtio.transport import Interrupts
 from refmodel.virtio.virtq import QueueAddresses
@@ -125,7 +125,7 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         self.config.device_set("num_pages", self.target)
         self.driver_features = 0
         self.negotiated: int | None = None
-        self.queues: dict[str, SplitQueueDevice] = {}
+        self.queues: dict[str, Any] = {}  # the negotiated ring's device-side queues (refmodel.virtio.rings)
         self.touched: list[Touch] = []
         self._irq_queues: set[int] = set()
         self.kicked_at: dict[str, int] = {}  # queue -> avail idx at its last available buffer notification
@@ -139,6 +139,11 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
 
     def negotiated_has(self, feature: Feature) -> bool:
         return self.negotiated is not None and has(self.negotiated, feature)
+
+    @property
+    def ring(self) -> Ring:
+        """The virtqueue layout negotiated: packed with VIRTIO_F_RING_PACKED, else split."""
+        return ring_for(self.negotiated)
 
     @property
     def error(self) -> SpecViolation | None:
@@ -247,12 +252,18 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
                                             event_idx=self.negotiated_has(F.VIRTIO_F_EVENT_IDX),
                                             indirect_desc=self.negotiated_has(F.VIRTIO_F_INDIRECT_DESC))
 
-    def make_queue(self, name: str, *args: Any, **kwargs: Any) -> SplitQueueDevice:
-        """The device's side of queue ``name``, given :class:`SplitQueueDevice`'s arguments.
+    def make_queue(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """The device's side of queue ``name`` on the negotiated ring (:attr:`ring`), given the arguments
+        its queue class takes (:class:`~refmodel.virtio.split.device.SplitQueueDevice` or
+        :class:`~refmodel.virtio.packed.device.PackedQueueDevice`). A packed queue also checks that the
+        driver leaves what it made available alone (PACKED-DRV-2, PACKED-DRV-D9): the strictest peer.
 
         Override point.
         """
-        return SplitQueueDevice(*args, **kwargs)
+        ring = self.ring
+        if ring.name == "packed":
+            kwargs.setdefault("check_driver_writes", True)
+        return ring.device(*args, **kwargs)
 
     @needs_reset_on_breach
     @guarded
@@ -264,7 +275,7 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         if name not in self.queues:
             raise PeerSpecViolation("INIT-DRV-5", f"notification for queue {index}, which is not enabled")
         q = self.queues[name]
-        self.kicked_at[name] = self.mem.read_u16(q.addrs.avail + 2)  # avail idx the driver had published
+        self.kicked_at[name] = q.avail_mark()  # how far the driver had made buffers available
 
     def signal_used(self, name: str) -> None:
         """A used buffer notification for queue ``name`` if the driver wants one now (§2.7.7.2)."""

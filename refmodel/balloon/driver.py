@@ -30,15 +30,16 @@ from refmodel.errors import PeerSpecViolation, Sticky, guarded
 from refmodel.system.guest_os import GuestOS
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.features import Feature, check_negotiation, has
-from refmodel.virtio.split.driver import QueueFull, SplitQueueDriver
-from refmodel.virtio.virtq import QueueAddresses
+from refmodel.virtio.rings import ring_for
+from refmodel.virtio.split.driver import QueueFull
 
 F = Feature
 #: Every feature the reference driver knows how to use.
 SUPPORTED = sum(f.mask for f in (
     F.VIRTIO_F_VERSION_1, F.VIRTIO_F_EVENT_IDX, F.VIRTIO_F_INDIRECT_DESC,
     F.VIRTIO_BALLOON_F_MUST_TELL_HOST, F.VIRTIO_BALLOON_F_STATS_VQ, F.VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
-    F.VIRTIO_BALLOON_F_FREE_PAGE_HINT, F.VIRTIO_BALLOON_F_PAGE_POISON, F.VIRTIO_BALLOON_F_PAGE_REPORTING))
+    F.VIRTIO_BALLOON_F_FREE_PAGE_HINT, F.VIRTIO_BALLOON_F_PAGE_POISON, F.VIRTIO_BALLOON_F_PAGE_REPORTING,
+    F.VIRTIO_F_RING_PACKED))  # RSV-DRV-4: packed rings whenever offered
 
 __all__ = ["BalloonDriver", "CFG_ACTUAL", "CFG_CMD_ID", "CFG_NUM_PAGES", "CFG_POISON", "QueueFull",
            "STATS_TAGS", "SUPPORTED"]
@@ -66,7 +67,7 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         self.os: GuestOS | None = None
         self.negotiated = 0
         self.ok = False
-        self.vqs: dict[str, SplitQueueDriver] = {}
+        self.vqs: dict[str, Any] = {}  # the negotiated ring's driver-side queues (refmodel.virtio.rings)
         self.index_of: dict[str, int] = {}
         self.hint = None
         self._config_dirty = True
@@ -141,17 +142,16 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         if max_size == 0:
             raise PeerSpecViolation("BAL-VQ-D1", f"{name} expected at queue index {index}, "
                                     "which does not exist")
-        if max_size & (max_size - 1) or max_size > 32768:
-            raise PeerSpecViolation("SPLIT-DEV-D4", f"queue {index} maximum size {max_size} is not a power "
-                                    "of 2 up to 32768")
+        ring = ring_for(self.negotiated)  # split, or packed with VIRTIO_F_RING_PACKED
+        if why := ring.size_problem(max_size):
+            raise PeerSpecViolation(ring.size_req, f"queue {index} {why}")
         size = min(self.queue_size, max_size)
-        nbytes = QueueAddresses.packed_at(0, size).end(size)
+        nbytes = ring.queue_bytes(size)
         base = self._scratch_pages(-(-nbytes // BALLOON_PAGE_SIZE)) * BALLOON_PAGE_SIZE
-        addrs = QueueAddresses.packed_at(base, size)
+        addrs = ring.place(base, size)
         assert self.os is not None
-        self.vqs[name] = SplitQueueDriver(self.os.mem, addrs, size,
-                                          event_idx=self.negotiated_has(F.VIRTIO_F_EVENT_IDX),
-                                          check_device_writes=True, scrub_used=True)
+        self.vqs[name] = ring.driver(self.os.mem, addrs, size, event_idx=self.negotiated_has(F.VIRTIO_F_EVENT_IDX),
+                                     check_device_writes=True, scrub_used=True)
         self.dev.enable_queue(index, size, addrs)
         if name in PFN_QUEUES:
             self._setup_pfn_slots(name, size)

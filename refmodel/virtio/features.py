@@ -132,6 +132,7 @@ NEGOTIATION_RULES: tuple[Rule, ...] = (
     *(Requires(f, n, "driver", "FEAT-DRV-2") for f, n in FEATURE_DEPENDENCIES),
     AcceptIfOffered(Feature.VIRTIO_F_VERSION_1, "RSV-DRV-1"),
     AcceptIfOffered(Feature.VIRTIO_BALLOON_F_MUST_TELL_HOST, "BAL-FB-DRV-1"),
+    AcceptIfOffered(Feature.VIRTIO_F_RING_PACKED, "RSV-DRV-4"),
     RequiresIfDriverExpectsContents(
         Feature.VIRTIO_BALLOON_F_PAGE_REPORTING, Feature.VIRTIO_BALLOON_F_PAGE_POISON, "BAL-FB-DRV-3"
     ),

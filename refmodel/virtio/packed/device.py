@@ -109,6 +109,17 @@ class PackedQueueDevice(Sticky):
             n += 1
         return n
 
+    def avail_mark(self) -> int:
+        """The position after the lists the driver has made available now (see refmodel.virtio.rings). Reads
+        without judging: the walk stops at the first list the device would reject, which pop then names."""
+        pos = self._avail
+        try:
+            while (got := self.walk_untrusted(pos)) is not None:
+                pos += got[1]
+        except PeerSpecViolation:
+            pass
+        return pos
+
     @guarded
     def pop(self) -> Chain | None:
         """Take the next available list, or None if the next position is not available."""

@@ -254,6 +254,28 @@ class PackedQueueDriver(Sticky):
         pos, qs = self._published, self.queue_size
         return pack_notification(vqn, pos % qs, wrap_of(pos, qs))
 
+    def used_mark(self) -> int:
+        """The position after the descriptors the device has marked used, read without harvesting them
+        (see refmodel.virtio.rings). Stops at anything harvest would reject, which harvest then names."""
+        return self._peek_used()[0]
+
+    def used_ids(self) -> list[int]:
+        """The Buffer IDs of the used descriptors not yet harvested, in ring order (read, not judged)."""
+        return self._peek_used()[1]
+
+    def _peek_used(self) -> tuple[int, list[int]]:
+        pos, qs, ids = self._used, self.queue_size, []
+        while pos < self._published:
+            _, _, buf_id, flags = self.mem.unpack(PDESC_FMT, self._slot(pos), 16)
+            wrap = wrap_of(pos, qs)
+            inf = self._in_flight.get(buf_id)
+            if bool(flags & VIRTQ_DESC_F_USED) != wrap or bool(flags & VIRTQ_DESC_F_AVAIL) != wrap or inf is None \
+                    or buf_id in ids:
+                break
+            ids.append(buf_id)
+            pos += inf.ndesc
+        return pos, ids
+
     # -- used buffers (§2.8.22) -------------------------------------------------------------------------
     @guarded
     def harvest(self) -> list[UsedBuffer]:

@@ -84,6 +84,10 @@ class SplitQueueDevice(Sticky):
                                     f"(queue size {self.queue_size})")
         return delta
 
+    def avail_mark(self) -> int:
+        """The avail idx as the driver last published it (read, unchecked; see refmodel.virtio.rings)."""
+        return self.mem.read_u16(self.addrs.avail + AVAIL_IDX)
+
     @guarded
     def pop(self) -> Chain | None:
         """Take the next available chain, or None if there is none."""

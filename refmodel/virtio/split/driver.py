@@ -224,6 +224,10 @@ class SplitQueueDriver(Sticky):
         """Record that the driver notified the device (resets the notification window)."""
         self._last_kick_idx = self.avail_idx
 
+    def used_mark(self) -> int:
+        """The used idx as the device last published it (read, not harvested; see refmodel.virtio.rings)."""
+        return self.mem.read_u16(self.addrs.used + USED_IDX)
+
     # -- used buffers (§2.7.14) ----------------------------------------------------------------------
     @guarded
     def harvest(self) -> list[UsedBuffer]:
