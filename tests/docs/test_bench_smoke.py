@@ -22,6 +22,8 @@ SMALL_ARGS = {
     # C faults only: the QEMU and UML points are for bench runs (results/faults.txt), not the tests.
     "bench_faults.py": ["--points", "3", "--kinds", "c-segv,c-hang"],
     "bench_parallel.py": ["--mutants", "1", "--profile", "dev"],
+    # Two hand-picked mutants of the reference driver, each checked for its killing ID (seconds, no clone).
+    "bench_mutation.py": ["--quick", "--tree", str(BENCH.parent)],
     # A real Linux guest under QEMU TCG; the full-size figures are for bench runs, not the tests.
     "bench_linux_migration.py": ["--mem-mib", "384", "--keep-mib", "32", "--fill-mib", "128", "--settle", "3"],
 }
