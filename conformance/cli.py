@@ -48,7 +48,8 @@ from conformance.runner import RunResult, run_levels
 
 
 #: Known-deviation lists that ship with the suite, by name: (package, resource).
-KNOWN_DEVIATION_LISTS = {"qemu": ("conformance.adapters.qemu", "known_deviations.txt")}
+KNOWN_DEVIATION_LISTS = {"qemu": ("conformance.adapters.qemu", "known_deviations.txt"),
+                         "linux": ("conformance.adapters.linux", "known_deviations.txt")}
 
 #: The C ABI header and the example implementations (package conformance.adapters.c).
 C_PACKAGE = "conformance.adapters.c"
@@ -99,6 +100,8 @@ def load_known_deviations(path: str | None) -> frozenset[str]:
 #: Real implementations the suite starts itself (they need a binary, so they are not in BUILTIN).
 EXTERNAL = (("qemu", "device", "QEMU's virtio-balloon-pci over qtest (--qemu-binary)"),
             ("linux", "driver", "Linux's virtio_balloon in a User-Mode Linux guest, over vhost-user (--uml-binary)"),
+            ("linux-qemu", "driver", "Linux's virtio_balloon in a QEMU 11.1 TCG guest, over virtio-pci and "
+             "vhost-user (--kernel)"),
             ("rust-vmm-virtio-queue-0.14", "device", "rust-vmm virtio-queue 0.14 (Debian trixie), --level virtqueue"),
             ("rust-vmm-virtio-queue-0.18", "device", "rust-vmm virtio-queue 0.18 (Debian sid), --level virtqueue"))
 
@@ -159,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=8, help="stop after this many distinct failures")
     r.add_argument("--qemu-binary", help="QEMU to test with --dut qemu (default: qemu-system-x86_64 on PATH)")
     r.add_argument("--uml-binary", help="User-Mode Linux kernel for --dut linux (default: /usr/bin/linux.uml)")
+    r.add_argument("--kernel", help="Debian cloud kernel for --dut linux-qemu: bookworm (6.1, the default), trixie, "
+                                    "sid, or a provisioned build's vmlinuz (QEMU: sid's, or --qemu-binary)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     h = sub.add_parser("c-header", help="print the path of the C ABI header for --dut c:LIB.so",
                        description="Print the installed virtio_conformance.h, for a C implementation: "
@@ -210,12 +215,15 @@ def _targets(args: argparse.Namespace) -> list:
                     return [resolve(args.dut, "device", qemu_binary=args.qemu_binary)]
                 if args.dut == "linux":
                     return [resolve(args.dut, "driver", uml_binary=args.uml_binary)]
+                if args.dut == "linux-qemu":
+                    return [resolve(args.dut, "driver", qemu_binary=args.qemu_binary, kernel=args.kernel)]
                 if ":" in args.dut:
                     raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")
                 raise DutError(f"--dut {args.dut!r}: no such implementation (see 'virtio-conformance list')")
             return [resolve(args.dut, roles[0])]
         return [resolve("reference", "device"), resolve("reference", "driver")]
-    return [resolve(args.dut, args.role, qemu_binary=args.qemu_binary, uml_binary=args.uml_binary)]
+    return [resolve(args.dut, args.role, qemu_binary=args.qemu_binary, uml_binary=args.uml_binary,
+                    kernel=args.kernel)]
 
 
 def main(argv: list[str] | None = None) -> int:

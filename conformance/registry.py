@@ -150,8 +150,9 @@ def ring_of(impl: Implementation) -> str | None:
 
 
 def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: str | None = None,
-            level: str = "balloon", ring: str | None = None) -> Implementation:
-    """``ring`` (virtqueue level only): split or packed; None takes a built-in's own, else split."""
+            level: str = "balloon", ring: str | None = None, kernel: str | None = None) -> Implementation:
+    """``ring`` (virtqueue level only): split or packed; None takes a built-in's own, else split.
+    ``kernel``: the cloud kernel of ``--dut linux-qemu`` (a Debian release or a build's path)."""
     if role not in ROLES:
         raise DutError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
     if level not in LEVELS:
@@ -211,6 +212,18 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
         except GuestError as e:
             raise DutError(f"--dut linux: {e}") from None
         return Implementation("linux", "driver", linux, linux.version, machine=LinuxDriverConformance)
+    if dut == "linux-qemu":
+        from conformance.adapters.linux.guest import GuestError
+        from conformance.adapters.linux.qemu_machine import LinuxQemuDriverConformance
+        from conformance.adapters.linux.qemu_route import QemuLinuxFactory
+
+        if role != "driver":
+            raise DutError("--dut linux-qemu is a driver; use --role driver")
+        try:
+            lq = QemuLinuxFactory(kernel, qemu_binary)
+        except GuestError as e:
+            raise DutError(f"--dut linux-qemu: {e}") from None
+        return Implementation("linux-qemu", "driver", lq, lq.version, machine=LinuxQemuDriverConformance)
     if dut.startswith("c:"):
         from conformance.adapters.c.adapter import CAbiError
         from conformance.adapters.c.isolated import device_factory, driver_factory

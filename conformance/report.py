@@ -5,6 +5,7 @@ JSON shape (scripts depend on it; keys are only ever added)::
     {"implementation": str, "role": "device" | "driver" | "device+driver", "profile": str,
      "seed": int | null,
      "versions": {implementation: version or description},
+     "route": {implementation: route},
      "requirements": [{"id", "verdict", "role", "section", "keyword", "text", "reason",
                        "known_deviation", "level", "missing_capabilities": [str],
                        "counterexample"?: [str], "implementation"?: str}],
@@ -31,6 +32,8 @@ otherwise.
 ``completeness`` is one entry per implementation and role: ``checkable`` counts its requirements that
 are applicable to the features in play and checkable per the catalogue (verdict pass, fail or skipped),
 ``checked`` those with a pass or fail verdict (the JUnit XML carries both as properties of each testsuite).
+``route`` names, for a real guest's driver, how it reached the suite (``uml``: User-Mode Linux over
+vhost-user; ``qemu-guest``: a QEMU TCG guest over virtio-pci and vhost-user); others have none.
 ``seed`` is the forced Hypothesis seed (``run --seed``).
 """
 
@@ -73,6 +76,8 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
     return {"implementation": "+".join(names), "role": roles, "profile": results[0].profile if results else "",
             "seed": results[0].seed if results else None,
             "versions": versions,
+            "route": {r.implementation.name: getattr(r.implementation.factory, "route")
+                      for r in results if getattr(r.implementation.factory, "route", None)},
             "requirements": reqs, "errors": errors,
             "observations": {f"{r.implementation.name}: {k}" if len(results) > 1 else k: list(v)
                              for r in results for k, v in r.observations.items()},

@@ -239,6 +239,7 @@ class LinuxFactory:
                 "nightly": {"max_examples": 40, "stateful_step_count": 25},
                 "soak": {"max_examples": 100, "stateful_step_count": 25}}  # random: one seed per run
 
+    route = "uml"  # named in the JSON report ("route")
     #: Builds tried, in order, when none is named and the system's UML does not boot on this host.
     FALLBACK_BUILDS = ("sid",)
 

@@ -72,6 +72,7 @@ class LinuxDriverConformance(DriverConformance):
     model_guest = False  # the checks that read the model guest's pages give way to the agent's
     reprobes = False  # the guest's driver is probed once
     linux: Any = None  # the LinuxDriver, closed at teardown
+    watch_status = False  # the transport replays status (vhost-user on UML); a route that carries it sets True
 
     @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), undefined_bit=st.booleans(),
                 init_on_free=st.booleans(), inband=st.booleans(), reply_ack=st.booleans())
@@ -96,7 +97,7 @@ class LinuxDriverConformance(DriverConformance):
         def make(mem: GuestMemory) -> WatchedDevice:
             # vhost-user replays device status, so the status checks stay off (UNOBSERVABLE).
             self.ref = WatchedDevice(mem, offered, queue_max={q.name: QUEUE_SIZE for q in BALLOON_QUEUES},
-                                     numbering=QueueNumbering.COMPACT_BY_NEGOTIATED, watch_status=False)
+                                     numbering=QueueNumbering.COMPACT_BY_NEGOTIATED, watch_status=self.watch_status)
             return self.ref
 
         with self.tolerate():
@@ -108,8 +109,12 @@ class LinuxDriverConformance(DriverConformance):
             self.init_on_free = init_on_free  # Linux then relies on free pages' value (BAL-FB-DRV-3)
             self._check_negotiation(offered, ok)
             self._observe_numbering(offered)
+            self._route_checks()
             self.booted = ok
             self.R.saw("INIT-DRV-1")
+
+    def _route_checks(self) -> None:
+        """Hook: checks a route can make once the driver is probed."""
 
     def teardown(self) -> None:
         if self.linux is not None:
