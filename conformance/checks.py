@@ -21,6 +21,14 @@ RING_DEVICE_CHECKS = ("SPLIT-DEV-D1", "SPLIT-DEV-D2", "SPLIT-DEV-D3", "SPLIT-DEV
 RING_DRIVER_CHECKS = ("SPLIT-DRV-1", "SPLIT-DRV-2", "SPLIT-DRV-4", "SPLIT-DRV-6", "SPLIT-DRV-7", "SPLIT-DRV-8",
                       "SPLIT-DRV-9", "SPLIT-DRV-11", "SPLIT-DRV-12", "SPLIT-DRV-14", "SPLIT-DRV-D1",
                       "SPLIT-DRV-D2", "SPLIT-DRV-D3", "SPLIT-DRV-D4", "SPLIT-DRV-D5", "SPLIT-DRV-D6")
+#: The same over packed rings (a balloon-level run with VIRTIO_F_RING_PACKED negotiated): the reference packed
+#: driver's used-descriptor parser, and the reference packed device's list walk and placement checks.
+PACKED_RING_DEVICE_CHECKS = ("PACKED-DEV-1", "PACKED-DEV-6", "PACKED-DEV-4", "PACKED-DEV-7", "PACKED-DEV-D2",
+                             "PACKED-DEV-D3", "PACKED-DEV-D4", "PACKED-DEV-D8", "PACKED-DEV-D9")
+PACKED_RING_DRIVER_CHECKS = ("PACKED-DRV-1", "PACKED-DRV-2", "PACKED-DRV-7", "PACKED-DRV-8", "PACKED-DRV-10",
+                             "PACKED-DRV-11", "PACKED-DRV-12", "PACKED-DRV-13", "PACKED-DRV-14", "PACKED-DRV-15",
+                             "PACKED-DRV-D1", "PACKED-DRV-D2", "PACKED-DRV-D4", "PACKED-DRV-D5", "PACKED-DRV-D7",
+                             "PACKED-DRV-D8", "PACKED-DRV-D9", "PACKED-DRV-D13")
 
 DEVICE_CHECKS: dict[str, str] = {
     **{r: "reference driver: used-ring parser" for r in RING_DEVICE_CHECKS},
@@ -59,6 +67,7 @@ DEVICE_CHECKS: dict[str, str] = {
     "PACKED-DEV-D10": "virtqueue machine (packed): used buffer notification owed",
     "PACKED-DEV-D11": "virtqueue machine (packed): no used buffer notification when not owed",
     "PACKED-DEV-D12": "virtqueue machine (packed): a pop with nothing available changes nothing",
+    "PACKED-DEV-D1": "boot (--ring packed): queue sizes",
 }
 
 DRIVER_CHECKS: dict[str, str] = {
@@ -105,6 +114,9 @@ DRIVER_CHECKS: dict[str, str] = {
     "PACKED-DRV-D10": "virtqueue machine (packed): available buffer notification owed",
     "PACKED-DRV-D11": "virtqueue machine (packed): no available buffer notification when not owed",
     "PACKED-DRV-D12": "virtqueue machine (packed): a fresh descriptor ring is zeroed",
+    "PACKED-DRV-1": "reference device (--ring packed): queue placement",
+    "PACKED-DRV-D1": "reference device (--ring packed): queue placement",
+    "RSV-DRV-4": "boot (--ring packed): the device offers VIRTIO_F_RING_PACKED",
 }
 
 #: Checks only the virtqueue-level machines make (a balloon-level run skips them; see runner.merge).
@@ -144,12 +156,6 @@ NOT_YET: dict[str, str] = {
     "PROP-FPR-1": "needs a reference device option that returns the byte count as used length (as Cloud "
                   "Hypervisor does)",
     # The packed virtqueue (§2.8): what its virtqueue-level machines do not check yet.
-    "PACKED-DEV-D1": "the maximum queue size is the transport's, which a virtqueue-level run does not drive, "
-                     "and no balloon-level machine runs packed rings yet",
-    "PACKED-DRV-1": "the virtqueue-level machines place the ring themselves; a driver's own placement shows "
-                    "only at the balloon level, which runs split rings yet (the reference packed device "
-                    "checks it)",
-    "PACKED-DRV-D1": "as PACKED-DRV-1",
     "PACKED-DRV-6": "the reference device sets no limit below the Queue Size (PACKED-DEV-9), so here it is "
                     "PACKED-DRV-7; needs a reference device option that limits lists",
     "PACKED-DRV-4": "VIRTIO_F_NOTIFICATION_DATA is not in the virtqueue-level interface "

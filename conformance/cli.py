@@ -17,6 +17,10 @@ name of a list that ships with the suite (``qemu``). A C implementation builds a
 virtqueues at the virtqueue level, one merged table per role (each verdict names its level).
 ``run --level virtqueue --ring packed`` checks a packed virtqueue (§2.8) on the PACKED-* requirements
 (``--dut reference``: the reference packed queues); the JSON report then names the ring (``"ring"``).
+``run --ring packed`` at the balloon level runs every balloon feature over packed rings: the suite's driver
+accepts VIRTIO_F_RING_PACKED (a device under test must offer it; the reference and the mutants then do,
+``--dut qemu`` gets ``packed=on``) and the suite's device offers it to a driver under test (RSV-DRV-4);
+the split ring's checks are then not-applicable, and the report names the ring.
 ``--profile soak --seed N`` is the long random search ``tools/soak`` runs for several seeds.
 
 Exit status: 0 when no requirement failed (known deviations excepted), 1 when one did or the
@@ -147,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
                         "checked on the SPLIT-* requirements (default: balloon)")
     r.add_argument("--ring", choices=RINGS, default=None,
                    help="with --level virtqueue: split (SPLIT-*) or packed (PACKED-*, §2.8) virtqueue "
-                        "(default: split, or a built-in's own)")
+                        "(default: split, or a built-in's own); at the balloon level: the rings the run "
+                        "negotiates (packed: VIRTIO_F_RING_PACKED)")
     r.add_argument("--profile", default="ci", metavar="PROFILE",
                    help=f"how long to search: one of {', '.join(PROFILES)} (default: ci)")
     r.add_argument("--seed", type=str, default=None,
@@ -197,8 +202,6 @@ def _c_files(args: argparse.Namespace) -> int:
 
 
 def _targets(args: argparse.Namespace) -> list:
-    if args.ring == "packed" and args.level != "virtqueue":
-        raise DutError("--ring packed needs --level virtqueue (the balloon-level machines run split rings)")
     if args.level == "virtqueue":
         roles = [args.role] if args.role else ["device", "driver"]
         if args.role is None and args.dut not in ("reference", "virtq-reference", "virtq-packed-reference"):
@@ -212,17 +215,18 @@ def _targets(args: argparse.Namespace) -> list:
             roles = [r for (n, r) in BUILTIN if n == args.dut]
             if not roles:
                 if args.dut == "qemu":
-                    return [resolve(args.dut, "device", qemu_binary=args.qemu_binary)]
+                    return [resolve(args.dut, "device", qemu_binary=args.qemu_binary, ring=args.ring)]
                 if args.dut == "linux":
-                    return [resolve(args.dut, "driver", uml_binary=args.uml_binary)]
+                    return [resolve(args.dut, "driver", uml_binary=args.uml_binary, ring=args.ring)]
                 if args.dut == "linux-qemu":
-                    return [resolve(args.dut, "driver", qemu_binary=args.qemu_binary, kernel=args.kernel)]
+                    return [resolve(args.dut, "driver", qemu_binary=args.qemu_binary, kernel=args.kernel,
+                                    ring=args.ring)]
                 if ":" in args.dut:
                     raise DutError(f"--dut {args.dut!r}: give --role device or --role driver")
                 raise DutError(f"--dut {args.dut!r}: no such implementation (see 'virtio-conformance list')")
-            return [resolve(args.dut, roles[0])]
-        return [resolve("reference", "device"), resolve("reference", "driver")]
-    return [resolve(args.dut, args.role, qemu_binary=args.qemu_binary, uml_binary=args.uml_binary,
+            return [resolve(args.dut, roles[0], ring=args.ring)]
+        return [resolve("reference", "device", ring=args.ring), resolve("reference", "driver", ring=args.ring)]
+    return [resolve(args.dut, args.role, qemu_binary=args.qemu_binary, uml_binary=args.uml_binary, ring=args.ring,
                     kernel=args.kernel)]
 
 
@@ -270,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
 def _name_the_ring(path: Path, results: list[RunResult]) -> None:
     """A virtqueue-level report gains ``"ring": "split" | "packed"`` (a key added, as the JSON shape
     allows)."""
-    rings = {ring_of(r.implementation) for r in results} - {None}
+    rings = {ring_of(r.implementation) or (r.implementation.ring if r.implementation.ring != "split" else None)
+             for r in results} - {None}
     if not rings:
         return
     report = json.loads(path.read_text(encoding="utf-8"))

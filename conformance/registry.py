@@ -11,6 +11,7 @@ the reproducer Hypothesis prints (``state = ReferenceDeviceConformance()``) runs
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -50,6 +51,7 @@ class Implementation:
     description: str
     breaks: tuple[str, ...] = ()  # for mutants: the requirement(s) it is built to break
     machine: type | None = None  # a machine of its own (a real guest); else the role's machine
+    ring: str = "split"  # balloon level: the virtqueue layout the run negotiates (--ring packed: VIRTIO_F_RING_PACKED)
 
 
 def _kebab(name: str) -> str:
@@ -138,7 +140,8 @@ def _load_factory(spec: str) -> Callable[..., Any]:
 
 
 LEVELS = ("balloon", "virtqueue")
-#: Virtqueue layouts a virtqueue-level run checks (``--ring``); the balloon machines run split rings.
+#: Virtqueue layouts (``--ring``): a virtqueue-level run checks that layout's queue; a balloon-level run
+#: negotiates it (packed: VIRTIO_F_RING_PACKED).
 RINGS = tuple(QUEUE_MACHINES)
 #: rust-vmm's virtio-queue as Debian packages it, built on first use (conformance.adapters.rust_vmm).
 RUST_VMM = {"rust-vmm-virtio-queue-0.14": "make_014", "rust-vmm-virtio-queue-0.18": "make_018"}
@@ -159,8 +162,8 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
         raise DutError(f"--level {level!r}: expected one of {', '.join(LEVELS)}")
     if ring is not None and ring not in RINGS:
         raise DutError(f"--ring {ring!r}: expected one of {', '.join(RINGS)}")
-    if ring == "packed" and level != "virtqueue":
-        raise DutError("--ring packed needs --level virtqueue (the balloon-level machines run split rings)")
+    if ring == "packed" and level == "balloon":
+        return _over_packed(resolve(dut, role, qemu_binary=qemu_binary, uml_binary=uml_binary, kernel=kernel))
     if level == "virtqueue":
         if dut == "reference":
             dut = "virtq-packed-reference" if ring == "packed" else "virtq-reference"
@@ -241,9 +244,38 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
     return Implementation(dut, role, _load_factory(dut), f"third-party {role} from {dut}")
 
 
+#: Balloon-level implementations resolved for packed rings, by (name, role, QEMU binary): one object each,
+#: so every resolve of it gives the same machine class.
+_PACKED: dict[tuple[str, str, str | None], Implementation] = {}
+
+
+def _over_packed(impl: Implementation) -> Implementation:
+    """``impl`` run over packed rings (--ring packed at the balloon level): the machine's reference side
+    offers or accepts VIRTIO_F_RING_PACKED, and a built-in device (the reference, a mutant) or QEMU
+    (``packed=on``) offers it too."""
+    if impl.machine is not None:
+        raise DutError(f"--dut {impl.name}: --ring packed is not available on this route yet (its transport "
+                       "serves split rings only)")
+    key = (impl.name, impl.role, getattr(impl.factory, "binary", None))
+    if key in _PACKED:
+        return _PACKED[key]
+    factory = impl.factory
+    if impl.name == "qemu":
+        factory = impl.factory.with_packed()
+    elif (impl.name, impl.role) in BUILTIN and impl.role == "device":
+        from refmodel.balloon.device import DEFAULT_OFFER
+        from refmodel.virtio.features import Feature
+
+        cls = BalloonDevice if impl.name == "reference" else impl.factory
+        factory = functools.partial(cls, offered=DEFAULT_OFFER | Feature.VIRTIO_F_RING_PACKED.mask)
+    _PACKED[key] = attrs.evolve(impl, factory=factory, ring="packed",
+                                description=f"{impl.description}, over packed rings")
+    return _PACKED[key]
+
+
 def _class_name(impl: Implementation) -> str:
     base = "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", impl.name) if p)
-    return f"{base}{impl.role.capitalize()}Conformance"
+    return f"{base}{'Packed' if impl.ring == 'packed' else ''}{impl.role.capitalize()}Conformance"
 
 
 def machine_for(impl: Implementation) -> type[ConformanceMachine]:
@@ -253,8 +285,11 @@ def machine_for(impl: Implementation) -> type[ConformanceMachine]:
     if isinstance(existing, type) and getattr(existing, "implementation", None) == impl:
         return existing
     base = impl.machine or (DeviceConformance if impl.role == "device" else DriverConformance)
-    cls = type(name, (base,), {"factory": staticmethod(impl.factory), "implementation": impl,
-                               "__module__": __name__, "__doc__": f"{base.__doc__}\n\nUnder test: {impl.description}"})
+    attrs_ = {"factory": staticmethod(impl.factory), "implementation": impl, "__module__": __name__,
+              "__doc__": f"{base.__doc__}\n\nUnder test: {impl.description}"}
+    if impl.ring != "split":
+        attrs_["ring"] = impl.ring
+    cls = type(name, (base,), attrs_)
     globals()[name] = cls
     return cls
 

@@ -44,6 +44,7 @@ from conformance.machines.base import ConformanceMachine
 from conformance.machines.device.boot import make_device
 from conformance.machines.virtq import base as virtq_base
 from conformance.machines.virtq.driver import queue_capabilities
+from conformance.rings import ring_scope
 from conformance.profiles import SHRINK_SECONDS, forced_seed, profile, shrink_budget
 from conformance.registry import BUILTIN, Implementation, machine_for, ring_of
 
@@ -121,7 +122,7 @@ def _header(cls: type, tolerated: frozenset[str]) -> list[str]:
     args = [repr(impl.name), repr(impl.role)]
     if ring_of(impl) is not None:
         args.append("level='virtqueue'")
-    if ring_of(impl) == "packed":
+    if ring_of(impl) == "packed" or impl.ring == "packed":
         args.append("ring='packed'")
     for dut, arg, attr in (("qemu", "qemu_binary", "binary"), ("linux", "uml_binary", "uml")):
         if impl.name == dut and getattr(impl.factory, attr, None):
@@ -496,6 +497,7 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: fro
     scope = getattr(cls, "scope", "")
     judged = verdicts(impl.role, failures, rec, known_deviations, unobservable=getattr(cls, "unobservable", None),
                       scope=scope, capabilities=capabilities)
+    judged = ring_scope(cls, judged)
     if rec.interrupted:  # a check not reached may only have been waiting for its example
         judged = tuple(attrs.evolve(v, reason=f"{v.reason} (the run was interrupted)") if v.verdict == "skipped"
                        else v for v in judged)
@@ -522,6 +524,8 @@ def run_levels(impl: Implementation, profile_name: str = "ci", **kwargs: Any) ->
         queues = BUILTIN.get((name, impl.role))
         if queues is None or res.interrupted:
             break
+        if impl.ring == "packed" and ring_of(queues) != "packed":
+            continue  # a packed run's split verdicts are not-applicable (ring_scope), whatever split queues do
         res = merge(res, run(queues, profile_name, **kwargs))
     return res
 

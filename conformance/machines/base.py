@@ -168,6 +168,10 @@ class ConformanceMachine(RuleBasedStateMachine):
 class GuestMachine(ConformanceMachine):
     """A machine with a guest: the workload rules, the same for both roles (``self.os`` is the GuestOS)."""
 
+    #: The virtqueue layout the run asks for (``--ring``): "packed" has the reference side offer (the driver
+    #: machine's device) or accept (the device machine's driver) VIRTIO_F_RING_PACKED; "split" neither.
+    ring: ClassVar[str] = "split"
+
     def _written(self, pages: list[int]) -> None:
         """Hook: the workload just wrote ``pages``."""
 

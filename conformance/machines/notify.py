@@ -8,11 +8,15 @@ notifications, the device in the used ring (``flags``, or ``avail_event``) for a
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import attrs
 
 from refmodel.virtio.constants import VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY
 from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.packed.device import PackedQueueDevice
+from refmodel.virtio.packed.driver import PackedQueueDriver
+from refmodel.virtio.packed.events import EventSuppress
 from refmodel.virtio.split.layout import AVAIL_FLAGS, USED_FLAGS, avail_event_offset, used_event_offset
 from refmodel.virtio.virtq import QueueAddresses, virtq_need_event
 
@@ -76,3 +80,54 @@ class Suppression:
         if self.kind is Kind.USED_BUFFER:
             return f"used_event {self.value}" if self.event_idx else f"avail flags {self.value}"
         return f"avail_event {self.value}" if self.event_idx else f"used flags {self.value}"
+
+
+#: The packed ring's (owed, not owed) requirements: one pair, with or without EVENT_IDX (§2.8.10).
+PACKED_REQS = {Kind.USED_BUFFER: ("PACKED-DEV-D10", "PACKED-DEV-D11"),
+               Kind.AVAILABLE_BUFFER: ("PACKED-DRV-D10", "PACKED-DRV-D11")}
+
+
+@attrs.frozen
+class PackedSuppression:
+    """:class:`Suppression` for a packed ring: the receiving side's event suppression structure, over
+    descriptor positions (the queues' ``used_mark``/``avail_mark``)."""
+
+    kind: Kind
+    event: EventSuppress
+    queue_size: int
+    ignored_req = None  # DESC without EVENT_IDX is invalid (PACKED-*-D8), not ignored
+
+    @classmethod
+    def read(cls, kind: Kind, mem: GuestMemory, addrs: QueueAddresses, queue_size: int) -> PackedSuppression:
+        area = addrs.avail if kind is Kind.USED_BUFFER else addrs.used
+        return cls(kind, EventSuppress.read(mem, area), queue_size)
+
+    def due(self, new: int, old: int) -> bool:
+        return self.event.due(old, new, self.queue_size)
+
+    def allowed(self, got: bool, new: int, decided_at: int, notified_at: int) -> tuple[bool, bool]:
+        owed = self.due(new, decided_at)
+        return owed, got == owed or got and (owed or self.due(new, notified_at))
+
+    def req(self, owed: bool) -> str:
+        return PACKED_REQS[self.kind][0 if owed else 1]
+
+    def __str__(self) -> str:
+        return f"{'driver' if self.kind is Kind.USED_BUFFER else 'device'} event suppression {self.event}"
+
+
+def is_packed(vq: object) -> bool:
+    """Whether a queue object (either side) is a packed ring's."""
+    return isinstance(vq, (PackedQueueDriver, PackedQueueDevice))
+
+
+def suppression_of(kind: Kind, mem: GuestMemory, vq: Any) -> Suppression | PackedSuppression:
+    """What the receiving side of queue ``vq`` (a driver- or device-side queue object) asks for now."""
+    if is_packed(vq):
+        return PackedSuppression.read(kind, mem, vq.addrs, vq.queue_size)
+    return Suppression.read(kind, mem, vq.addrs, vq.queue_size, vq.event_idx)
+
+
+def owed_req(kind: Kind, vq: Any, owed: bool) -> str:
+    """The requirement a decision with a notification ``owed`` (or not) falls under, on ``vq``'s ring."""
+    return PACKED_REQS[kind][0 if owed else 1] if is_packed(vq) else kind.req(vq.event_idx, owed)

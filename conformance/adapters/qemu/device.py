@@ -17,6 +17,8 @@ from refmodel.capabilities import Capability
 from refmodel.virtio.transport import Interrupts
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
+from refmodel.virtio.features import Feature
+from refmodel.virtio.packed.layout import desc_ring_size
 from refmodel.virtio.split.layout import USED_IDX
 from refmodel.virtio.virtq import QueueAddresses
 
@@ -54,6 +56,8 @@ class QemuBalloon:
             self.capabilities = self.capabilities | {Capability.STATS}
         self.mem = qemu.mem
         self._enabled: dict[int, QueueAddresses] = {}
+        self._sizes: dict[int, int] = {}
+        self.packed = False  # VIRTIO_F_RING_PACKED written with the driver features (needs packed=on)
         self._irq_config = False
         self._stats_update: int | None = None  # guest-stats last-update when statistics were last asked for
         self._set_stats_polling(0)  # no timer left running from an earlier example
@@ -79,6 +83,7 @@ class QemuBalloon:
         return lo | self.qt.readl(self._c(vp.DEVICE_FEATURE)) << 32
 
     def write_driver_features(self, value: int) -> None:
+        self.packed = bool(value & Feature.VIRTIO_F_RING_PACKED.mask)
         for sel in (0, 1):
             self.qt.writel(self._c(vp.DRIVER_FEATURE_SELECT), sel)
             self.qt.writel(self._c(vp.DRIVER_FEATURE), value >> 32 * sel & 0xFFFFFFFF)
@@ -121,6 +126,7 @@ class QemuBalloon:
             self.qt.writel(self._c(off) + 4, addr >> 32)
         self.qt.writew(self._c(vp.QUEUE_ENABLE), 1)
         self._enabled[index] = addrs
+        self._sizes[index] = size
 
     def notify(self, index: int) -> None:
         self.qt.writew(self._c(vp.QUEUE_SELECT), index)
@@ -137,10 +143,18 @@ class QemuBalloon:
         self._check_alive()
         last, quiet, deadline = None, 0, time.monotonic() + 1.0
         while time.monotonic() < deadline and quiet < 2:
-            now = tuple(self.mem.read_u16(a.used + USED_IDX) for a in self._enabled.values())
+            now = tuple(self._used_state(i) for i in self._enabled)
             quiet = quiet + 1 if now == last else 0
             last = now
             time.sleep(0.002)
+
+    def _used_state(self, index: int) -> int | bytes:
+        """What QEMU changes when it uses buffers of queue ``index``: the used idx (split) or, packed, the
+        descriptor ring it writes used descriptors into."""
+        addrs = self._enabled[index]
+        if self.packed:
+            return self.mem.read(addrs.desc, desc_ring_size(self._sizes[index]))
+        return self.mem.read_u16(addrs.used + USED_IDX)
 
     # -- host side (QMP) ----------------------------------------------------------------------------------------
     def _migration_status(self) -> str:
@@ -163,7 +177,7 @@ class QemuBalloon:
             try:  # the migration may also complete before the cancel lands: guest RAM changes little
                 self._wait("migration cancel", lambda: self._migration_status() not in MIGRATING)
             except QemuError:
-                why = corrupted_queue(self.queue_status(FREE_PAGE_VQ))
+                why = None if self.packed else corrupted_queue(self.queue_status(FREE_PAGE_VQ))
                 if why is None:
                     raise
                 self.q.wedged = True  # the factory starts a fresh QEMU for the next session
@@ -213,11 +227,11 @@ class QemuBalloon:
         statsq = self._enabled.get(STATSQ)
         if statsq is None:
             return False
-        before = self.mem.read_u16(statsq.used + USED_IDX)
+        before = self._used_state(STATSQ)
         self._set_stats_polling(1)
         try:
             self._wait("the stats buffer back from the polling timer",
-                       lambda: self.mem.read_u16(statsq.used + USED_IDX) != before, seconds=3.0)
+                       lambda: self._used_state(STATSQ) != before, seconds=3.0)
         except QemuError:
             return False
         finally:
@@ -302,6 +316,11 @@ class QemuFactory:
             self.version = f"QEMU {q.get('major')}.{q.get('minor')}.{q.get('micro')} {v.get('package', '').strip()}".strip()
         assert self.caps is not None
         return QemuBalloon(self.qemu, self.caps, stats=self.stats)
+
+    def with_packed(self) -> QemuFactory:
+        """The same QEMU with ``packed=on`` on the balloon: it offers VIRTIO_F_RING_PACKED (--ring packed)."""
+        return QemuFactory(self.binary, f"{self.device or DEFAULT_DEVICE},packed=on", stats=self.stats,
+                           **self.kwargs)
 
     def close(self) -> None:
         if self.qemu is not None:

@@ -9,7 +9,6 @@ from refmodel.balloon.queues import QueueNumbering
 from refmodel.system.guest_os import GuestOS
 from refmodel.system.provenance import PageHistory
 from refmodel.virtio.features import Feature, has
-from refmodel.virtio.split.layout import USED_IDX
 
 from conformance.interface import Capability
 from conformance.machines.base import GuestMachine
@@ -55,8 +54,13 @@ class DeviceMachine(GuestMachine):
         raise NotImplementedError
 
     def _used_idx(self, name: str) -> int:
-        vq = self.drv.vqs[name]
-        return self.os.mem.read_u16(vq.addrs.used + USED_IDX)
+        """How far the device has used ``name``: the used idx (split) or used position (packed)."""
+        return self.drv.vqs[name].used_mark()
+
+    @property
+    def packed(self) -> bool:
+        """The queues of this probe are packed (VIRTIO_F_RING_PACKED negotiated)."""
+        return self.has(Feature.VIRTIO_F_RING_PACKED)
 
     def _fields(self) -> list[ConfigField]:
         """The config fields the negotiated features make present."""

@@ -15,6 +15,7 @@ from refmodel.system.guest_os import GuestOS
 from refmodel.system.provenance import PageHistory
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.features import Feature, check_negotiation, check_offer, has, names_of
+from refmodel.virtio.rings import ring_for
 
 from conformance.harness import Guarded, ImplementationError, ImplementationGone
 from conformance.interface import (Capability, DeclaresNumbering, DeviceUnderTest, InterfaceError,
@@ -64,6 +65,9 @@ class DeviceBoot(DeviceMachine):
         with self.tolerate():
             self.offered = self.dev.read_device_features()
             self.R.features |= self.offered
+            if self.ring == "packed" and not has(self.offered, Feature.VIRTIO_F_RING_PACKED):
+                raise InterfaceError("the device does not offer VIRTIO_F_RING_PACKED (bit 34), which --ring "
+                                     "packed needs")
             self._check_offer()
             self._check_config_before_features_ok()
             self.drop, self.queue_size = drop, queue_size
@@ -91,7 +95,10 @@ class DeviceBoot(DeviceMachine):
 
     def _probe(self) -> None:
         """A fresh reference driver probes the device; every area's bookkeeping starts over."""
-        self.drv = CanaryDriver(features=SUPPORTED & ~sum(f.mask for f in self.drop), numbering=self.numbering,
+        features = SUPPORTED & ~sum(f.mask for f in self.drop)
+        if self.ring != "packed":  # a split run keeps split rings even if the device offers packed ones
+            features &= ~Feature.VIRTIO_F_RING_PACKED.mask
+        self.drv = CanaryDriver(features=features, numbering=self.numbering,
                                  queue_size=self.queue_size, stats_tags=DEVICE_STATS_TAGS,
                                  before_driver_ok=self._before_driver_ok)
         accepted = self.offered & self.drv.features
@@ -100,7 +107,7 @@ class DeviceBoot(DeviceMachine):
             self.R.check("FEAT-DEV-2", ok, f"FEATURES_OK refused for the valid subset {names_of(accepted)}")
         self.features = self.drv.negotiated
         self.R.saw("BAL-VQ-D1")
-        self.R.saw("SPLIT-DEV-D4")
+        self.R.saw(ring_for(self.features).size_req)  # SPLIT-DEV-D4 or PACKED-DEV-D1
         self.last_signalled = {name: 0 for name in self.drv.vqs}
         self.owed = {}
         self.stray_flag = set()

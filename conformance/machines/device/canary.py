@@ -12,7 +12,6 @@ from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.balloon.driver import BalloonDriver
 from refmodel.balloon.hinting import CMD_ID_SIZE, FreePageHintDriver
 from refmodel.virtio.features import Feature
-from refmodel.virtio.split.layout import DESC_FMT, VIRTQ_DESC_SIZE
 
 WORD = struct.Struct("<Q")
 #: "VCcanary" as a little-endian word; the word after it names the page.
@@ -56,10 +55,9 @@ class CanaryDriver(BalloonDriver):
         return RecordingHintDriver(*args, readable=self.readable, **kwargs)
 
     def send_pfns(self, name: str, pfns: list[int]) -> int:
+        slot = self._slots[name][-1]  # the PFN array's buffer, which send_pfns takes (on either ring)
         head = super().send_pfns(name, pfns)
-        vq = self.vqs[name]
-        addr, length, _, _ = vq.mem.unpack(DESC_FMT, vq.addrs.desc + VIRTQ_DESC_SIZE * head)
-        self.readable[addr] = vq.mem.read(addr, length)
+        self.readable[slot] = self.vqs[name].mem.read(slot, 4 * len(pfns))
         return head
 
     def fill_reported(self, pages: list[int]) -> None:

@@ -82,7 +82,7 @@ class DeviceMoments(DeviceHinting, DeviceReset):
         self._inflate_batch()
         self._set_used_notifications(name, True)
         self._device_run()  # owed: SPLIT-DEV-10, SPLIT-DEV-12
-        if vq.event_idx:  # owed still, with the bit the device must ignore: SPLIT-DEV-11
+        if vq.event_idx and not self.packed:  # owed still, with the bit the device must ignore: SPLIT-DEV-11
             self._driver_run()  # reap first, so used_event names the next entry
             self._set_used_notifications(name, True)  # set before the kick: QEMU uses a buffer at once
             self._stray_no_interrupt(name, True)

@@ -16,16 +16,16 @@ from refmodel.virtio.transport import Interrupts
 from conformance.harness import ImplementationError
 from conformance.machines.base import note, step
 from conformance.machines.device.base import DeviceMachine
-from conformance.machines.notify import Kind, Suppression
+from conformance.machines.notify import Kind, PackedSuppression, Suppression, is_packed, owed_req, suppression_of
 
 OWED_LOOKS = 3  # interrupt collections an asynchronous device gets to deliver a due notification
 QUEUE_NAMES = st.sampled_from([q.name for q in BALLOON_QUEUES])
 
 
 class DeviceNotifications(DeviceMachine):
-    def _suppression(self, vq: Any) -> Suppression:
-        """What the reference driver asks of the device for ``vq`` now."""
-        return Suppression.read(Kind.USED_BUFFER, self.os.mem, vq.addrs, vq.queue_size, vq.event_idx)
+    def _suppression(self, vq: Any) -> Suppression | PackedSuppression:
+        """What the reference driver asks of the device for ``vq`` now (on either ring)."""
+        return suppression_of(Kind.USED_BUFFER, self.os.mem, vq)
 
     def _collect_interrupts(self) -> None:
         """Take the device's interrupts, check them against §2.7.7/2.7.10, deliver them to the driver."""
@@ -96,7 +96,7 @@ class DeviceNotifications(DeviceMachine):
         self.last_signalled[name] = self._used_idx(name)
         self.owed.pop(name, None)
         vq.set_used_notifications(enabled)
-        if not vq.event_idx:  # SPLIT-DEV-8: garbage in used_event must not matter
+        if not vq.event_idx and not is_packed(vq):  # SPLIT-DEV-8: garbage in used_event must not matter
             self.os.mem.write_u16(vq.addrs.avail + used_event_offset(vq.queue_size), 0x5A5A)
 
     def _stray_no_interrupt(self, name: str, on: bool) -> None:
@@ -112,7 +112,7 @@ class DeviceNotifications(DeviceMachine):
         judged without the stray bit, so a missing notification here is the bit's doing (SPLIT-DEV-11)."""
         if owed and name in self.stray_flag:
             return "SPLIT-DEV-11"
-        return Kind.USED_BUFFER.req(vq.event_idx, owed)
+        return owed_req(Kind.USED_BUFFER, vq, owed)
 
     @step(name=QUEUE_NAMES, enabled=st.booleans())
     def used_notifications(self, name: str, enabled: bool) -> None:
@@ -121,8 +121,8 @@ class DeviceNotifications(DeviceMachine):
 
     @step(name=QUEUE_NAMES)
     def spurious_notify(self, name: str) -> None:
-        """An available buffer notification with nothing new (SPLIT-DEV-21)."""
+        """An available buffer notification with nothing new (SPLIT-DEV-21, PACKED-DEV-D12)."""
         if name in self.drv.vqs:
             self.dev.notify(self.drv.index_of[name])
-            self.R.saw("SPLIT-DEV-21")
+            self.R.saw("PACKED-DEV-D12" if self.packed else "SPLIT-DEV-21")
         note(f"driver sends a spurious notification on {name}")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from refmodel.errors import PeerSpecViolation
 
-from conformance.checks import RING_DEVICE_CHECKS
+from conformance.checks import PACKED_RING_DEVICE_CHECKS, RING_DEVICE_CHECKS
 from conformance.machines.base import CYCLES, note, step
 from conformance.machines.device.notifications import DeviceNotifications
 from conformance.machines.device.pages import DevicePages
@@ -37,7 +37,7 @@ class DeviceOperation(DeviceNotifications, DevicePages):
         """Hook: the device just ran and its interrupts were delivered."""
 
     def _driver_run(self) -> None:
-        for req in RING_DEVICE_CHECKS:
+        for req in PACKED_RING_DEVICE_CHECKS if self.packed else RING_DEVICE_CHECKS:
             self.R.saw(req)
         held = self._held_pages()
         self.drv.run()

@@ -50,7 +50,7 @@ class DeviceUsedLengths(DeviceOperation, DeviceReportingAndOom, DeviceReset):
 
     def _check_used_lengths(self, name: str) -> None:
         vq = self.drv.vqs.get(name)
-        if vq is None:
+        if vq is None or self.packed:  # reads split used elements and descriptors: split rings only
             return
         now = self._used_idx(name)
         seen = self.used_seen.get(name, vq.last_used_idx)

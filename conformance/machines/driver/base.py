@@ -16,7 +16,6 @@ from refmodel.errors import PeerSpecViolation
 from refmodel.system.guest_os import GuestOS
 from refmodel.system.provenance import PageHistory
 from refmodel.virtio.features import Feature, has
-from refmodel.virtio.split.layout import AVAIL_IDX
 
 from conformance.interface import Capability
 from conformance.machines.base import GuestMachine
@@ -71,8 +70,14 @@ class DriverMachine(GuestMachine):
         return has(self.features, feature)
 
     def _avail_idx(self, q: Any) -> int:
-        """The avail idx the driver published on the reference device's queue ``q``."""
-        return self.ref.mem.read_u16(q.addrs.avail + AVAIL_IDX)
+        """How far the driver made buffers available on the reference device's queue ``q``: the avail idx
+        it published (split) or the position after its available lists (packed)."""
+        return q.avail_mark()
+
+    @property
+    def packed(self) -> bool:
+        """The queues of this probe are packed (VIRTIO_F_RING_PACKED negotiated)."""
+        return self.has(Feature.VIRTIO_F_RING_PACKED)
 
     # -- calls -------------------------------------------------------------------------------------------
     def _pages(self) -> Pages | None:

@@ -52,6 +52,8 @@ class DriverBoot(DriverMachine):
         drop |= {F.VIRTIO_BALLOON_F_PAGE_POISON} if free_pages == FREE_PAGES[2] else set()
         init_on_free = free_pages != FREE_PAGES[0]
         offered = DEFAULT_OFFER & ~sum(f.mask for f in drop) | (UNDEFINED_BIT if undefined_bit else 0)
+        if self.ring == "packed":  # --ring packed: the device offers packed rings (RSV-DRV-4)
+            offered |= F.VIRTIO_F_RING_PACKED.mask
         self.ref = WatchedDevice(self.os.mem, offered, queue_max={q.name: queue_max for q in BALLOON_QUEUES},
                                  guest_in_use=self.os.workload.__contains__,
                                  still_hinted=lambda: self.os.pages.hinted)
@@ -105,6 +107,8 @@ class DriverBoot(DriverMachine):
         breaches = {b.req_id: b.detail for b in verdict.breaches}
         for req in DRIVER_NEGOTIATION:
             self.R.check(req, req not in breaches, breaches.get(req, ""))
+        if has(offered, F.VIRTIO_F_RING_PACKED):
+            self.R.check("RSV-DRV-4", "RSV-DRV-4" not in breaches, breaches.get("RSV-DRV-4", ""))
         if offered & UNDEFINED_BIT:
             self.R.check("FEAT-DRV-4", ok or not verdict.driver_valid, "the driver gave up on a device offering an "
                          "undefined feature bit")

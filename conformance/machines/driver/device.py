@@ -26,6 +26,8 @@ from refmodel.balloon.hinting import CMD_ID_SIZE, DeviceHintState, hinted_pages
 from refmodel.errors import PeerSpecViolation, guarded
 from refmodel.system.guest import bits
 from refmodel.virtio.constants import DeviceStatus
+from refmodel.virtio.packed.device import PackedQueueDevice
+from refmodel.virtio.packed.layout import DESC_FLAGS, PVIRTQ_DESC_SIZE
 from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.layout import AVAIL_IDX, USED_FLAGS
 from refmodel.virtio.status import StatusEvent, StatusState
@@ -65,20 +67,22 @@ class HintChain:
     cmd_id: int | None  # ... and the command ID it published then
 
 
-class WatchedQueue(SplitQueueDevice):
-    """A device-side queue that judges each chain's descriptors and counts (and logs) what it pops."""
+class _Watched:
+    """What both rings' watched queues add: judge each chain's descriptors, count (and log) what is popped."""
 
     name = ""
     popped = 0
     log: list[HintChain] | None = None
     hint_state: Callable[[], tuple[DeviceHintState, int] | None] = staticmethod(lambda: None)
+    judge_needless = True  # SPLIT-DRV-3 (a split-ring requirement)
+    mem: Any
 
     @guarded
     def pop(self) -> Chain | None:
-        chain = super().pop()
+        chain = super().pop()  # type: ignore[misc]
         if chain is None:
             return None
-        if why := needless(chain):
+        if self.judge_needless and (why := needless(chain)):
             raise PeerSpecViolation("SPLIT-DRV-3", f"{self.name} head {chain.head}: {why}")
         if self.log is not None:
             cmd = None
@@ -91,9 +95,29 @@ class WatchedQueue(SplitQueueDevice):
         self.popped += 1
         return chain
 
+
+class WatchedQueue(_Watched, SplitQueueDevice):
+    """A watched split queue."""
+
     def made_available(self) -> int:
         """Chains the driver has made available since the queue was enabled (popped or not)."""
         return self.popped + (self.mem.read_u16(self.addrs.avail + AVAIL_IDX) - self.last_avail_idx) % 0x10000
+
+
+class WatchedPackedQueue(_Watched, PackedQueueDevice):
+    """A watched packed queue."""
+
+    judge_needless = False
+
+    def made_available(self) -> int:
+        """Lists the driver has made available since the queue was enabled (popped or not)."""
+        pos, n = self.next_avail, self.popped
+        try:
+            while (got := self.walk_untrusted(pos)) is not None:
+                pos, n = pos + got[1], n + 1
+        except PeerSpecViolation:
+            pass  # pop names it
+        return n
 
 
 class WatchedDevice(BalloonDevice):
@@ -195,11 +219,25 @@ class WatchedDevice(BalloonDevice):
     @guarded
     def enable_queue(self, index: int, size: int, addrs: Any) -> None:
         self._judge("enable_queue", setup=True)
-        flags = self.mem.read_u16(addrs.used + USED_FLAGS) if self.mem.contains(addrs.used, 2) else 0
-        if flags:
-            raise PeerSpecViolation("SPLIT-DRV-18", f"queue {index}: used flags read {flags:#06x} when the "
-                                    "driver enabled it")
+        if self.ring.name == "packed":
+            self._check_zeroed(index, size, addrs)
+        else:
+            flags = self.mem.read_u16(addrs.used + USED_FLAGS) if self.mem.contains(addrs.used, 2) else 0
+            if flags:
+                raise PeerSpecViolation("SPLIT-DRV-18", f"queue {index}: used flags read {flags:#06x} when the "
+                                        "driver enabled it")
         super().enable_queue(index, size, addrs)
+
+    def _check_zeroed(self, index: int, size: int, addrs: Any) -> None:
+        """PACKED-DRV-D12: the descriptors' flags read 0 when the queue is enabled (guest RAM holds stale bytes
+        before the driver runs, so one left as it was looks available or used)."""
+        if not isinstance(size, int) or not 0 < size <= 32768 or not self.mem.contains(addrs.desc, size * 16):
+            return  # enable_queue names it
+        for i in range(size):
+            flags = self.mem.read_u16(addrs.desc + PVIRTQ_DESC_SIZE * i + DESC_FLAGS)
+            if flags:
+                raise PeerSpecViolation("PACKED-DRV-D12", f"queue {index}: descriptor {i} has flags {flags:#06x} "
+                                        "when the driver enabled the queue: the ring is not zeroed")
 
     @guarded
     def read_config(self, offset: int, size: int) -> int:
@@ -216,8 +254,12 @@ class WatchedDevice(BalloonDevice):
         self._judge("notify", setup=True)
         super().notify(index)
 
-    def make_queue(self, name: str, *args: Any, **kwargs: Any) -> SplitQueueDevice:
-        q = WatchedQueue(*args, **kwargs)
+    def make_queue(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.ring.name == "packed":
+            kwargs.setdefault("check_driver_writes", True)  # as BalloonDevice.make_queue
+            q: Any = WatchedPackedQueue(*args, **kwargs)
+        else:
+            q = WatchedQueue(*args, **kwargs)
         q.name = name
         if name == "free_page_vq":
             q.log = self.hint_log

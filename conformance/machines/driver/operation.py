@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from refmodel.virtio.features import Feature
 
-from conformance.checks import RING_DRIVER_CHECKS
+from conformance.checks import PACKED_RING_DRIVER_CHECKS, RING_DRIVER_CHECKS
 from conformance.machines.base import CYCLES, note, step
 from conformance.machines.driver.base import DriverMachine
 
@@ -45,7 +45,9 @@ class DriverOperation(DriverMachine):
 
     def _check_kicks(self) -> None:
         """SPLIT-DRV-21: without EVENT_IDX, used flags 0 (the reference device never sets NO_NOTIFY), every
-        publication of new available entries is followed by a notification before the driver stops."""
+        publication of new available entries is followed by a notification before the driver stops. Over
+        packed rings the device's flags are RING_EVENT_FLAGS_ENABLE then, and the rule is PACKED-DRV-D10."""
+        req = "PACKED-DRV-D10" if self.packed else "SPLIT-DRV-21"
         for name, q in self.ref.queues.items():
             if q.event_idx:
                 continue
@@ -56,14 +58,18 @@ class DriverOperation(DriverMachine):
             self.avail_seen[name] = avail
             if name == "statsq" and seen == 0 and self.ref.kicked_at.get(name) is None:
                 continue  # published before DRIVER_OK, where notifying is forbidden (INIT-DRV-5)
-            self.R.check("SPLIT-DRV-21", self.ref.kicked_at.get(name) == avail,
-                         f"{name}: avail idx {seen}->{avail} with used flags 0 and no notification after it")
+            self.R.check(req, self.ref.kicked_at.get(name) == avail,
+                         f"{name}: {'available position' if self.packed else 'avail idx'} {seen}->{avail} with "
+                         f"{'device flags ENABLE' if self.packed else 'used flags 0'} and no notification "
+                         "after it")
 
     def _exercised(self) -> None:
         """The reference device checked every byte the driver sent: name what that traffic covered."""
         ref, saw = self.ref, self.R.saw
-        for req in (*RING_DRIVER_CHECKS, "STATUS-DRV-1", "STATUS-DRV-2", "INIT-DRV-2", "INIT-DRV-3",
-                    "INIT-DRV-5", "CFG-DRV-3", "BAL-CFG-D1", "BAL-CFG-D2", "SPLIT-DRV-3", "SPLIT-DRV-18"):
+        ring = (*PACKED_RING_DRIVER_CHECKS, "PACKED-DRV-D12") if self.packed else \
+            (*RING_DRIVER_CHECKS, "SPLIT-DRV-3", "SPLIT-DRV-18")
+        for req in (*ring, "STATUS-DRV-1", "STATUS-DRV-2", "INIT-DRV-2", "INIT-DRV-3",
+                    "INIT-DRV-5", "CFG-DRV-3", "BAL-CFG-D1", "BAL-CFG-D2"):
             saw(req)
         if ref.ballooned or self.balloon_moved:
             for req in ("BAL-OP-D1", "BAL-OP-DRV-10", "BAL-OP-DRV-4", "BAL-OP-DRV-6"):
