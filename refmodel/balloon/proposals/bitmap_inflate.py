@@ -106,3 +106,59 @@ def buffers_for(mask: int, n_pages: int) -> list[bytes]:
             nbits = min(per, n_pages - base, chunk.bit_length())
             out.append(encode(base, nbits, chunk))
     return out
+
+
+# -- the reference device and driver under the profile (composed by refmodel.balloon.proposals.reference) --
+
+from refmodel.balloon.proposals.bits import Proposal  # noqa: E402 - after the profile's own model
+from refmodel.balloon.proposals.common import ProposalDevice, ProposalDriver  # noqa: E402
+from refmodel.system.guest import bits  # noqa: E402
+from refmodel.virtio.virtq import Chain  # noqa: E402
+
+P = Proposal.BITMAP_INFLATE_DEFLATE
+
+
+class BitmapReferenceDevice(ProposalDevice):
+    """The device: inflateq and deflateq carry bitmaps, parsed by :func:`decode` (PROP-BMP-DRV-1 to -3),
+    each set bit taken as the PFN an array would name (PROP-BMP-DEV-1)."""
+
+    def _pfns_untrusted(self, chain: Chain, queue: str) -> list[int]:
+        if not self.proposal_has(P):
+            return super()._pfns_untrusted(chain, queue)
+        if chain.writable:
+            raise PeerSpecViolation("PROP-BMP-DRV-1", f"{queue} bitmap chain has {chain.writable_len} "
+                                    "device-writable bytes")
+        return bits(decode(chain.read_all(self.mem), self.n_pages))
+
+
+class BitmapReferenceDriver(ProposalDriver):
+    """The driver: each PFN batch goes out as one bitmap from the 64-aligned base below its lowest PFN."""
+
+    def _setup_pfn_slots(self, name: str, size: int) -> None:
+        if not self.proposal_has(P):
+            return super()._setup_pfn_slots(name, size)
+        assert self.os is not None
+        self._slot_bytes = HEADER.size + min(words(self.os.mem.end // 4096) * WORD, MAX_BITMAP_BYTES)
+        area = self._scratch_pages(-(-self._slot_bytes * size // 4096)) * 4096
+        self._slots[name] = [area + self._slot_bytes * i for i in range(size)]
+
+    def bitmap_of(self, pfns: list[int]) -> bytes:
+        """One buffer for ``pfns`` (PROP-BMP-DRV-1, -2, -3). Override point."""
+        base = min(pfns) & ~63
+        nbits = max(pfns) - base + 1
+        return encode(base, nbits, sum(1 << (p - base) for p in pfns))
+
+    def send_pfns(self, name: str, pfns: list[int]) -> int:
+        if not self.proposal_has(P):
+            return super().send_pfns(name, pfns)
+        assert self.os is not None
+        data = self.bitmap_of(pfns)
+        if len(data) > self._slot_bytes:  # too wide for one buffer: split the batch in two
+            half = sorted(pfns)
+            self.send_pfns(name, half[:len(half) // 2])
+            return self.send_pfns(name, half[len(half) // 2:])
+        vq, slot = self.vqs[name], self._slots[name].pop()
+        self.os.mem.write(slot, data)
+        head = vq.add([(slot, len(data))], token=(slot, tuple(pfns)))
+        self.kick(name)
+        return head

@@ -63,3 +63,94 @@ def check_inflate_claims(pfns: Sequence[int], bitmap: bytes, used_len: int,
         if not reads_initialized(p):
             raise PeerSpecViolation("PROP-DII-DEV-1", f"PFN {p:#x} marked initialized but holds other data")
     return claimed
+
+
+# -- the reference device and driver under the profile (composed by refmodel.balloon.proposals.reference) --
+
+from typing import cast  # noqa: E402 - after the profile's own model
+
+import attrs  # noqa: E402
+
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE  # noqa: E402
+from refmodel.balloon.proposals.bits import Proposal  # noqa: E402
+from refmodel.balloon.proposals.common import ProposalDevice, ProposalDriver  # noqa: E402
+from refmodel.system.guest_os import poison_pattern  # noqa: E402
+from refmodel.virtio.features import Feature  # noqa: E402
+from refmodel.virtio.virtq import UsedBuffer  # noqa: E402
+
+P = Proposal.DEVICE_INIT_ON_INFLATE
+
+
+class InitOnInflateBalloonDevice(ProposalDevice):
+    """The device: each inflate chain carries a bitmap (PROP-DII-DRV-1); it initializes every inflated page
+    (zeros, or poison_val) and sets its bit (PROP-DII-DEV-1). The used length is the bitmap's."""
+
+    def initialize(self, pages: int) -> bool:
+        """Make ``pages`` read as initialized; True if they now do. Override point."""
+        poison = self.poison_val
+        self._touch(pages, None if poison is None else poison_pattern(poison), "BAL-OP-DRV-9",
+                    "inflated page initialized before the inflate ack")
+        return True
+
+    def on_inflateq(self, chain: Chain) -> int | None:
+        if not self.proposal_has(P):
+            return super().on_inflateq(chain)
+        n = chain.readable_len // _LE32.size
+        if chain.writable_len < bitmap_len(n):
+            raise PeerSpecViolation("PROP-DII-DRV-1", f"{n} PFNs need a {bitmap_len(n)}-byte bitmap, the chain "
+                                    f"has {chain.writable_len} writable bytes")
+        super().on_inflateq(attrs.evolve(chain, writable=()))  # the PFN array, as 1.4 takes it
+        pfns = [p for (p,) in _LE32.iter_unpack(chain.read_all(self.mem))]
+        done = self.initialize(sum(1 << p for p in pfns))
+        bitmap = ((1 << n) - 1) if done else 0
+        return chain.write_all(self.mem, bitmap.to_bytes(bitmap_len(n), "little"))
+
+
+class InitOnInflateBalloonDriver(ProposalDriver):
+    """The driver: a zeroed bitmap after each inflate PFN array; on the ack it checks every claimed page
+    (PROP-DII-DEV-1, a model can look) and keeps them in ``initialized``."""
+
+    def _init_inflate(self) -> None:
+        super()._init_inflate()
+        self._bitmaps: dict[int, int] = {}
+        self.initialized: set[int] = set()
+        self.claims_checked = 0
+
+    def _setup_pfn_slots(self, name: str, size: int) -> None:
+        super()._setup_pfn_slots(name, size)
+        if name == "inflateq" and self.proposal_has(P):
+            n = bitmap_len(self.batch)
+            area = self._scratch_pages(-(-n * size // BALLOON_PAGE_SIZE)) * BALLOON_PAGE_SIZE
+            self._bitmaps = {slot: area + n * i for i, slot in enumerate(self._slots[name])}
+
+    def send_pfns(self, name: str, pfns: list[int]) -> int:
+        if name != "inflateq" or not self.proposal_has(P):
+            return super().send_pfns(name, pfns)
+        assert self.os is not None
+        vq, slot = self.vqs[name], self._slots[name].pop()
+        bm = self._bitmaps[slot]
+        self.os.mem.write(slot, b"".join(_LE32.pack(p) for p in pfns))
+        self.os.mem.fill(bm, bitmap_len(len(pfns)), 0)
+        head = vq.add([(slot, _LE32.size * len(pfns))], [(bm, bitmap_len(len(pfns)))], token=(slot, tuple(pfns)))
+        self.kick(name)
+        return head
+
+    def _reads_initialized(self, pfn: int) -> bool:
+        assert self.os is not None
+        want = poison_pattern(self.poison_val) if self.negotiated_has(Feature.VIRTIO_BALLOON_F_PAGE_POISON) \
+            else bytes(BALLOON_PAGE_SIZE)
+        return self.os.mem.read(pfn * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE) == want
+
+    def _used_inflateq(self, used: UsedBuffer) -> None:
+        if self.proposal_has(P):
+            assert self.os is not None
+            slot, pfns = cast(tuple[int, tuple[int, ...]], used.token)
+            data = self.os.mem.read(self._bitmaps[slot], bitmap_len(len(pfns)))
+            self.initialized.update(check_inflate_claims(pfns, data, used.len, self._reads_initialized))
+            self.claims_checked += 1
+        super()._used_inflateq(used)
+
+    def release(self, pfns: list[int]) -> None:
+        self.initialized.difference_update(pfns)
+        super().release(pfns)
+

@@ -39,12 +39,14 @@ class WaitOnAckDriver(FreePageHintDriver):
         self.acked = 0  # hinted pages the device has acknowledged: the shrinker and DONE may take these
         self.release_on_ack = 0  # DONE came while these were in flight
         self.acks = 0
+        self.acked_ever = 0  # every page whose hint buffer the device has used
 
     def _reap(self) -> None:
         for used in self.vq.harvest():
             token = used.token
             if isinstance(token, tuple) and token[0] == "hint":
                 self.acks += 1
+                self.acked_ever |= token[1]
                 self.in_flight &= ~token[1]
                 if late := token[1] & self.release_on_ack:
                     self.release_on_ack &= ~late
@@ -86,8 +88,52 @@ class WaitOnAckDriver(FreePageHintDriver):
         self.guest.release_hinted(mask)
         return len(pages)
 
+    @guarded
+    def hint_one(self) -> bool:
+        """As :meth:`FreePageHintDriver.hint_one`; ACKs are collected first, in every state (after DONE the
+        pages still in flight come back only as their buffers are used)."""
+        self._reap()
+        return super().hint_one()
+
     def _add_hint(self, start: int, order: int, mask: int) -> None:
         """As :meth:`FreePageHintDriver._add_hint`; the buffer's token names its pages, held until used."""
         self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)],
                     token=("hint", mask))
         self.in_flight |= mask
+
+
+# -- the reference device and driver under the profile (composed by refmodel.balloon.proposals.reference) --
+
+from typing import Any  # noqa: E402 - after the profile's own model
+
+from refmodel.balloon.proposals.common import ProposalDevice, ProposalDriver  # noqa: E402
+
+P = Proposal.HINT_WAIT_ON_ACK
+
+
+class WaitOnAckBalloonDevice(ProposalDevice):
+    """The device: judges the driver's acceptance (PROP-HWA-DRV-2). It uses every hint buffer in the turn it
+    sees it, whatever the ID (PROP-HWA-DEV-2, as the 1.4 reference does), and changes no hinted page
+    (it takes PROP-HWA-DEV-3's permission to discard only as a test peer: ``discard_before_use``)."""
+
+    discard_before_use = False
+
+    def check_proposal_features(self, proposal: int, base: int) -> None:
+        check_accepted(proposal | base)
+        super().check_proposal_features(proposal, base)
+
+    def apply_hint(self, pages: int) -> None:
+        super().apply_hint(pages)
+        if self.discard_before_use and self.proposal_has(P):  # PROP-HWA-DEV-3: before the buffer is used
+            self._touch(pages, None, "PROP-HWA-DRV-1", "hinted page discarded before its buffer was used")
+
+
+class WaitOnAckBalloonDriver(ProposalDriver):
+    """The driver: with the bit negotiated its hinting side is :class:`WaitOnAckDriver`."""
+
+    wait_on_ack_class: type[FreePageHintDriver] = WaitOnAckDriver
+
+    def make_hint_driver(self, *args: Any, **kwargs: Any) -> FreePageHintDriver:
+        if self.proposal_has(P):
+            return self.wait_on_ack_class(*args, **kwargs)
+        return super().make_hint_driver(*args, **kwargs)

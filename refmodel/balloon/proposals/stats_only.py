@@ -57,3 +57,65 @@ def pages_kept(guest_pages: int, target_pages: int, *, stats_only: bool) -> int:
 
 def mib(pages: int) -> float:
     return pages * BALLOON_PAGE_SIZE / (1 << 20)
+
+
+# -- the reference device and driver under the profile (composed by refmodel.balloon.proposals.reference) --
+
+from refmodel.balloon.device import needs_reset_on_breach  # noqa: E402 - after the profile's own model
+from refmodel.balloon.proposals.common import ProposalDevice, ProposalDriver  # noqa: E402
+from refmodel.errors import guarded  # noqa: E402
+from refmodel.virtio.virtq import Chain  # noqa: E402
+
+P = Proposal.STATS_ONLY
+
+
+class StatsOnlyBalloonDevice(ProposalDevice):
+    """The device: refuses balloon buffers and a mode change (PROP-SO-DRV-1, -2); keeps num_pages at most
+    actual (PROP-SO-DEV-1) unless ``asks_anyway`` (a test peer: the rule is a SHOULD NOT)."""
+
+    asks_anyway = False
+
+    def check_proposal_features(self, proposal: int, base: int) -> None:
+        if self.status.driver_ok and self.proposal_offer & STATS_ONLY:
+            was, now = self.proposal_has(P), bool(proposal & STATS_ONLY)
+            if was != now:
+                raise PeerSpecViolation("PROP-SO-DRV-2", f"mode changed to {'stats-only' if now else 'ballooning'} "
+                                        "after DRIVER_OK")
+        super().check_proposal_features(proposal, base)
+
+    def _refuse(self, queue: str) -> None:
+        if self.proposal_has(P):
+            raise PeerSpecViolation("PROP-SO-DRV-1", f"a buffer on {queue} from a driver that declared stats-only")
+
+    def on_inflateq(self, chain: Chain) -> int | None:
+        self._refuse("inflateq")
+        return super().on_inflateq(chain)
+
+    def on_deflateq(self, chain: Chain) -> int | None:
+        self._refuse("deflateq")
+        return super().on_deflateq(chain)
+
+    def _capped(self, num_pages: int) -> int:
+        if self.asks_anyway or not self.proposal_has(P):
+            return num_pages
+        return min(num_pages, self.config.get("actual"))
+
+    @guarded
+    def set_target(self, num_pages: int) -> None:
+        super().set_target(self._capped(num_pages))
+
+    @needs_reset_on_breach
+    @guarded
+    def _write_status(self, value: int) -> None:
+        super()._write_status(value)
+        if self.proposal_has(P) and self._capped(self.target) != self.target:
+            self.target = self._capped(self.target)  # a target set before the driver said so
+            self.config.device_set("num_pages", self.target)
+
+
+class StatsOnlyBalloonDriver(ProposalDriver):
+    """The driver: declares the mode (with STATS_VQ, so the device is still of use) and never inflates."""
+
+    def _resize(self) -> None:
+        if not self.proposal_has(P):
+            super()._resize()
