@@ -23,6 +23,17 @@ accepts VIRTIO_F_RING_PACKED (a device under test must offer it; the reference a
 the split ring's checks are then not-applicable, and the report names the ring.
 ``--profile soak --seed N`` is the long random search ``tools/soak`` runs for several seeds.
 
+``run --proposal NAME`` (repeatable) also judges a proposal profile of issue 17 (``hint-wait-on-ack``,
+``device-init-on-inflate``, ``device-init-reported``, ``stats-only``, ``bitmap-inflate-deflate``): the
+suite's reference side offers or accepts the profile's feature bit and checks the profile's catalogue
+entries, and ``--dut reference`` itself runs in that mode. A device or driver that does not offer or accept
+the bit gets not-applicable for them. The JSON report names the profiles (``"proposals"``) and gives each
+requirement its ``"profile"``. Two profiles on one feature bit (the three bit-6 proposals) are refused
+(PROP-BIT-DEV-1), as is ``combined-inflate-deflate-vq`` (modelled, no reference queue yet)::
+
+    virtio-conformance run --dut reference --proposal hint-wait-on-ack --report hwa.json
+    virtio-conformance run --dut mutant-wait-on-ack-discards-after-use    # a profile's mutant selects it
+
 Exit status: 0 when no requirement failed (known deviations excepted), 1 when one did or the
 implementation crashed or hung, 2 for bad usage (an unknown profile, a negative seed, ...) or an
 implementation that lacks a method of its role (a one-line message, never a traceback), 130 when
@@ -41,15 +52,20 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
+from refmodel.balloon.proposals.bits import Proposal
+from refmodel.balloon.proposals.reference import RUNNABLE
 from spec.catalogue import CatalogueError, catalogue
 
 from conformance.interface import InterfaceError
-from conformance.registry import BUILTIN, RINGS, DutError, resolve, ring_of
+from conformance.registry import BUILTIN, RINGS, DutError, resolve, ring_of, with_proposals
 from conformance.report import print_table, write_json, write_junit
 from conformance.interrupt import EXIT_INTERRUPTED, stop_on_signals
 from conformance.profiles import PROFILES, ProfileError, check_seed, profile
 from conformance.runner import RunResult, run_levels
 
+
+#: Proposal profiles ``run --proposal`` takes (issue 17): those whose reference device and driver run.
+PROPOSAL_NAMES = tuple(p.value for p in RUNNABLE)
 
 #: Known-deviation lists that ship with the suite, by name: (package, resource).
 KNOWN_DEVIATION_LISTS = {"qemu": ("conformance.adapters.qemu", "known_deviations.txt"),
@@ -155,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
                         "negotiates (packed: VIRTIO_F_RING_PACKED)")
     r.add_argument("--profile", default="ci", metavar="PROFILE",
                    help=f"how long to search: one of {', '.join(PROFILES)} (default: ci)")
+    r.add_argument("--proposal", action="append", default=[], metavar="NAME",
+                   help="also judge a proposal profile (issue 17), repeatable: the suite's side offers or accepts "
+                        f"its feature bit and checks its requirements; one of {', '.join(PROPOSAL_NAMES)}")
     r.add_argument("--seed", type=str, default=None,
                    help="force Hypothesis' seed (a whole number >= 0; the search is then random from it)")
     r.add_argument("--report", type=Path, help="write the JSON report here")
@@ -230,6 +249,18 @@ def _targets(args: argparse.Namespace) -> list:
                     kernel=args.kernel)]
 
 
+def _proposed(args: argparse.Namespace, impls: list) -> list:
+    """Each target under the --proposal profiles (a balloon-level run only)."""
+    if not args.proposal:
+        return impls
+    if args.level != "balloon":
+        raise DutError("--proposal needs --level balloon (a profile changes the balloon, not the virtqueue)")
+    for name in args.proposal:
+        if name not in PROPOSAL_NAMES and name not in {p.value for p in Proposal}:
+            raise DutError(f"--proposal {name!r}: expected one of {', '.join(PROPOSAL_NAMES)}")
+    return [with_proposals(impl, args.proposal) for impl in impls]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -246,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         seed = None if args.seed is None else _seed_of(args.seed)
         profile(args.profile, seed)
         known = load_known_deviations(args.known_deviations)
-        impls = _targets(args)
+        impls = _proposed(args, _targets(args))
         progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
         results: list[RunResult] = []
         with stop_on_signals():

@@ -16,7 +16,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -30,6 +30,7 @@ from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.driver import SplitQueueDriver
 
 from conformance.mutants import balloon as mutants, packed as packed_mutants, virtq as virtq_mutants
+from conformance.mutants import proposals as proposal_mutants
 from conformance.machines.device import DeviceConformance
 from conformance.machines.driver import DriverConformance
 from conformance.machines.base import ConformanceMachine
@@ -52,6 +53,7 @@ class Implementation:
     breaks: tuple[str, ...] = ()  # for mutants: the requirement(s) it is built to break
     machine: type | None = None  # a machine of its own (a real guest); else the role's machine
     ring: str = "split"  # balloon level: the virtqueue layout the run negotiates (--ring packed: VIRTIO_F_RING_PACKED)
+    proposals: tuple[str, ...] = ()  # balloon level: the proposal profiles the run selects (--proposal)
 
 
 def _kebab(name: str) -> str:
@@ -101,6 +103,12 @@ def _builtins() -> dict[tuple[str, str], Implementation]:
         name = f"mutant-{_kebab(dcls.__name__)}"
         out[name, "device"] = Implementation(name, "device", dcls, (dcls.__doc__ or "").strip(),
                                              _ids(dcls.breaks))
+    for role, pgroup in (("device", proposal_mutants.DEVICE_MUTANTS), ("driver", proposal_mutants.DRIVER_MUTANTS)):
+        for mcls in pgroup:  # proposal profiles' mutants: each runs under its profile (--proposal)
+            name = f"mutant-{_kebab(mcls.__name__)}"
+            out[name, role] = Implementation(name, role, mcls,
+                                             (mcls.__doc__ or "").strip(), _ids(mcls.breaks),
+                                             proposals=(mcls.profile,))
     for drcls in mutants.DRIVER_MUTANTS:
         name = f"mutant-{_kebab(drcls.__name__)}"
         out[name, "driver"] = Implementation(name, "driver", drcls, (drcls.__doc__ or "").strip(),
@@ -273,8 +281,40 @@ def _over_packed(impl: Implementation) -> Implementation:
     return _PACKED[key]
 
 
+#: Balloon-level implementations resolved for proposal profiles, by (name, role, profiles): one object
+#: each, so every resolve of it gives the same machine class.
+_PROPOSED: dict[tuple[str, str, tuple[str, ...]], Implementation] = {}
+
+
+def with_proposals(impl: Implementation, names: Iterable[str]) -> Implementation:
+    """``impl`` run under the proposal profiles ``names`` (and any its own mutant belongs to): the
+    machine's reference side offers or accepts their bits and checks their requirements, and the
+    reference device or driver itself runs in that mode. Unknown names, profiles that cannot run, or two
+    on one feature bit are a :class:`DutError`."""
+    from refmodel.balloon.proposals.reference import ProfileNotRunnable, device_class, driver_class, proposals_of
+
+    try:
+        ps = tuple(p.value for p in proposals_of((*impl.proposals, *names)))
+    except ProfileNotRunnable as e:
+        raise DutError(f"--proposal {e}") from None
+    if not ps or ps == impl.proposals:
+        return impl
+    if impl.machine is not None or ring_of(impl) is not None:
+        raise DutError(f"--dut {impl.name}: --proposal needs a balloon-level device or driver")
+    key = (impl.name, impl.role, ps)
+    if key not in _PROPOSED:
+        factory = impl.factory
+        if impl.name == "reference":
+            cls = device_class(ps) if impl.role == "device" else driver_class(ps)
+            factory = cls if impl.role == "device" else (lambda: cls())
+        _PROPOSED[key] = attrs.evolve(impl, factory=factory, proposals=ps,
+                                      description=f"{impl.description}, under {', '.join(ps)}")
+    return _PROPOSED[key]
+
+
 def _class_name(impl: Implementation) -> str:
     base = "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", impl.name) if p)
+    base += "".join(p.title().replace("-", "") for p in impl.proposals)
     return f"{base}{'Packed' if impl.ring == 'packed' else ''}{impl.role.capitalize()}Conformance"
 
 
@@ -285,11 +325,17 @@ def machine_for(impl: Implementation) -> type[ConformanceMachine]:
     if isinstance(existing, type) and getattr(existing, "implementation", None) == impl:
         return existing
     base = impl.machine or (DeviceConformance if impl.role == "device" else DriverConformance)
+    bases: tuple[type, ...] = (base,)
+    extra: dict[str, Any] = {}
+    if impl.proposals:
+        from conformance.machines.proposals import machine as proposal_machine
+
+        bases, extra = proposal_machine(base, impl.role, impl.proposals)
     attrs_ = {"factory": staticmethod(impl.factory), "implementation": impl, "__module__": __name__,
               "__doc__": f"{base.__doc__}\n\nUnder test: {impl.description}"}
     if impl.ring != "split":
         attrs_["ring"] = impl.ring
-    cls = type(name, (base,), attrs_)
+    cls = type(name, bases, {**attrs_, **extra})
     globals()[name] = cls
     return cls
 

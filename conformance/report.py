@@ -3,11 +3,11 @@
 JSON shape (scripts depend on it; keys are only ever added)::
 
     {"implementation": str, "role": "device" | "driver" | "device+driver", "profile": str,
-     "seed": int | null,
+     "seed": int | null, "proposals": [str],
      "versions": {implementation: version or description},
      "route": {implementation: route},
      "requirements": [{"id", "verdict", "role", "section", "keyword", "text", "reason",
-                       "known_deviation", "level", "missing_capabilities": [str],
+                       "known_deviation", "level", "missing_capabilities": [str], "profile",
                        "counterexample"?: [str], "implementation"?: str}],
      "errors": [{"implementation", "kind", "detail", "counterexample"}],
      "observations": {topic: [str]},
@@ -34,7 +34,9 @@ are applicable to the features in play and checkable per the catalogue (verdict 
 ``checked`` those with a pass or fail verdict (the JUnit XML carries both as properties of each testsuite).
 ``route`` names, for a real guest's driver, how it reached the suite (``uml``: User-Mode Linux over
 vhost-user; ``qemu-guest``: a QEMU TCG guest over virtio-pci and vhost-user); others have none.
-``seed`` is the forced Hypothesis seed (``run --seed``).
+``seed`` is the forced Hypothesis seed (``run --seed``). ``proposals`` names the proposal profiles the run
+selected (``run --proposal``, issue 17); each requirement's ``profile`` is its catalogue profile
+(``virtio-1.4``, or the proposal's name).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
                                      "keyword": r.keyword, "text": r.text, "reason": v.reason,
                                      "known_deviation": v.known_deviation,
                                      "implementation": res.implementation.name, "level": v.level,
-                                     "missing_capabilities": [c.name for c in v.missing]}
+                                     "missing_capabilities": [c.name for c in v.missing],
+                                     "profile": r.profile}
             if v.failure is not None:
                 entry["counterexample"] = list(v.failure.counterexample)
             reqs.append(entry)
@@ -75,6 +78,7 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
                     for r in results]
     return {"implementation": "+".join(names), "role": roles, "profile": results[0].profile if results else "",
             "seed": results[0].seed if results else None,
+            "proposals": sorted({p for r in results for p in r.proposals}),
             "versions": versions,
             "route": {r.implementation.name: getattr(r.implementation.factory, "route")
                       for r in results if getattr(r.implementation.factory, "route", None)},

@@ -26,6 +26,7 @@ from hypothesis.errors import Flaky
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
+from refmodel.balloon.proposals.bits import BITS
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation
 from refmodel.virtio.features import Feature
 from refmodel.virtio.memory import GuestMemory
@@ -42,6 +43,8 @@ from conformance.interface import (CAPABILITY_PROTOCOLS, ROLE_PROTOCOLS, Capabil
                                    check_implementation)
 from conformance.machines.base import ConformanceMachine
 from conformance.machines.device.boot import make_device
+from conformance.machines.proposals import (DEVICE_CHECKS as PROPOSAL_DEVICE_CHECKS,
+                                            DRIVER_CHECKS as PROPOSAL_DRIVER_CHECKS)
 from conformance.machines.virtq import base as virtq_base
 from conformance.machines.virtq.driver import queue_capabilities
 from conformance.rings import ring_scope
@@ -49,6 +52,8 @@ from conformance.profiles import SHRINK_SECONDS, forced_seed, profile, shrink_bu
 from conformance.registry import BUILTIN, Implementation, machine_for, ring_of
 
 VERDICTS = ("pass", "fail", "not-applicable", "not-checkable", "skipped")
+#: Feature names of the proposal profiles (not 1.4 bits), for their requirements' applicability.
+PROPOSAL_BITS = {b.name: b.mask for b in BITS.values()}
 
 
 @attrs.frozen
@@ -100,6 +105,7 @@ class RunResult:
     seed: int | None = None  # forced Hypothesis seed, if any
     #: The run was stopped (SIGINT, SIGTERM) before its search ended: the verdicts are those reached.
     interrupted: bool = False
+    proposals: tuple[str, ...] = ()  # the proposal profiles judged besides virtio 1.4 (--proposal)
 
     @property
     def failed(self) -> bool:
@@ -128,9 +134,13 @@ def _header(cls: type, tolerated: frozenset[str]) -> list[str]:
         if impl.name == dut and getattr(impl.factory, attr, None):
             args.append(f"{arg}={getattr(impl.factory, attr)!r}")
     name = cls.__name__
-    lines = ["from conformance.checks import Recorder", "from conformance.registry import machine_for, resolve",
+    impl_expr = f"resolve({', '.join(args)})"
+    if impl.proposals:  # the profiles the run selected (a proposal mutant's own are kept by with_proposals)
+        impl_expr = f"with_proposals({impl_expr}, {impl.proposals!r})"
+    lines = ["from conformance.checks import Recorder",
+             "from conformance.registry import machine_for, resolve, with_proposals",
              "from refmodel.virtio.features import Feature",
-             f"{name} = machine_for(resolve({', '.join(args)}))"]
+             f"{name} = machine_for({impl_expr})"]
     # A fresh recorder (the class is shared by every script run in one process), tolerating what the search
     # that found this failure tolerated: the script then goes past those, to this failure.
     if tolerated:
@@ -411,7 +421,9 @@ def _applicable(r: Requirement, features: int) -> bool:
         try:
             bit = Feature[name].mask
         except KeyError:
-            return False
+            if name not in PROPOSAL_BITS:
+                return False
+            bit = PROPOSAL_BITS[name]
         if not features & bit:
             return False
     return True
@@ -419,17 +431,22 @@ def _applicable(r: Requirement, features: int) -> bool:
 
 def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: frozenset[str],
              unobservable: dict[str, str] | None = None, scope: str = "",
-             capabilities: frozenset[Capability] | None = None) -> tuple[Verdict, ...]:
+             capabilities: frozenset[Capability] | None = None,
+             proposals: tuple[str, ...] = ()) -> tuple[Verdict, ...]:
     """One verdict per requirement of ``role``. ``unobservable``: requirements the adapter's transport
     hides from the reference peer (with why); they are not-checkable for this implementation.
     ``capabilities``: what the implementation declares (None: unknown), so a skipped check names the
-    capability it lacked."""
+    capability it lacked. ``proposals``: the proposal profiles selected (``--proposal``), whose
+    requirements are judged too (and the bit-collision rules, ``proposal-bits``)."""
     unobservable = unobservable or {}
     checks = DEVICE_CHECKS if role == "device" else DRIVER_CHECKS
+    if proposals:
+        checks = {**checks, **(PROPOSAL_DEVICE_CHECKS if role == "device" else PROPOSAL_DRIVER_CHECKS)}
+    judged = ("virtio-1.4", *proposals, *(("proposal-bits",) if proposals else ()))
     level = "virtqueue" if scope else "balloon"
     out = []
     for r in catalogue().values():
-        if r.role != role or r.profile != "virtio-1.4":
+        if r.role != role or r.profile not in judged:
             continue
         if scope and not r.id.startswith(scope):
             out.append(Verdict(r, "not-applicable", f"a virtqueue-level run checks {scope}* requirements only"))
@@ -496,7 +513,7 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: fro
     cls = machine_for(impl)
     scope = getattr(cls, "scope", "")
     judged = verdicts(impl.role, failures, rec, known_deviations, unobservable=getattr(cls, "unobservable", None),
-                      scope=scope, capabilities=capabilities)
+                      scope=scope, capabilities=capabilities, proposals=impl.proposals)
     judged = ring_scope(cls, judged)
     if rec.interrupted:  # a check not reached may only have been waiting for its example
         judged = tuple(attrs.evolve(v, reason=f"{v.reason} (the run was interrupted)") if v.verdict == "skipped"
@@ -505,7 +522,8 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: fro
                      tuple(errors),
                      time.perf_counter() - start, searches,
                      {k: tuple(sorted(v)) for k, v in sorted(rec.observations.items())},
-                     levels=("virtqueue" if scope else "balloon",), seed=seed, interrupted=rec.interrupted)
+                     levels=("virtqueue" if scope else "balloon",), seed=seed, interrupted=rec.interrupted,
+                     proposals=impl.proposals)
 
 
 #: Balloon-level implementations whose split virtqueues the suite also knows as a virtqueue-level
@@ -551,4 +569,4 @@ def merge(balloon: RunResult, queue: RunResult) -> RunResult:
     return RunResult(balloon.implementation, balloon.profile, tuple(out), errors,
                      balloon.seconds + queue.seconds, balloon.searches + queue.searches, observations,
                      levels=tuple(dict.fromkeys((*balloon.levels, *queue.levels))), seed=balloon.seed,
-                     interrupted=balloon.interrupted or queue.interrupted)
+                     interrupted=balloon.interrupted or queue.interrupted, proposals=balloon.proposals)

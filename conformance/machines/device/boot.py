@@ -53,6 +53,9 @@ def queue_numbering(raw: Any) -> QueueNumbering:
 
 
 class DeviceBoot(DeviceMachine):
+    #: The suite's driver (a proposal profile's machine puts its own driver here).
+    driver_class: Any = CanaryDriver
+
     @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), queue_size=st.sampled_from([2, 4, 8, 16]))
     def boot(self, drop: frozenset[Feature], queue_size: int) -> None:
         raw, self.os = make_device(type(self).factory)
@@ -98,7 +101,7 @@ class DeviceBoot(DeviceMachine):
         features = SUPPORTED & ~sum(f.mask for f in self.drop)
         if self.ring != "packed":  # a split run keeps split rings even if the device offers packed ones
             features &= ~Feature.VIRTIO_F_RING_PACKED.mask
-        self.drv = CanaryDriver(features=features, numbering=self.numbering,
+        self.drv = self.driver_class(features=features, numbering=self.numbering,
                                  queue_size=self.queue_size, stats_tags=DEVICE_STATS_TAGS,
                                  before_driver_ok=self._before_driver_ok)
         accepted = self.offered & self.drv.features

@@ -35,6 +35,8 @@ FREE_PAGES = ("anything", "kept", "kept, device without PAGE_POISON")
 
 
 class DriverBoot(DriverMachine):
+    #: The reference device the driver runs on (a proposal profile's machine puts its own here).
+    device_class: Any = WatchedDevice
     #: Whether the driver relies on free pages keeping their value (BAL-FB-DRV-3); None if it does not say.
     init_on_free: bool | None = None
 
@@ -54,7 +56,7 @@ class DriverBoot(DriverMachine):
         offered = DEFAULT_OFFER & ~sum(f.mask for f in drop) | (UNDEFINED_BIT if undefined_bit else 0)
         if self.ring == "packed":  # --ring packed: the device offers packed rings (RSV-DRV-4)
             offered |= F.VIRTIO_F_RING_PACKED.mask
-        self.ref = WatchedDevice(self.os.mem, offered, queue_max={q.name: queue_max for q in BALLOON_QUEUES},
+        self.ref = self.device_class(self.os.mem, offered, queue_max={q.name: queue_max for q in BALLOON_QUEUES},
                                  guest_in_use=self.os.workload.__contains__,
                                  still_hinted=lambda: self.os.pages.hinted)
         self.ref.refuse_features_ok = refuse
