@@ -35,7 +35,9 @@ def _cell(r: dict[str, Any] | None) -> str:
 def page() -> str:
     out = ["The build matrix", "================", "",
            "The device suite against every QEMU build Debian ships, the driver suite against every Linux build",
-           "on the UML route, and rust-vmm's virtio-queue at the virtqueue level: ``tools/matrix`` (one pytest",
+           "on the UML route and on the QEMU-guest route (``linux-qemu-*``: Debian's cloud kernels under QEMU 11.1,",
+           "verdicts with the shipped ``linux`` known deviations), and rust-vmm's virtio-queue at the virtqueue",
+           "level: ``tools/matrix`` (one pytest",
            "test per build, spread over the cores with pytest-xdist) writes ``results/matrix/BUILD.json``.",
            "Builds come from Debian's registry through ``python -m conformance.provision``.", ""]
     reports = [(p.stem, json.loads(p.read_text())) for p in sorted(ROOT.glob("*.json"))] if ROOT.is_dir() else []

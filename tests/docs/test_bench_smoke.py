@@ -26,6 +26,8 @@ SMALL_ARGS = {
     "bench_mutation.py": ["--quick", "--tree", str(BENCH.parent)],
     # A real Linux guest under QEMU TCG; the full-size figures are for bench runs, not the tests.
     "bench_linux_migration.py": ["--mem-mib", "384", "--keep-mib", "32", "--fill-mib", "128", "--settle", "3"],
+    # One boot on the QEMU-guest route, no suite run: the per-example figures are for bench runs.
+    "bench_routes.py": ["--routes", "qemu-guest", "--boots", "1", "--no-suite"],
 }
 
 

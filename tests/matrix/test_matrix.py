@@ -1,5 +1,5 @@
 """The build matrix: the device suite against every QEMU build Debian ships, the driver suite against every
-Linux build on the UML route, and rust-vmm's virtio-queue at the virtqueue level. One test per build, so
+Linux build on the UML route and on the QEMU-guest route (Debian's cloud kernels), and rust-vmm's virtio-queue at the virtqueue level. One test per build, so
 ``pytest -n 2`` spreads them over cores (``tools/matrix``); each writes ``results/matrix/BUILD.json``.
 
 Not part of the default run: it takes many minutes. ``VIRTIO_MATRIX=1`` enables it; ``VIRTIO_MATRIX_PROFILE``
@@ -33,6 +33,10 @@ BUILDS = [
     ("linux-uml-bookworm", "linux", "driver", "balloon", None, "bookworm", None),
     ("linux-uml-trixie", "linux", "driver", "balloon", None, "trixie", None),
     ("linux-uml-sid", "linux", "driver", "balloon", None, "sid", None),
+    # The QEMU-guest route: the UML column names the cloud kernel (6.1, 6.12, 7.2); QEMU is sid's.
+    ("linux-qemu-bookworm", "linux-qemu", "driver", "balloon", None, "bookworm", "linux"),
+    ("linux-qemu-trixie", "linux-qemu", "driver", "balloon", None, "trixie", "linux"),
+    ("linux-qemu-sid", "linux-qemu", "driver", "balloon", None, "sid", "linux"),
     ("rust-vmm-virtio-queue-0.14", "rust-vmm-virtio-queue-0.14", "device", "virtqueue", None, None, None),
     ("rust-vmm-virtio-queue-0.18", "rust-vmm-virtio-queue-0.18", "device", "virtqueue", None, None, None),
 ]
@@ -48,7 +52,8 @@ def _qemu_binary(release: str | None) -> str | None:
 
 @pytest.mark.parametrize("name, dut, role, level, qemu, uml, known", BUILDS, ids=[b[0] for b in BUILDS])
 def test_build(name, dut, role, level, qemu, uml, known):
-    impl = resolve(dut, role, qemu_binary=_qemu_binary(qemu), uml_binary=uml, level=level)
+    builds = {"kernel": uml} if dut == "linux-qemu" else {"uml_binary": uml}
+    impl = resolve(dut, role, qemu_binary=_qemu_binary(qemu), level=level, **builds)
     result = run(impl, PROFILE, known_deviations=load_known_deviations(known))
     report = to_json([result])
     report["matrix"] = {"build": name, "profile": PROFILE, "level": level}

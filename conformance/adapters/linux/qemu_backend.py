@@ -9,6 +9,8 @@ Differences from Linux's virtio_uml, each seen with QEMU 11.1:
   from FEATURES_OK on are held until the features are known, and DRIVER_OK until the rings are set up:
   the device sees the guest's sequence, with the queue setup (which QEMU does not trace) just before
   DRIVER_OK;
+* a vhost-user message may be read after trace lines the guest caused later, unless QEMU waits for its reply:
+  REPLY_ACK is always offered on this route, so a SET_CONFIG (QEMU then asks for the ack) is in order;
 * QEMU reads and writes the whole 16-byte config on every guest access: a read is answered from the
   config as it is (which field the guest read cannot be told), a write is the driver-written field whose
   value it changes (a write that changes nothing: poison_val before DRIVER_OK if PAGE_POISON is
@@ -208,5 +210,6 @@ class QemuVhostBackend(VhostUserBackend):
         if offset != 0 or size != CONFIG_SIZE:
             raise VhostUserProtocolError(f"SET_CONFIG of {size} bytes at {offset}: QEMU writes the whole "
                                          f"{CONFIG_SIZE}-byte config")
+        # Ordered with the trace only because QEMU waits for the ack (REPLY_ACK, always offered on this route).
         self.pending.append(("config", bytes(data)))
         self._flush()
