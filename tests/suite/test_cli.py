@@ -236,7 +236,7 @@ def test_a_third_party_packed_virtqueue_runs_with_ring_packed(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "--ring", "packed", "--dut", "refmodel.balloon.device:BalloonDevice", "--role", "device"],
+    (["run", "--ring", "packed", "--dut", "refmodel.balloon.device:BalloonDevice", "--role", "device", "--quiet"],
      "does not offer VIRTIO_F_RING_PACKED"),
     (["run", "--level", "virtqueue", "--ring", "packed", "--dut", "virtq-mutant-kicks-always"],
      "is a split virtqueue; use --ring split"),
