@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from refmodel.virtio.features import Feature
 from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.split.layout import avail_ring_size, desc_table_size
 from refmodel.virtio.virtq import QueueAddresses
 
 from conformance.machines.base import PICK, ConformanceMachine, note
@@ -47,6 +48,21 @@ def use_of(uses: list[tuple[int, int]], i: int) -> tuple[int, int]:
     return uses[i] if i < len(uses) else (0, 0)
 
 
+def _skewed(at: int, align: int) -> int:
+    """The first address from ``at`` that is ``align``-aligned and no more: every bit above the
+    alignment up to 4 KiB set, so a side that ORs or XORs an offset in, or assumes more alignment than
+    SPLIT-DRV-1 gives, lands on the wrong slot (mutation testing found both)."""
+    want = 0x1000 - align
+    return at + (want - at) % 0x1000
+
+
+def skewed_ring(qs: int) -> QueueAddresses:
+    """The three parts of a split ring at their minimum alignments (16, 2, 4), one after another."""
+    desc = _skewed(RING, 16)
+    avail = _skewed(desc + desc_table_size(qs), 2)
+    return QueueAddresses(desc, avail, _skewed(avail + avail_ring_size(qs), 4))
+
+
 class QueueMachine(ConformanceMachine):
     """A split virtqueue in guest memory, one side under test and the reference on the other."""
 
@@ -54,7 +70,7 @@ class QueueMachine(ConformanceMachine):
 
     def _ring(self, qs: int, event_idx: bool, indirect: bool, start: int) -> None:
         self.mem = GuestMemory(MEM)
-        self.addrs = QueueAddresses.packed_at(RING, qs)
+        self.addrs = skewed_ring(qs)
         self.qs, self.event_idx, self.indirect = qs, event_idx, indirect
         self.next_token = 0
         self.booted = True
