@@ -35,7 +35,7 @@ import attrs
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from mutation import MODULES, Mutant, Outcome, enumerate_mutants, run_mutant, with_diff  # noqa: E402
+from mutation import INCOMPETENT, MODULES, Mutant, Outcome, enumerate_mutants, run_mutant, with_diff  # noqa: E402
 
 REPO = HERE.parent
 CLASSES = HERE / "mutation_survivors.toml"
@@ -99,6 +99,20 @@ def pick(tree: Path, args: argparse.Namespace) -> tuple[list[Mutant], dict[str, 
             sample.append(hit)
             sizes[module] = (len(found), left)
         return sample, sizes
+    if args.again:  # the survivors of a saved run, found again by their text in today's tree
+        saved = [r for r in json.loads(args.again.read_text(encoding="utf-8"))["mutants"]
+                 if not r["killed"] and r["module"] in args.modules]
+        for module in dict.fromkeys(r["module"] for r in saved):
+            found, left = enumerate_mutants(tree, module)
+            sizes[module] = (len(found), left)
+            for r in (r for r in saved if r["module"] == module):
+                hit = next((d for m in found if m.operator == r["operator"] and m.before == r["before"]
+                            if (d := with_diff(m, tree)).after == r["after"]), None)
+                if hit is None:
+                    print(f"{r['key']}: its line is gone from the tree", file=sys.stderr)
+                else:
+                    sample.append(hit)
+        return sample, sizes
     for module in args.modules:
         found, left = enumerate_mutants(tree, module)
         sizes[module] = (len(found), left)
@@ -120,6 +134,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run before it counts as a hang")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--text", type=Path)
+    ap.add_argument("--again", type=Path, help="run the survivors of a saved --json run again")
     ap.add_argument("--replay", type=Path, help="print a saved --json run again, with today's classification")
     args = ap.parse_args()
     if args.replay:  # render a saved run again (after mutation_survivors.toml changed)
@@ -172,30 +187,36 @@ def report(sample: list[Mutant], outcomes: list[Outcome], sizes: dict, table: li
            args: argparse.Namespace, commit: str, elapsed: float) -> list[str]:
     out = [f"# bench_mutation: cosmic-ray mutants of the reference at {commit}, {args.profile} profile, "
            f"--max-failures 0; seed {args.seed}, {args.per_module if not args.quick else 'quick'} per module",
-           "", f"{'module':34} {'all':>5} {'annot':>5} {'sampled':>7} {'killed':>6} {'survived':>8} "
+           "", "all: the module's mutants that change running code (annot: left out, in annotations or the "
+           "exception classes the suite shares); incomp: sampled but not compiling, left out of every rate",
+           "", f"{'module':34} {'all':>5} {'annot':>5} {'sampled':>7} {'incomp':>6} {'killed':>6} {'survived':>8} "
            f"{'equiv':>5} {'kill rate (non-equiv)':>22}"]
-    tot = {"n": 0, "k": 0, "s": 0, "e": 0}
+    tot = {"n": 0, "k": 0, "s": 0, "e": 0, "i": 0}
     survivors = []
     for module in sizes:
         rows = [(m, o) for m, o in zip(sample, outcomes) if m.module == module]
+        bad = sum(o.killer == INCOMPETENT for _, o in rows)
+        rows = [(m, o) for m, o in rows if o.killer != INCOMPETENT]
         k = sum(o.killed for _, o in rows)
         surv = [(m, o, classify(m, table)) for m, o in rows if not o.killed]
         e = sum(1 for *_, c in surv if c and c["class"] == "equivalent")
         rate = f"{k}/{len(rows) - e}" + (f" = {k / (len(rows) - e):.0%}" if len(rows) > e else "")
-        out.append(f"{module:34} {sizes[module][0]:5} {sizes[module][1]:5} {len(rows):7} {k:6} {len(surv):8} "
-                   f"{e:5} {rate:>22}")
+        out.append(f"{module:34} {sizes[module][0]:5} {sizes[module][1]:5} {len(rows) + bad:7} {bad:6} {k:6} "
+                   f"{len(surv):8} {e:5} {rate:>22}")
         tot["n"] += len(rows)
         tot["k"] += k
         tot["s"] += len(surv)
         tot["e"] += e
+        tot["i"] += bad
         survivors += surv
     lo, hi = wilson(tot["k"], tot["n"] - tot["e"])
-    detect = sorted(o.detect_s for o in outcomes if o.killed and o.detect_s is not None)
+    competent = [o for o in outcomes if o.killer != INCOMPETENT]
+    detect = sorted(o.detect_s for o in competent if o.killed and o.detect_s is not None)
     out += ["", f"kill rate of non-equivalent mutants: {tot['k']}/{tot['n'] - tot['e']}"
             + (f" = {tot['k'] / (tot['n'] - tot['e']):.1%}" if tot["n"] > tot["e"] else "")
             + f", 95% CI (Wilson) {lo:.1%} .. {hi:.1%}"]
     if detect:
-        wall = statistics.median(o.wall_s for o in outcomes)
+        wall = statistics.median(o.wall_s for o in competent)
         out.append(f"time to detect (killed, from the killing run's start): median "
                    f"{statistics.median(detect):.1f} s, slowest {detect[-1]:.1f} s; wall per mutant median "
                    f"{wall:.1f} s; {elapsed:.0f} s in all, {args.jobs} jobs")
@@ -204,6 +225,9 @@ def report(sample: list[Mutant], outcomes: list[Outcome], sizes: dict, table: li
         if o.killed:
             killers[o.killer] = killers.get(o.killer, 0) + 1
     by = sorted(killers.items(), key=lambda kv: (-kv[1], kv[0]))
+    errors = sum(v for k, v in killers.items() if k.startswith("error:"))
+    out += [f"of the killed: {tot['k'] - errors} by a failing requirement, {errors} by an error (a crash, a "
+            "hang, or the implementation's own check raising)"]
     out += ["", "killed by: " + ", ".join(f"{k} {v}" for k, v in by)]
     out += ["", "killed:"] + [f"  {m.key}: {o.killer} in {o.detect_s or 0:.1f} s ({'+'.join(o.sides_run)})  "
                               f"- {m.before}  + {m.after}" for m, o in zip(sample, outcomes) if o.killed]
@@ -215,7 +239,7 @@ def report(sample: list[Mutant], outcomes: list[Outcome], sizes: dict, table: li
         out += [f"  {m.key} ({'+'.join(o.sides_run)})", f"    - {m.before}", f"    + {m.after}",
                 f"    {what}"]
     unclassified = sum(1 for *_, c in survivors if c is None)
-    out += ["", f"mutants={tot['n']} killed={tot['k']} survived={tot['s']} equivalent={tot['e']} "
+    out += ["", f"mutants={tot['n']} incompetent={tot['i']} killed={tot['k']} survived={tot['s']} equivalent={tot['e']} "
             f"unclassified={unclassified} kill_rate={tot['k'] / max(1, tot['n'] - tot['e']):.3f} "
             f"kill_rate_ci={lo:.3f}-{hi:.3f} "
             f"median_detect_s={statistics.median(detect) if detect else 0:.1f} "

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import attrs
@@ -74,6 +75,21 @@ class Outcome:
     detect_s: float | None  # from the start of the killing run to its first FAIL or ERROR line
     wall_s: float  # every run this mutant took
     sides_run: tuple[str, ...]
+
+
+#: The killer of a mutant that does not compile (cosmic-ray turns ``*`` in a signature into ``<<``): no
+#: implementation at all, so it is left out of every rate.
+INCOMPETENT = "incompetent"
+
+
+def compiles(text: str, name: str) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "is" with a literal, and the like: it still compiles
+            compile(text, name, "exec")
+    except SyntaxError:
+        return False
+    return True
 
 
 def _operator(name: str) -> object:
@@ -188,9 +204,12 @@ def _run_side(tree: Path, m: Mutant, source: Path, side: str, profile: str, time
 def run_mutant(tree: Path, m: Mutant, profile: str = "ci", timeout: float = 900.0,
                python: str = sys.executable) -> Outcome:
     """Run the suite on each side of ``m`` until one kills it."""
+    text = m.source(tree)
+    if not compiles(text, m.module):
+        return Outcome(False, INCOMPETENT, "the mutated module does not compile", None, 0.0, ())
     with tempfile.TemporaryDirectory(prefix="mutant-") as d:
         source = Path(d) / Path(m.module).name
-        source.write_text(m.source(tree), encoding="utf-8")
+        source.write_text(text, encoding="utf-8")
         wall, run = 0.0, []
         for side in m.sides:
             killer, detail, detect, w = _run_side(tree, m, source, side, profile, timeout, python)
