@@ -16,7 +16,7 @@ import pytest
 from conformance.registry import BUILTIN, machine_for
 from conformance.runner import RunResult, counterexample, run
 from refmodel.errors import PeerSpecViolation
-from suite_mutant_runs import GROUP, first_failure_run
+from suite_mutant_runs import GROUP, first_failure_runs, shared_all
 
 MUTANTS = sorted((n, r) for (n, r), impl in BUILTIN.items() if impl.breaks)
 
@@ -73,6 +73,9 @@ def assert_replays(scripts: dict[str, tuple[str, ...]], tmp_path: Path) -> None:
     assert not wrong, "\n\n".join(f"{k} replayed as {g}:\n" + "\n".join(scripts[k]) for k, g in wrong.items())
 
 
+#: Scripts replayed by one interpreter: small enough that both workers get a share.
+REPLAY_CHUNK = 12
+
 Replayed = dict[tuple[str, str], dict[str, tuple[tuple[str, ...], str]]]
 
 
@@ -88,10 +91,17 @@ def _first_failures(base: str) -> Replayed:
     # Cached past the module fixture: xdist's loadgroup interleaves these tests with test_conformance's
     # on one worker, and pytest would set a module fixture up again each time its module comes back.
     scripts: dict[str, tuple[str, ...]] = {}
+    runs = first_failure_runs(MUTANTS)  # those another worker made are loaded, not made again
     for name, role in MUTANTS:
-        for req_id, lines in scripts_of(first_failure_run(name, role)).items():
+        for req_id, lines in scripts_of(runs[name, role]).items():
             scripts[f"{req_id}@{name}@{role}"] = lines
-    got = replay(scripts, Path(tempfile.mkdtemp(prefix="replay", dir=base)))
+    # Replayed in chunks (one interpreter each) that the workers share out, as they share the runs.
+    keys = sorted(scripts)
+    chunks = {f"replay-{i // REPLAY_CHUNK}": keys[i:i + REPLAY_CHUNK] for i in range(0, len(keys), REPLAY_CHUNK)}
+    done = shared_all({c: (lambda ks=ks: replay({k: scripts[k] for k in ks},
+                                                Path(tempfile.mkdtemp(prefix="replay", dir=base))))
+                       for c, ks in chunks.items()}, key=str)
+    got = {k: v for part in done.values() for k, v in part.items()}
     out: Replayed = {key: {} for key in MUTANTS}
     for key, raised in got.items():
         req_id, name, role = key.split("@")
