@@ -136,7 +136,7 @@ def test_an_unknown_known_deviations_name_lists_the_names():
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert "qemu-9000: no such file" in lines[0] and "(one of: qemu)" in lines[0]
+    assert "qemu-9000: no such file" in lines[0] and "(one of: qemu, linux)" in lines[0]
 
 
 def test_c_header_and_examples_are_found_for_a_compiler(tmp_path, capsys):
