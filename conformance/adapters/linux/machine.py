@@ -73,6 +73,7 @@ class LinuxDriverConformance(DriverConformance):
     reprobes = False  # the guest's driver is probed once
     linux: Any = None  # the LinuxDriver, closed at teardown
     watch_status = False  # the transport replays status (vhost-user on UML); a route that carries it sets True
+    release_wait, release_still = RELEASE_WAIT, RELEASE_STILL  # a slower route (TCG) waits longer
 
     @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), undefined_bit=st.booleans(),
                 init_on_free=st.booleans(), inband=st.booleans(), reply_ack=st.booleans())
@@ -188,13 +189,15 @@ class LinuxDriverConformance(DriverConformance):
             if best is None or short < best:
                 best, last_growth = short, now
             if short <= SLACK_PAGES or now - start > RELEASE_CAP or \
-                    (now - start > RELEASE_WAIT and now - last_growth > RELEASE_STILL):
+                    (now - start > self.release_wait and now - last_growth > self.release_still):
                 break
             self._cycle()
         waited = time.monotonic() - start
-        self.R.check("BAL-FPH-DRV-10", short <= SLACK_PAGES,
+        # The driver can hold only pages it hinted: a shortfall beyond them is the guest's own (seen once on
+        # 6.12 with 0 pages hinted: 720 pages, likely freed pages on per-CPU lists, which MemFree does not count).
+        self.R.check("BAL-FPH-DRV-10", min(short, hinted) <= SLACK_PAGES,
                      f"{hinted} page(s) hinted since the host began the rounds; {waited:.1f} s after DONE (no "
-                     f"change for {RELEASE_STILL:g} s) the guest was {short} pages short of what it had then: "
+                     f"change for {self.release_still:g} s) the guest was {short} pages short of what it had then: "
                      f"MemFree {free:+}, its own use ({'+'.join(OWN_USE)}) {used:+}, the balloon {balloon:+}")
         note(f"{waited:.1f} s after DONE the guest is {short} page(s) short of the start of the rounds")
         self.round_base = None
