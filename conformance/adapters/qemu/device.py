@@ -58,6 +58,10 @@ class QemuBalloon:
         self._enabled: dict[int, QueueAddresses] = {}
         self._sizes: dict[int, int] = {}
         self.packed = False  # VIRTIO_F_RING_PACKED written with the driver features (needs packed=on)
+        #: Nothing QEMU could still be working on since run() last saw the rings still: no notification,
+        #: status, queue or config write since, and no round (the iothread polls free_page_vq in one).
+        self._settled = False
+        self._round = False
         self._irq_config = False
         self._stats_update: int | None = None  # guest-stats last-update when statistics were last asked for
         self._set_stats_polling(0)  # no timer left running from an earlier example
@@ -93,6 +97,7 @@ class QemuBalloon:
         return self.qt.readb(self._c(vp.DEVICE_STATUS))
 
     def write_status(self, value: int) -> None:
+        self._settled = False
         self.qt.writeb(self._c(vp.DEVICE_STATUS), value)
         if value == 0:
             self._enabled.clear()
@@ -107,6 +112,7 @@ class QemuBalloon:
         return {1: self.qt.readb, 2: self.qt.readw, 4: self.qt.readl}[size](addr)
 
     def write_config(self, offset: int, size: int, value: int) -> None:
+        self._settled = False
         addr = self.caps.device + offset
         {1: self.qt.writeb, 2: self.qt.writew, 4: self.qt.writel}[size](addr, value)
 
@@ -118,6 +124,7 @@ class QemuBalloon:
         return self.qt.readw(self._c(vp.QUEUE_SIZE))
 
     def enable_queue(self, index: int, size: int, addrs: QueueAddresses) -> None:
+        self._settled = False
         self.qt.writew(self._c(vp.QUEUE_SELECT), index)
         self.qt.writew(self._c(vp.QUEUE_SIZE), size)
         self.qt.writew(self._c(vp.QUEUE_MSIX_VECTOR), vp.NO_VECTOR)
@@ -129,6 +136,7 @@ class QemuBalloon:
         self._sizes[index] = size
 
     def notify(self, index: int) -> None:
+        self._settled = False
         self.qt.writew(self._c(vp.QUEUE_SELECT), index)
         off = self.qt.readw(self._c(vp.QUEUE_NOTIFY_OFF))
         self.qt.writew(self.caps.notify + off * self.caps.notify_multiplier, index)
@@ -139,14 +147,18 @@ class QemuBalloon:
         return Interrupts(queues, bool(isr & 2))
 
     def run(self) -> None:
-        """QEMU works asynchronously (free_page_vq in an iothread): wait until the used rings are still."""
+        """QEMU works asynchronously (notifications through ioeventfds, free_page_vq in an iothread): wait
+        until the used rings are still, unless nothing has happened since they last were."""
         self._check_alive()
+        if self._settled and not self._round:
+            return
         last, quiet, deadline = None, 0, time.monotonic() + 1.0
         while time.monotonic() < deadline and quiet < 2:
             now = tuple(self._used_state(i) for i in self._enabled)
             quiet = quiet + 1 if now == last else 0
             last = now
             time.sleep(0.002)
+        self._settled = quiet >= 2
 
     def _used_state(self, index: int) -> int | bytes:
         """What QEMU changes when it uses buffers of queue ``index``: the used idx (split) or, packed, the
@@ -170,6 +182,7 @@ class QemuBalloon:
         raise QemuError(f"QEMU: {what} did not happen within {seconds:g} s")
 
     def _cancel_migration(self) -> None:
+        self._settled = False  # the iothread may still finish the round's last hints
         status = self._migration_status()
         if status in MIGRATING:
             if status != "cancelling":
@@ -183,6 +196,7 @@ class QemuBalloon:
                 self.q.wedged = True  # the factory starts a fresh QEMU for the next session
                 raise PeerSpecViolation("SPLIT-DEV-D3", f"migrate_cancel never completed: {why} (the "
                                         "reset/iothread race, reproducer reset-during-round)") from None
+        self._round = False
 
     def queue_status(self, index: int) -> dict[str, Any]:
         """QEMU's own view of a queue (QMP x-query-virtio-queue-status: last-avail-idx, used-idx, ...);
@@ -236,6 +250,7 @@ class QemuBalloon:
             return False
         finally:
             self._set_stats_polling(0)
+            self._settled = False
         return True
 
     def host_stats(self) -> dict[int, int]:
@@ -259,6 +274,7 @@ class QemuBalloon:
         self._cancel_migration()
         self._ensure_running()
         self.q.qmp.execute("migrate", uri="exec:cat > /dev/null")
+        self._round = True  # until cancelled; a migration that completes on its own only costs waits
         return self._wait("a new command ID", lambda: (c := self._cmd_id()) >= 2 and c != before and c)
 
     def hint_done(self) -> None:
