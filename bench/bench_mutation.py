@@ -12,14 +12,18 @@ people edit is never the one measured, and every run is under ``nice -n 19``.
 
 Use: bench_mutation.py [--per-module N] [--seed S] [--jobs J] [--modules a.py,b.py] [--quick]
                        [--clone DIR | --tree DIR] [--json results/mutation.json] [--text results/mutation.txt]
+     bench_mutation.py --again results/mutation.json --json again.json   # its survivors, after a fix
+     bench_mutation.py --replay results/mutation.json [--merge again.json]  # print it again, reclassified
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -35,9 +39,11 @@ import attrs
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from mutation import INCOMPETENT, MODULES, Mutant, Outcome, enumerate_mutants, run_mutant, with_diff  # noqa: E402
+from mutation import (INCOMPETENT, MODULES, Mutant, Outcome, enumerate_mutants, run_mutant,  # noqa: E402
+                      with_diff)
 
 REPO = HERE.parent
+LOADER = ("mutant_dut.py", "mutation.py")  # copied into the clone: it may be older than this bench
 CLASSES = HERE / "mutation_survivors.toml"
 #: --quick: two hand-picked mutants of the reference driver that the suite kills within seconds, and their
 #: killers: (module, operator, line, mutated line, killing requirement).
@@ -59,6 +65,20 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def error_kind(detail: str) -> str:
+    """What an error kill was: the mutant's own check of its peer raising against the (correct) reference
+    peer, a Python exception, a hang, or the suite's peer refusing what the mutant did."""
+    if "against the reference" in detail:
+        return "the implementation's own check blamed the suite's correct peer"
+    if "timed out" in detail or "no verdict within" in detail:
+        return "a hang"
+    if "the reference side broke" in detail:
+        return "the suite's peer hit its own rule (harness error)"
+    if re.search(r"raised \w*(Error|Exception)\b|: \w*(Error|Exception)\b|building the", detail):
+        return "a crash (exception)"
+    return "other (misuse of the queue or memory)"
+
+
 def classes() -> list[dict]:
     return tomllib.loads(CLASSES.read_text(encoding="utf-8")).get("survivor", []) if CLASSES.exists() else []
 
@@ -78,10 +98,18 @@ def prepare(args: argparse.Namespace) -> Path:
         return Path(args.tree).resolve()
     clone = Path(args.clone)
     if (clone / ".git").exists():
+        for name in LOADER:  # this bench's copies from the last run, which a pull would refuse to overwrite
+            path = f"bench/{name}"
+            tracked = subprocess.run(["git", "-C", str(clone), "ls-files", "--error-unmatch", path],
+                                     capture_output=True).returncode == 0
+            if tracked:
+                subprocess.run(["git", "-C", str(clone), "checkout", "-q", "--", path], check=True)
+            else:
+                (clone / path).unlink(missing_ok=True)
         subprocess.run(["git", "-C", str(clone), "pull", "-q", "--ff-only"], check=True)
     else:
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    for name in ("mutant_dut.py", "mutation.py"):
+    for name in LOADER:
         shutil.copyfile(HERE / name, clone / "bench" / name)
     return clone
 
@@ -101,13 +129,14 @@ def pick(tree: Path, args: argparse.Namespace) -> tuple[list[Mutant], dict[str, 
         return sample, sizes
     if args.again:  # the survivors of a saved run, found again by their text in today's tree
         saved = [r for r in json.loads(args.again.read_text(encoding="utf-8"))["mutants"]
-                 if not r["killed"] and r["module"] in args.modules]
+                 if not r["killed"] and r["killer"] != INCOMPETENT and r["module"] in args.modules]
         for module in dict.fromkeys(r["module"] for r in saved):
             found, left = enumerate_mutants(tree, module)
             sizes[module] = (len(found), left)
             for r in (r for r in saved if r["module"] == module):
-                hit = next((d for m in found if m.operator == r["operator"] and m.before == r["before"]
-                            if (d := with_diff(m, tree)).after == r["after"]), None)
+                same = sorted((m for m in found if m.operator == r["operator"] and m.before == r["before"]),
+                              key=lambda m: abs(m.line - r["line"]))  # the nearest, of equal lines
+                hit = next((d for m in same if (d := with_diff(m, tree)).after == r["after"]), None)
                 if hit is None:
                     print(f"{r['key']}: its line is gone from the tree", file=sys.stderr)
                 else:
@@ -134,6 +163,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run before it counts as a hang")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--text", type=Path)
+    ap.add_argument("--merge", type=Path, help="with --replay: a later --again run's kills count")
     ap.add_argument("--again", type=Path, help="run the survivors of a saved --json run again")
     ap.add_argument("--replay", type=Path, help="print a saved --json run again, with today's classification")
     args = ap.parse_args()
@@ -144,7 +174,18 @@ def main() -> int:
                   for r in saved["mutants"]]
         outcomes = [Outcome(**{f.name: r[f.name] for f in attrs.fields(Outcome)}) for r in saved["mutants"]]
         outcomes = [attrs.evolve(o, sides_run=tuple(o.sides_run)) for o in outcomes]
+        if args.merge:  # a later --again run: its outcome replaces the survivor's, matched by text
+            later = {(r["module"], r["operator"], r["before"], r["after"]): r
+                     for r in json.loads(args.merge.read_text(encoding="utf-8"))["mutants"]}
+            for i, (m, o) in enumerate(zip(sample, outcomes)):
+                r = later.get((m.module, m.operator, m.before, m.after))
+                if r is not None and not o.killed and r["killed"] and r["killer"] != INCOMPETENT:
+                    outcomes[i] = attrs.evolve(o, killed=True, killer=r["killer"],
+                                               detail=r["detail"] + " (re-run)", detect_s=r["detect_s"],
+                                               sides_run=tuple(r["sides_run"]))
         sizes = {k: tuple(v) for k, v in saved["sizes"].items()}
+        if args.merge:
+            saved["commit"] += f"; its survivors re-run at {json.loads(args.merge.read_text())['commit']}"
         commit, elapsed, args.jobs = saved["commit"], saved["seconds"], saved["jobs"]
         args.seed, args.per_module, args.profile = saved["seed"], saved["per_module"], saved["profile"]
     else:
@@ -189,9 +230,10 @@ def report(sample: list[Mutant], outcomes: list[Outcome], sizes: dict, table: li
            f"--max-failures 0; seed {args.seed}, {args.per_module if not args.quick else 'quick'} per module",
            "", "all: the module's mutants that change running code (annot: left out, in annotations or the "
            "exception classes the suite shares); incomp: sampled but not compiling, left out of every rate",
-           "", f"{'module':34} {'all':>5} {'annot':>5} {'sampled':>7} {'incomp':>6} {'killed':>6} {'survived':>8} "
-           f"{'equiv':>5} {'kill rate (non-equiv)':>22}"]
-    tot = {"n": 0, "k": 0, "s": 0, "e": 0, "i": 0}
+           "", f"{'module':34} {'all':>5} {'annot':>5} {'sampled':>7} {'incomp':>6} {'killed':>6} "
+           f"{'survived':>8} "
+           f"{'equiv':>5} {'conf':>5} {'kill rate':>18}"]
+    tot = {"n": 0, "k": 0, "s": 0, "e": 0, "i": 0, "c": 0}
     survivors = []
     for module in sizes:
         rows = [(m, o) for m, o in zip(sample, outcomes) if m.module == module]
@@ -200,21 +242,25 @@ def report(sample: list[Mutant], outcomes: list[Outcome], sizes: dict, table: li
         k = sum(o.killed for _, o in rows)
         surv = [(m, o, classify(m, table)) for m, o in rows if not o.killed]
         e = sum(1 for *_, c in surv if c and c["class"] == "equivalent")
-        rate = f"{k}/{len(rows) - e}" + (f" = {k / (len(rows) - e):.0%}" if len(rows) > e else "")
+        conf = sum(1 for *_, c in surv if c and c["class"] == "conformant")
+        rate = f"{k}/{len(rows) - e - conf}" + (f" = {k / (len(rows) - e - conf):.0%}" if len(rows) > e + conf
+                                                  else "")
         out.append(f"{module:34} {sizes[module][0]:5} {sizes[module][1]:5} {len(rows) + bad:7} {bad:6} {k:6} "
-                   f"{len(surv):8} {e:5} {rate:>22}")
+                   f"{len(surv):8} {e:5} {conf:5} {rate:>18}")
         tot["n"] += len(rows)
         tot["k"] += k
         tot["s"] += len(surv)
         tot["e"] += e
         tot["i"] += bad
+        tot["c"] += conf
         survivors += surv
-    lo, hi = wilson(tot["k"], tot["n"] - tot["e"])
+    judged = tot["n"] - tot["e"] - tot["c"]  # the mutants a conforming implementation must not behave like
+    lo, hi = wilson(tot["k"], judged)
     competent = [o for o in outcomes if o.killer != INCOMPETENT]
     detect = sorted(o.detect_s for o in competent if o.killed and o.detect_s is not None)
-    out += ["", f"kill rate of non-equivalent mutants: {tot['k']}/{tot['n'] - tot['e']}"
-            + (f" = {tot['k'] / (tot['n'] - tot['e']):.1%}" if tot["n"] > tot["e"] else "")
-            + f", 95% CI (Wilson) {lo:.1%} .. {hi:.1%}"]
+    out += ["", f"kill rate: {tot['k']}/{judged}" + (f" = {tot['k'] / judged:.1%}" if judged else "")
+            + f", 95% CI (Wilson) {lo:.1%} .. {hi:.1%}, of the mutants neither equivalent ({tot['e']}) nor "
+            f"conformant ({tot['c']}); of every competent mutant: {tot['k']}/{tot['n']}"]
     if detect:
         wall = statistics.median(o.wall_s for o in competent)
         out.append(f"time to detect (killed, from the killing run's start): median "
@@ -225,12 +271,15 @@ def report(sample: list[Mutant], outcomes: list[Outcome], sizes: dict, table: li
         if o.killed:
             killers[o.killer] = killers.get(o.killer, 0) + 1
     by = sorted(killers.items(), key=lambda kv: (-kv[1], kv[0]))
-    errors = sum(v for k, v in killers.items() if k.startswith("error:"))
-    out += [f"of the killed: {tot['k'] - errors} by a failing requirement, {errors} by an error (a crash, a "
-            "hang, or the implementation's own check raising)"]
+    errors = collections.Counter(error_kind(o.detail) for o in competent
+                                 if o.killed and o.killer.startswith("error:"))
+    out += [f"of the killed: {tot['k'] - sum(errors.values())} by a failing requirement, "
+            f"{sum(errors.values())} by an error: " + ", ".join(f"{v} {k}" for k, v in errors.most_common())]
     out += ["", "killed by: " + ", ".join(f"{k} {v}" for k, v in by)]
-    out += ["", "killed:"] + [f"  {m.key}: {o.killer} in {o.detect_s or 0:.1f} s ({'+'.join(o.sides_run)})  "
-                              f"- {m.before}  + {m.after}" for m, o in zip(sample, outcomes) if o.killed]
+    out += ["", "killed:"] + [f"  {m.key}: {o.killer} in {o.detect_s or 0:.1f} s ({'+'.join(o.sides_run)})"
+                              + (" [a survivor, killed after the fix]" if o.detail.endswith("(re-run)")
+                                 else "")
+                              + f"  - {m.before}  + {m.after}" for m, o in zip(sample, outcomes) if o.killed]
     out += ["", "survivors:"]
     for m, o, c in survivors:
         what = "UNCLASSIFIED"
@@ -239,8 +288,9 @@ def report(sample: list[Mutant], outcomes: list[Outcome], sizes: dict, table: li
         out += [f"  {m.key} ({'+'.join(o.sides_run)})", f"    - {m.before}", f"    + {m.after}",
                 f"    {what}"]
     unclassified = sum(1 for *_, c in survivors if c is None)
-    out += ["", f"mutants={tot['n']} incompetent={tot['i']} killed={tot['k']} survived={tot['s']} equivalent={tot['e']} "
-            f"unclassified={unclassified} kill_rate={tot['k'] / max(1, tot['n'] - tot['e']):.3f} "
+    out += ["", f"mutants={tot['n']} incompetent={tot['i']} killed={tot['k']} survived={tot['s']} "
+            f"equivalent={tot['e']} conformant={tot['c']} unclassified={unclassified} "
+            f"kill_rate={tot['k'] / max(1, judged):.3f} "
             f"kill_rate_ci={lo:.3f}-{hi:.3f} "
             f"median_detect_s={statistics.median(detect) if detect else 0:.1f} "
             f"max_detect_s={detect[-1] if detect else 0:.1f} seconds={elapsed:.0f}"]
