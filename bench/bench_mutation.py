@@ -135,7 +135,8 @@ def pick(tree: Path, args: argparse.Namespace) -> tuple[list[Mutant], dict[str, 
             sizes[module] = (len(found), left)
             for r in (r for r in saved if r["module"] == module):
                 same = sorted((m for m in found if m.operator == r["operator"] and m.before == r["before"]),
-                              key=lambda m: abs(m.line - r["line"]))  # the nearest, of equal lines
+                              key=lambda m: (m.following != r.get("following", m.following),
+                                             abs(m.line - r["line"])))  # the same next line, the nearest
                 hit = next((d for m in same if (d := with_diff(m, tree)).after == r["after"]), None)
                 if hit is None:
                     print(f"{r['key']}: its line is gone from the tree", file=sys.stderr)

@@ -55,6 +55,7 @@ class Mutant:
     before: str  # the line, stripped
     after: str  # the mutated line(s), stripped
     sides: tuple[str, ...]
+    following: str = ""  # the next line, stripped: tells apart mutants of equal lines (two @property)
 
     @property
     def key(self) -> str:
@@ -148,8 +149,9 @@ def enumerate_mutants(tree: Path, module: str) -> tuple[list[Mutant], int]:
                 if any(a <= start < b for a, b in skip):
                     left += 1
                 else:
+                    following = lines[start[0]].strip() if start[0] < len(lines) else ""
                     out.append(Mutant(module, name, occurrence, start[0], lines[start[0] - 1].strip(), "",
-                                      _sides_at(text, start[0], MODULES[module])))
+                                      _sides_at(text, start[0], MODULES[module]), following))
                 occurrence += 1
     return out, left
 
