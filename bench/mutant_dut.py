@@ -6,7 +6,7 @@ again as a private copy that only these factories use. Env: ``VIRTIO_MUTANT_MODU
 ``VIRTIO_MUTANT_SOURCE`` (the mutated file); without them the copy is the unmutated reference (the
 baseline, which must pass everything). Exceptions keep the suite's classes (it tells them apart by
 class, e.g. ``QueueFull``); enums and the rest are the copy's own, so the copy stays consistent.
-``refmodel.virtio.rings`` stays the suite's (its ``Ring`` is compared by identity), so a balloon-level
+``refmodel.virtio.rings`` stays the suite's (not in IMPLEMENTATION), so a balloon-level
 device or driver builds unmutated split queues: split-queue mutants run at the virtqueue level.
 """
 
