@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from refmodel.errors import LocalSpecViolation, PeerSpecViolation, Sticky, guarded
 from refmodel.virtio.memory import GuestMemory
-from refmodel.virtio.packed.events import EventSuppress, unpack_notification
+from refmodel.virtio.packed.notifications import DeviceNotifications
 from refmodel.virtio.packed.layout import (DESC_FLAGS, EVENT_SUPPRESS_SIZE, PDESC_BODY_FMT, PDESC_FMT,
                                            PVIRTQ_DESC_SIZE, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT,
                                            VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
@@ -41,7 +41,7 @@ from refmodel.virtio.virtq import Buffer, Chain, QueueAddresses
 MAX_BUFFER_BYTES = 1 << 32
 
 
-class PackedQueueDevice(Sticky):
+class PackedQueueDevice(DeviceNotifications, Sticky):
     """Our device's view of one packed virtqueue the driver placed in guest memory.
 
     ``check_driver_writes`` keeps a copy of every descriptor popped and compares it when the device
@@ -277,51 +277,4 @@ class PackedQueueDevice(Sticky):
         self.mem.write_u16(slot + DESC_FLAGS, flags)
 
     # -- notifications (§2.8.10) ------------------------------------------------------------------------
-    @guarded
-    def notify_needed(self) -> bool:
-        """Whether a used buffer notification is due for what was used since the last decision."""
-        old, new = self._last_signalled, self._used
-        if old == new:
-            return False
-        ev = EventSuppress.read(self.mem, self.addrs.avail)
-        if why := ev.problem(self.event_idx, self.queue_size):
-            raise PeerSpecViolation("PACKED-DRV-D8", f"driver area: {why}")
-        self._last_signalled = new  # judged once, as split's notify_needed does
-        return ev.due(old, new, self.queue_size)  # PACKED-DEV-D10 / PACKED-DEV-D11
 
-    def signalled(self) -> None:
-        """Record a used buffer notification sent for another reason."""
-        self._last_signalled = self._used
-
-    @guarded
-    def set_avail_notifications(self, enabled: bool) -> None:
-        """Ask for (or advise against) available buffer notifications in the device area.
-
-        With VIRTIO_F_EVENT_IDX, enabling asks for a notification when the descriptor at the position
-        we poll next is made available (RING_EVENT_FLAGS_DESC); otherwise ENABLE. Disabling is DISABLE.
-        """
-        if not enabled:
-            ev = EventSuppress.disable()
-        elif self.event_idx:
-            ev = EventSuppress.at(self._avail, self.queue_size)
-        else:
-            ev = EventSuppress.enable()
-        ev.write(self.mem, self.addrs.used)
-        self._device_event = self.mem.read(self.addrs.used, EVENT_SUPPRESS_SIZE)
-
-    @guarded
-    def check_notification_data(self, data: int, vqn: int) -> None:
-        """An available buffer notification with VIRTIO_F_NOTIFICATION_DATA (§2.9): ``vqn`` and the
-        next descriptor not yet made available (PACKED-DRV-4, PACKED-DRV-D14). Walks (and checks) the
-        lists available now to find where the driver's next descriptor goes."""
-        got_vqn, off, wrap = unpack_notification(data)
-        if got_vqn != vqn:
-            raise PeerSpecViolation("PACKED-DRV-D14", f"notification data names queue {got_vqn}, sent "
-                                    f"for {vqn}")
-        pos = self._avail
-        while (got := self.walk_untrusted(pos)) is not None:
-            pos += got[1]
-        want = (pos % self.queue_size, wrap_of(pos, self.queue_size))
-        if (off, wrap) != want:
-            raise PeerSpecViolation("PACKED-DRV-4", f"next_off {off} next_wrap {wrap}; the next descriptor "
-                                    f"not yet available is offset {want[0]} wrap {want[1]}")

@@ -23,7 +23,7 @@ import attrs
 from refmodel.errors import LayoutError, LocalSpecViolation, PeerSpecViolation, Sticky, guarded
 from refmodel.virtio.memory import GuestMemory
 from refmodel.virtio.packed.device import MAX_BUFFER_BYTES
-from refmodel.virtio.packed.events import EventSuppress, pack_notification
+from refmodel.virtio.packed.notifications import DriverNotifications
 from refmodel.virtio.packed.layout import (DESC_FLAGS, EVENT_SUPPRESS_SIZE, PDESC_BODY_FMT, PDESC_FMT,
                                            PVIRTQ_DESC_SIZE, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT,
                                            VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
@@ -48,7 +48,7 @@ class _InFlight:
     snapshot: list[tuple[int, bytes, str]] | None = None  # (addr, bytes, req) the device must leave alone
 
 
-class PackedQueueDriver(Sticky):
+class PackedQueueDriver(DriverNotifications, Sticky):
     """Our driver's view of one packed virtqueue in guest memory.
 
     ``check_device_writes`` snapshots readable buffers and indirect tables at add and compares them at
@@ -227,33 +227,6 @@ class PackedQueueDriver(Sticky):
         self._pending.clear()
         return self.notify_needed()
 
-    def _device_event_untrusted(self) -> EventSuppress:
-        ev = EventSuppress.read(self.mem, self.addrs.used)
-        if why := ev.problem(self.event_idx, self.queue_size):
-            raise PeerSpecViolation("PACKED-DEV-D8", f"device area: {why}")
-        return ev
-
-    @guarded
-    def notify_needed(self) -> bool:
-        """Whether the driver must notify now for what it published since its last notification
-        (PACKED-DRV-D10 / PACKED-DRV-D11)."""
-        old, new = self._last_kick, self._published
-        if old == new:
-            return False
-        need = self._device_event_untrusted().due(old, new, self.queue_size)
-        if need:
-            self._last_kick = new
-        return need
-
-    def kicked(self) -> None:
-        """Record that the driver notified the device (resets the notification window)."""
-        self._last_kick = self._published
-
-    def notification_data(self, vqn: int) -> int:
-        """The le32 a notification carries with VIRTIO_F_NOTIFICATION_DATA (§2.9, PACKED-DRV-4)."""
-        pos, qs = self._published, self.queue_size
-        return pack_notification(vqn, pos % qs, wrap_of(pos, qs))
-
     def used_mark(self) -> int:
         """The position after the descriptors the device has marked used, read without harvesting them
         (see refmodel.virtio.rings). Stops at anything harvest would reject, which harvest then names."""
@@ -340,18 +313,3 @@ class PackedQueueDriver(Sticky):
         return inf
 
     # -- used buffer notification suppression (§2.8.10) -------------------------------------------------
-    @guarded
-    def set_used_notifications(self, enabled: bool) -> None:
-        """Ask for (or advise against) used buffer notifications in the driver area (PACKED-DRV-D8).
-
-        With VIRTIO_F_EVENT_IDX, enabling asks for a notification when the descriptor at the position
-        of the next used descriptor is used (RING_EVENT_FLAGS_DESC); otherwise ENABLE.
-        """
-        if not enabled:
-            ev = EventSuppress.disable()
-        elif self.event_idx:
-            ev = EventSuppress.at(self._used, self.queue_size)
-        else:
-            ev = EventSuppress.enable()
-        ev.write(self.mem, self.addrs.avail)
-        self._driver_event = self.mem.read(self.addrs.avail, EVENT_SUPPRESS_SIZE)
