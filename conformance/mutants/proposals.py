@@ -41,8 +41,8 @@ class StatsOnlyInflatesAnyway(_driver(P.STATS_ONLY)):  # type: ignore[misc]
     breaks = "PROP-SO-DRV-1"
     profile = P.STATS_ONLY.value
 
-    def _resize(self) -> None:
-        InflateDriver._resize(self)
+    def resize(self) -> None:
+        InflateDriver.resize(self)
 
 
 class StatsOnlyChangesMode(_driver(P.STATS_ONLY)):  # type: ignore[misc]
@@ -83,9 +83,9 @@ class WaitOnAckDiscardsAfterUse(_device(P.HINT_WAIT_ON_ACK)):  # type: ignore[mi
     breaks = "PROP-HWA-DEV-1"
     profile = P.HINT_WAIT_ON_ACK.value
 
-    def _reset_state(self) -> None:
+    def reset_state(self) -> None:
         self.late = 0
-        super()._reset_state()
+        super().reset_state()
 
     def apply_hint(self, pages: int) -> None:
         super().apply_hint(pages)
@@ -147,10 +147,10 @@ class BitmapDeflateAsPfns(_device(P.BITMAP_INFLATE_DEFLATE)):  # type: ignore[mi
     breaks = "PROP-BMP-DEV-1"
     profile = P.BITMAP_INFLATE_DEFLATE.value
 
-    def _pfns_untrusted(self, chain: Chain, queue: str) -> list[int]:
+    def pfns_untrusted(self, chain: Chain, queue: str) -> list[int]:
         if queue == "deflateq":
-            return super(bmp.BitmapReferenceDevice, self)._pfns_untrusted(chain, queue)
-        return super()._pfns_untrusted(chain, queue)
+            return super(bmp.BitmapReferenceDevice, self).pfns_untrusted(chain, queue)
+        return super().pfns_untrusted(chain, queue)
 
 
 class BitmapUnalignedBase(_driver(P.BITMAP_INFLATE_DEFLATE)):  # type: ignore[misc]

@@ -111,14 +111,15 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         self.target = 0
         #: The first driver breach since the device was made; a reset clears the latch, not this.
         self.breach: PeerSpecViolation | None = None
-        self._reset_state()
+        self.reset_state()
 
     def _map_queues(self, negotiated: int) -> None:
         # Which transport index is which queue; an absent queue has no index (AMB-VQ-NUMBERING).
         self.index_of = balloon_queue_indices(self.numbering, self.offered, negotiated)
         self.name_of = {i: n for n, i in self.index_of.items()}
 
-    def _reset_state(self) -> None:
+    def reset_state(self) -> None:
+        """Everything a reset forgets (an override point: a profile adds its own state)."""
         self._map_queues(self.offered)
         self.status = DeviceStatusMachine(Role.DEVICE)
         self.config = BalloonConfigSpace(self.offered, Role.DEVICE)
@@ -179,7 +180,7 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
 
     def write_status(self, value: int) -> None:
         if value == 0 and self._error is not None:
-            self._reset_state()  # the way back from DEVICE_NEEDS_RESET (§2.1.2, §2.4) clears the latch
+            self.reset_state()  # the way back from DEVICE_NEEDS_RESET (§2.1.2, §2.4) clears the latch
             return
         self._write_status(value)
 
@@ -189,7 +190,7 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         events = self.status.driver_write(value)
         for ev in events:
             if ev is StatusEvent.RESET:
-                self._reset_state()
+                self.reset_state()
                 return
             if ev is StatusEvent.SET_FEATURES_OK:
                 verdict = check_negotiation(self.offered, self.driver_features)

@@ -193,7 +193,7 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         self._harvest()
         config_changed, self._config_dirty = self._config_dirty, False
         self._run_hinting(config_changed)
-        self._resize()
+        self.resize()
         self.update_actual()
 
     def kick(self, name: str) -> None:

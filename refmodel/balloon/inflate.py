@@ -62,7 +62,9 @@ class InflateDevice(Sticky):
         # Deflates made available from now on were decided under the current target at the lowest.
         self._target_floor = self.target
 
-    def _pfns_untrusted(self, chain: Chain, queue: str) -> list[int]:
+    def pfns_untrusted(self, chain: Chain, queue: str) -> list[int]:
+        """The PFNs of an inflateq or deflateq buffer, parsed from untrusted memory (an override point: a
+        profile that carries pages in another form parses them here)."""
         if chain.writable or chain.readable_len % _PFN.size:
             raise PeerSpecViolation("BAL-OP-D1", f"{queue} buffer of {chain.readable_len} readable and "
                                     f"{chain.writable_len} writable bytes is not an le32 PFN array")
@@ -76,7 +78,7 @@ class InflateDevice(Sticky):
     def on_inflateq(self, chain: Chain) -> int | None:
         """Take the pages of one inflate buffer; returns the used length. Override point."""
         mask = 0
-        for p in self._pfns_untrusted(chain, "inflateq"):
+        for p in self.pfns_untrusted(chain, "inflateq"):
             if self.ballooned >> p & 1:
                 raise PeerSpecViolation("BAL-OP-DRV-6", f"inflate of PFN {p:#x}, already in the balloon: the "
                                         "driver took a balloon page back without a deflate request")
@@ -88,7 +90,7 @@ class InflateDevice(Sticky):
     def on_deflateq(self, chain: Chain) -> int | None:
         """Give back the pages of one deflate buffer; returns the used length. Override point."""
         mask = 0
-        for p in self._pfns_untrusted(chain, "deflateq"):
+        for p in self.pfns_untrusted(chain, "deflateq"):
             if not self.ballooned >> p & 1:
                 raise PeerSpecViolation("BAL-OP-DRV-10", f"deflate of PFN {p:#x}, which is not in the "
                                         "balloon")
@@ -139,7 +141,8 @@ class InflateDriver(Sticky):
         area = self._scratch_pages(-(-slot_bytes * size // BALLOON_PAGE_SIZE)) * BALLOON_PAGE_SIZE
         self._slots[name] = [area + slot_bytes * i for i in range(size)]
 
-    def _resize(self) -> None:
+    def resize(self) -> None:
+        """Move the balloon toward num_pages (an override point: a driver that will not inflate)."""
         target = self.dev.read_config(CFG_NUM_PAGES, 4)
         have = len(self.balloon) + self.inflating
         if target > have:

@@ -13,7 +13,7 @@ from spec.catalogue import catalogue
 from suite_mutant_runs import GROUP, first_failure_run
 
 #: The packed ring's mutants have their own test (tests/virtio/test_packed_conformance.py).
-#: The proposal profiles' mutants too (tests/suite/test_proposals.py, each under its profile).
+#: The proposal profiles' mutants too (tests/suite/test_proposal_profiles.py, each under its profile).
 MUTANTS = sorted((n, r) for (n, r), impl in BUILTIN.items()
                  if impl.breaks and ring_of(impl) != "packed" and not impl.proposals)
 

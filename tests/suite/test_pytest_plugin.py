@@ -43,7 +43,7 @@ def test_plugin_imports_module_factory_from_the_current_directory_and_names_pack
 def test_plugin_unknown_known_deviations_name_is_a_usage_error(pytester):
     result = pytester.runpytest("--virtio-dut", "reference", "--virtio-known-deviations", "nope")
     assert result.ret == 4
-    result.stderr.fnmatch_lines(["*--known-deviations nope: no such file*(one of: qemu)*"])
+    result.stderr.fnmatch_lines(["*--known-deviations nope: no such file*(one of: qemu, linux)*"])
 
 
 def test_plugin_missing_method_is_one_failure_naming_it(pytester):

@@ -122,9 +122,9 @@ class BitmapReferenceDevice(ProposalDevice):
     """The device: inflateq and deflateq carry bitmaps, parsed by :func:`decode` (PROP-BMP-DRV-1 to -3),
     each set bit taken as the PFN an array would name (PROP-BMP-DEV-1)."""
 
-    def _pfns_untrusted(self, chain: Chain, queue: str) -> list[int]:
+    def pfns_untrusted(self, chain: Chain, queue: str) -> list[int]:
         if not self.proposal_has(P):
-            return super()._pfns_untrusted(chain, queue)
+            return super().pfns_untrusted(chain, queue)
         if chain.writable:
             raise PeerSpecViolation("PROP-BMP-DRV-1", f"{queue} bitmap chain has {chain.writable_len} "
                                     "device-writable bytes")

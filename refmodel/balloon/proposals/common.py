@@ -20,9 +20,9 @@ class ProposalDevice(BalloonDevice):
 
     proposals: tuple[Proposal, ...] = ()
 
-    def _reset_state(self) -> None:
+    def reset_state(self) -> None:
         self.proposal_written = 0  # the profile bits of the driver's last feature write
-        super()._reset_state()
+        super().reset_state()
 
     @property
     def proposal_offer(self) -> int:

@@ -116,6 +116,6 @@ class StatsOnlyBalloonDevice(ProposalDevice):
 class StatsOnlyBalloonDriver(ProposalDriver):
     """The driver: declares the mode (with STATS_VQ, so the device is still of use) and never inflates."""
 
-    def _resize(self) -> None:
+    def resize(self) -> None:
         if not self.proposal_has(P):
-            super()._resize()
+            super().resize()
