@@ -269,17 +269,6 @@ def test_qemu_ignores_a_hint_after_the_drivers_stop():
 
 
 
-@pytest.mark.verifies("SPLIT-DEV-D3")
-def test_reproducer_reset_during_a_round_corrupts_qemus_free_page_vq():
-    """The known deviation SPLIT-DEV-D3 is a race in QEMU; its reproducer still meets it (mean ~80
-    attempts of 0.2 s; 600 allowed, so a miss is a fixed QEMU rather than bad luck, p < 0.1%)."""
-    from conformance.adapters.qemu.reproducers import reset_during_round
-
-    r = reset_during_round(attempts=600)
-    assert r.diverges, r
-    assert "SPLIT-DEV-D3" in r.observed or "last-avail-idx" in r.observed or "wedged" in r.observed, r
-
-
 @pytest.mark.verifies("STATUS-DEV-1")
 def test_reproducer_notify_after_a_reset_mid_round_reaches_the_next_driver():
     """The known deviation STATUS-DEV-1 is the same race's other side; its reproducer still meets it (hits
