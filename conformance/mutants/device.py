@@ -19,6 +19,7 @@ from refmodel.virtio.constants import VIRTQ_AVAIL_F_NO_INTERRUPT, DeviceStatus
 from refmodel.virtio.features import Feature
 from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.layout import AVAIL_FLAGS
+from refmodel.virtio.rings import SPLIT
 
 F = Feature
 
@@ -110,7 +111,7 @@ class _QueueMutant(BalloonDevice):
     QUEUE: type[SplitQueueDevice] = SplitQueueDevice
 
     def make_queue(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self.ring.name != "split":
+        if self.ring is not SPLIT:
             return super().make_queue(name, *args, **kwargs)
         return self.QUEUE(*args, **kwargs)
 

@@ -41,7 +41,7 @@ from refmodel.errors import PeerSpecViolation, SpecViolation, Sticky, guarded
 from refmodel.system.guest import bits
 from refmodel.virtio.features import Feature, check_negotiation, has, mask_of
 from refmodel.virtio.memory import GuestMemory
-from refmodel.virtio.rings import Ring, ring_for
+from refmodel.virtio.rings import PACKED, Ring, ring_for
 from refmodel.virtio.status import STATUS_TRANSITIONS, DeviceStatusMachine, Role, StatusEvent
 from refmodel.virtio.transport import Interrupts
 from refmodel.virtio.virtq import QueueAddresses
@@ -262,7 +262,7 @@ class BalloonDevice(InflateDevice, StatsDevice, HintingDevice, ReportingDevice, 
         Override point.
         """
         ring = self.ring
-        if ring.name == "packed":
+        if ring is PACKED:
             kwargs.setdefault("check_driver_writes", True)
         return ring.device(*args, **kwargs)
 

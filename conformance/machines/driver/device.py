@@ -32,6 +32,7 @@ from refmodel.virtio.split.device import SplitQueueDevice
 from refmodel.virtio.split.layout import AVAIL_IDX, USED_FLAGS
 from refmodel.virtio.status import StatusEvent, StatusState
 from refmodel.virtio.virtq import Chain
+from refmodel.virtio.rings import PACKED
 
 #: What guest RAM holds before the driver runs: a driver initializes what it uses (SPLIT-DRV-18).
 STALE = 0xEE
@@ -219,7 +220,7 @@ class WatchedDevice(BalloonDevice):
     @guarded
     def enable_queue(self, index: int, size: int, addrs: Any) -> None:
         self._judge("enable_queue", setup=True)
-        if self.ring.name == "packed":
+        if self.ring is PACKED:
             self._check_zeroed(index, size, addrs)
         else:
             flags = self.mem.read_u16(addrs.used + USED_FLAGS) if self.mem.contains(addrs.used, 2) else 0
@@ -255,7 +256,7 @@ class WatchedDevice(BalloonDevice):
         super().notify(index)
 
     def make_queue(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self.ring.name == "packed":
+        if self.ring is PACKED:
             kwargs.setdefault("check_driver_writes", True)  # as BalloonDevice.make_queue
             q: Any = WatchedPackedQueue(*args, **kwargs)
         else:
