@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from types import FrameType
@@ -60,3 +61,26 @@ def stop_on_signals() -> Iterator[None]:
 def interrupted() -> bool:
     """Whether a stop signal arrived in the current :func:`stop_on_signals` block."""
     return _signalled > 0
+
+
+class GroupWatcher:
+    """A shell that kills a process group once its pipe from us reads EOF: when we close it, or when this
+    process dies however it dies (a CI timeout's SIGKILL runs none of our cleanup; QEMU's own session keeps
+    a terminal's signals from it; PR_SET_PDEATHSIG does not survive exec on every host)."""
+
+    def __init__(self, pgid: int) -> None:
+        read_end, self._write_end = os.pipe()
+        try:
+            self.proc = subprocess.Popen(["/bin/sh", "-c", f"read -r _; kill -9 -{pgid} 2>/dev/null", "watch"],
+                                         stdin=read_end, start_new_session=True)
+        finally:
+            os.close(read_end)
+
+    def close(self) -> None:
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

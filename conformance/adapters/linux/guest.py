@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from conformance.interrupt import forget_child, register_child
+from conformance.interrupt import GroupWatcher, forget_child, register_child
 
 UML_BINARY = "/usr/bin/linux.uml"
 UML_MODULES = "/usr/lib/uml/modules"
@@ -181,13 +181,14 @@ class Guest:
         env = dict(os.environ, TMPDIR=workdir)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      cwd=workdir, env=env, start_new_session=True)
+        self._started()
+
+    def _started(self) -> None:
+        """The guest process runs: watch its group, and start reading its console."""
         # UML's helper processes outlive a killed kernel process, and nothing of ours runs if this process
         # is killed. A watcher kills the guest's process group once its pipe from us reads EOF.
         register_child(self.proc.pid, group=True)  # a second Ctrl-C kills the group at once
-        death_r, self._death_w = os.pipe()
-        self._watcher = subprocess.Popen(["/bin/sh", "-c", f"read -r _; kill -9 -{self.proc.pid} 2>/dev/null",
-                                          "watch"], stdin=death_r, start_new_session=True)
-        os.close(death_r)
+        self._watcher = GroupWatcher(self.proc.pid)
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         self._buf = b""
@@ -268,15 +269,7 @@ class Guest:
             except (ProcessLookupError, PermissionError):
                 break
             time.sleep(0.01)
-        try:
-            os.close(self._death_w)
-        except OSError:
-            pass
-        try:  # the watcher reads EOF now and exits: reaped here, not left a zombie until the next Popen
-            self._watcher.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._watcher.kill()
-            self._watcher.wait()
+        self._watcher.close()  # it reads EOF and exits: reaped here, not left a zombie until the next Popen
         forget_child(self.proc.pid)
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:

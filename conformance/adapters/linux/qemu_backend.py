@@ -139,12 +139,7 @@ class QemuVhostBackend(VhostUserBackend):
             self._device_call(lambda: self.device.write_config(off, size, value))
 
     def _driver_ok_applied(self) -> None:
-        self.ready = True
-        pending, self.pending_kicks = self.pending_kicks, []
-        for index in dict.fromkeys(pending):
-            self._device_call(lambda: self.device.notify(index))
-        if self.autorun:
-            self.service()
+        self._ready()
 
     def driver_ok(self) -> None:
         """DRIVER_OK reaches the device from the trace, not from the guest's sysfs."""

@@ -27,7 +27,6 @@ from refmodel.virtio.memory import GuestMemory
 
 from conformance.harness import ImplementationError
 from conformance.interface import DeviceUnderTest
-from conformance.interrupt import register_child
 from conformance.adapters.vhost_user.protocol import DEFAULT_PROTOCOL_FEATURES, ProtocolFeature
 from conformance.adapters.linux.adapter import LinuxDriver
 from conformance.adapters.linux.guest import AGENT, BUSYBOX, Guest, GuestError, cache_dir
@@ -148,17 +147,7 @@ class QemuGuest(Guest):
             os.close(trace_w)
         self.trace_fd = trace_r
         os.set_blocking(trace_r, False)
-        register_child(self.proc.pid, group=True)
-        death_r, self._death_w = os.pipe()  # as Guest: the group dies when our end of the pipe closes
-        self._watcher = subprocess.Popen(["/bin/sh", "-c", f"read -r _; kill -9 -{self.proc.pid} 2>/dev/null",
-                                          "watch"], stdin=death_r, start_new_session=True)
-        os.close(death_r)
-        assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        self._buf = b""
-        self.lines: list[str] = []
-        self.ready_release: str | None = None
-        self._seq = 0
+        self._started()
         self.stderr_tail: Callable[[], list[str]] = lambda: []
 
     def console_tail(self, n: int = 30) -> str:

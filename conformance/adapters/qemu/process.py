@@ -27,32 +27,11 @@ from refmodel.virtio.memory import GuestMemory
 
 from conformance.adapters.qemu.qmp import QmpClient, QmpError
 from conformance.adapters.qemu.qtest import QtestClient
-from conformance.interrupt import forget_child, register_child
+from conformance.interrupt import GroupWatcher, forget_child, register_child
 
 DEFAULT_BINARY = "qemu-system-x86_64"
 
 
-class _GroupWatcher:
-    """A shell that kills a process group once its pipe from us reads EOF: when we close it, or when this
-    process dies however it dies (a CI timeout's SIGKILL runs none of our cleanup; QEMU's own session keeps
-    a terminal's signals from it; PR_SET_PDEATHSIG does not survive exec on every host)."""
-
-    def __init__(self, pgid: int) -> None:
-        read_end, self._write_end = os.pipe()
-        try:
-            self.proc = subprocess.Popen(["/bin/sh", "-c", f"read -r _; kill -9 -{pgid} 2>/dev/null", "watch"],
-                                         stdin=read_end, start_new_session=True)
-        finally:
-            os.close(read_end)
-
-    def close(self) -> None:
-        if self._write_end >= 0:
-            os.close(self._write_end)
-            self._write_end = -1
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 DEFAULT_DEVICE = ("virtio-balloon-pci,id=balloon0,disable-legacy=on,iothread=io0,free-page-hint=on,"
                   "free-page-reporting=on,deflate-on-oom=on")
 RAM_MIB = 64
@@ -103,7 +82,7 @@ class QemuProcess:
             self.close()
             raise QemuError(f"cannot run {path}: {e.strerror}") from None
         _live.add(self)
-        self._watcher = _GroupWatcher(self.proc.pid)
+        self._watcher = GroupWatcher(self.proc.pid)
         register_child(self.proc.pid, group=True)  # its own session: a terminal's Ctrl-C does not reach it
         try:
             conn, _ = listener.accept()

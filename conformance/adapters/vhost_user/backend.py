@@ -397,6 +397,10 @@ class VhostUserBackend:
                     self._enable(index)
         status = self._device_call(self.device.read_status, 0)
         self._device_call(lambda: self.device.write_status(status | DeviceStatus.DRIVER_OK))
+        self._ready()
+
+    def _ready(self) -> None:
+        """The device is live: the kicks that came before it reach it now."""
         self.ready = True
         pending, self.pending_kicks = self.pending_kicks, []
         for index in dict.fromkeys(pending):
