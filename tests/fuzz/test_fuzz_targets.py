@@ -6,6 +6,7 @@ seed: nothing may end in a :class:`fuzz.harness.Finding`.
 """
 
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ sys.path.insert(0, str(ROOT))  # the fuzz package lives at the top of the tree, 
 from conformance.adapters.c import adapter as A  # noqa: E402
 from conformance.adapters.qemu.qmp import QmpError  # noqa: E402
 from conformance.adapters.qemu.qtest import QtestClient, QtestError  # noqa: E402
+from conformance.cli import load_known_deviations  # noqa: E402
 from conformance.registry import DutError  # noqa: E402
 from fuzz import make_corpus  # noqa: E402
 from fuzz.c_adapter import FakeLib  # noqa: E402
@@ -163,10 +165,15 @@ def test_catalogue_not_utf8_is_a_catalogue_error(tmp_path):
         load(p)
 
 
-def test_known_deviations_not_utf8_is_a_dut_error():
-    """Found, not fixed here: conformance/cli.py known_deviations_text reads with read_text and lets
-    UnicodeDecodeError out. Passes once it raises DutError."""
-    TARGETS["known_deviations"](b"SPLIT-DRV-1\n\xff\n")
+def test_known_deviations_not_utf8_is_a_dut_error(tmp_path):
+    """Found: conformance/cli.py known_deviations_text let UnicodeDecodeError out of read_text (all
+    144,455 of the first bench_fuzz run's other exceptions)."""
+    p = tmp_path / "deviations.txt"
+    p.write_bytes(b"SPLIT-DRV-1\n\xff\n")
+    with pytest.raises(DutError, match=re.escape(f"{p}: not UTF-8 text (byte 12)")) as exc:
+        load_known_deviations(str(p))
+    assert "\n" not in str(exc.value)
+    TARGETS["known_deviations"](p.read_bytes())
 
 
 class CountingMemory(GuestMemory):
