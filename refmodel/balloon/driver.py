@@ -103,7 +103,7 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
             dev.write_status(status & ~DeviceStatus.FEATURES_OK | DeviceStatus.FAILED)  # INIT-DRV-6
             return False
         self.negotiated = accepted
-        self.index_of = balloon_queue_indices(self.numbering, offered, accepted)
+        self.index_of = self.queue_indices(offered, accepted)
         for name, index in self.index_of.items():
             self._setup_queue(name, index)
         self.write_poison()
@@ -127,6 +127,13 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         if self.init_on_free and not has(accepted, F.VIRTIO_BALLOON_F_PAGE_POISON):
             accepted &= ~F.VIRTIO_BALLOON_F_PAGE_REPORTING.mask  # BAL-FB-DRV-3: a report may discard them
         return accepted
+
+    def queue_indices(self, offered: int, accepted: int) -> dict[str, int]:
+        """Each queue to set up and its index under :attr:`numbering` (AMB-VQ-NUMBERING).
+
+        Override point: a profile with a queue of its own adds it.
+        """
+        return balloon_queue_indices(self.numbering, offered, accepted)
 
     def _scratch_page(self) -> int:
         return self._scratch_pages(1)
