@@ -260,11 +260,16 @@ _PACKED: dict[tuple[str, str, str | None], Implementation] = {}
 def _over_packed(impl: Implementation) -> Implementation:
     """``impl`` run over packed rings (--ring packed at the balloon level): the machine's reference side
     offers or accepts VIRTIO_F_RING_PACKED, and a built-in device (the reference, a mutant) or QEMU
-    (``packed=on``) offers it too."""
-    if impl.machine is not None:
+    (``packed=on``) offers it too; on the QEMU-guest route (linux-qemu) the reference device behind its
+    vhost-user backend offers it."""
+    if impl.name == "linux":
+        from conformance.adapters.linux.machine import NO_PACKED_RING
+
+        raise DutError(f"--dut linux: --ring packed is not available on the UML route: {NO_PACKED_RING}")
+    if impl.machine is not None and impl.name != "linux-qemu":
         raise DutError(f"--dut {impl.name}: --ring packed is not available on this route yet (its transport "
                        "serves split rings only)")
-    key = (impl.name, impl.role, getattr(impl.factory, "binary", None))
+    key = (impl.name, impl.role, getattr(impl.factory, "binary", None) or getattr(impl.factory, "kernel", None))
     if key in _PACKED:
         return _PACKED[key]
     factory = impl.factory

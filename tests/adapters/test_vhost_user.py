@@ -95,3 +95,38 @@ def test_garbage_from_the_frontend_is_a_reported_error(req: int, payload: bytes,
     finally:
         be.close()
         front.close()
+
+
+def test_packed_ring_state_carries_both_positions_and_wrap_counters() -> None:
+    assert P.packed_base(0, 0, 256) == P.PACKED_FRESH_BASE == 0x80008000
+    # Offset 1 of the second lap (wrap 0) for the next available, offset 3 of the first (wrap 1) for used.
+    assert P.packed_base(257, 3, 256) == 1 | 3 << 16 | 1 << 31
+    assert P.describe_packed_base(0) == "avail offset 0 wrap 0, used offset 0 wrap 0"
+
+
+def test_a_fresh_packed_base_is_taken_and_judged_against_the_negotiated_ring() -> None:
+    be, front, _ = _pair()
+    try:
+        _request(be, front, P.Request.SET_VRING_BASE, P.VRING_STATE.pack(0, P.PACKED_FRESH_BASE))
+        assert be.error is None and be.vrings[0].base == P.PACKED_FRESH_BASE
+        be.driver_features = 1 << 34  # VIRTIO_F_RING_PACKED: a base of 0 (wrap counters 0) is not a fresh ring
+        with pytest.raises(P.VhostUserProtocolError, match=r"base 0x0 \(avail offset 0 wrap 0.*fresh packed ring"):
+            be._check_base(1, 0)
+        be._check_base(0, P.PACKED_FRESH_BASE)
+        be.driver_features = 0
+        with pytest.raises(P.VhostUserProtocolError, match="fresh split ring, expected 0x0"):
+            be._check_base(0, P.PACKED_FRESH_BASE)
+    finally:
+        be.close()
+        front.close()
+
+
+def test_the_uml_route_refuses_packed_rings_in_one_line() -> None:
+    from conformance.adapters.linux.guest import UML_BINARY
+    from conformance.registry import DutError, resolve
+
+    if not os.access(UML_BINARY, os.X_OK):
+        pytest.skip(f"{UML_BINARY} is not installed (tools/test installs it)")
+    with pytest.raises(DutError) as e:
+        resolve("linux", "driver", ring="packed")
+    assert "\n" not in str(e.value) and "SET_VRING_BASE 0" in str(e.value) and "linux-qemu" in str(e.value)

@@ -11,6 +11,10 @@ What vhost-user does not carry is synthesised, and said so:
   DRIVER, the driver's features and FEATURES_OK when the memory table arrives, and DRIVER_OK when
   the adapter has read DRIVER_OK from the guest (:meth:`driver_ok`); kicks before that are held back;
 * queue sizes: there is no per-queue maximum in vhost-user; the frontend picks the size.
+
+Rings are split or packed as the negotiated features say (VIRTIO_F_RING_PACKED): the device builds its
+queues through :func:`refmodel.virtio.rings.ring_for`, and the backend only carries the packed ring's state
+in SET/GET_VRING_BASE (offsets and wrap counters, :func:`.protocol.packed_base`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.memory import GuestMemory
+from refmodel.virtio.rings import PACKED, ring_for
 from refmodel.virtio.virtq import QueueAddresses
 
 from conformance.interface import DeviceUnderTest
@@ -38,10 +43,11 @@ _STATUS_FOK = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEAT
 
 
 class _Vring:
-    __slots__ = ("num", "addr", "kick", "call", "enabled")
+    __slots__ = ("num", "base", "addr", "kick", "call", "enabled")
 
     def __init__(self) -> None:
         self.num = 0
+        self.base = 0  # SET_VRING_BASE: 0 or P.PACKED_FRESH_BASE, judged against the ring at enable
         self.addr: P.VringAddr | None = None
         self.kick: int | None = None
         self.call: int | None = None
@@ -276,13 +282,21 @@ class VhostUserBackend:
 
     def _on_set_vring_base(self, payload: bytes, fds: list[int]) -> None:
         index, base = P.parse_vring_state_untrusted("SET_VRING_BASE", payload)
-        if base != 0:
-            raise VhostUserProtocolError(f"SET_VRING_BASE {index}: base {base}; only 0 (a fresh ring) is supported")
+        if base not in (0, P.PACKED_FRESH_BASE):
+            raise VhostUserProtocolError(f"SET_VRING_BASE {index}: base {base:#x}; only 0 (a fresh split ring) or "
+                                         f"{P.PACKED_FRESH_BASE:#x} (a fresh packed ring) is supported")
+        self.vrings[index].base = base
 
     def _on_get_vring_base(self, payload: bytes, fds: list[int]) -> bytes:
         index, _ = P.parse_vring_state_untrusted("GET_VRING_BASE", payload)
         q = self._queue(index)
-        return P.VRING_STATE.pack(index, q.last_avail_idx if q is not None else 0)
+        if q is None:
+            base = 0
+        elif hasattr(q, "last_avail_idx"):  # split: the next avail ring index
+            base = q.last_avail_idx
+        else:  # packed: both positions with their wrap counters
+            base = P.packed_base(q.next_avail, q.next_used, q.queue_size)
+        return P.VRING_STATE.pack(index, base)
 
     def _on_set_vring_addr(self, payload: bytes, fds: list[int]) -> None:
         a = P.parse_vring_addr_untrusted(payload)
@@ -329,10 +343,26 @@ class VhostUserBackend:
             return
         if v.addr is None or self.device is None:
             raise VhostUserProtocolError(f"vring {index} started before its address or the memory table")
+        self._check_base(index, v.base)
+        # Packed: avail is the driver event suppression area, used the device's (vhost-user names them so).
         addrs = QueueAddresses(self._gpa("desc", v.addr.desc), self._gpa("avail", v.addr.avail),
                                self._gpa("used", v.addr.used))
         self._device_call(lambda: self.device.enable_queue(index, v.num, addrs))
         v.enabled = True
+
+    def _packed(self) -> bool:
+        negotiated = getattr(self.device, "negotiated", None)
+        return ring_for(negotiated if negotiated is not None else self.driver_features) is PACKED
+
+    def _check_base(self, index: int, base: int) -> None:
+        """The ring starts fresh in the layout negotiated: split at avail index 0, packed at offset 0 with
+        both wrap counters 1 (vhost-user, "Vring descriptor indices for packed virtqueues")."""
+        fresh = P.PACKED_FRESH_BASE if self._packed() else 0
+        if base != fresh:
+            ring = "packed" if fresh else "split"
+            got = P.describe_packed_base(base) if fresh else f"{base:#x}"
+            raise VhostUserProtocolError(f"SET_VRING_BASE {index}: base {base:#x} ({got}) for a fresh {ring} ring, "
+                                         f"expected {fresh:#x}")
 
     def _on_vring_kick(self, payload: bytes, fds: list[int]) -> None:
         index, _ = P.parse_vring_state_untrusted("VRING_KICK", payload)

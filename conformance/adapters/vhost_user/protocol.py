@@ -11,6 +11,8 @@ import struct
 
 import attrs
 
+from refmodel.virtio.packed.layout import wrap_of
+
 HEADER = struct.Struct("<III")  # request, flags, size
 U64 = struct.Struct("<Q")
 VRING_STATE = struct.Struct("<II")  # index, num
@@ -146,6 +148,24 @@ def parse_vring_state_untrusted(name: str, payload: bytes) -> tuple[int, int]:
 def parse_vring_addr_untrusted(payload: bytes) -> VringAddr:
     index, flags, desc, used, avail, _log = _exact("SET_VRING_ADDR", payload, VRING_ADDR)
     return VringAddr(index, flags, desc, used, avail)
+
+
+#: SET_VRING_BASE of a fresh packed ring: offset 0 and wrap counter 1 for both the next available
+#: descriptor (bits 0-14, 15) and the next used one (bits 16-30, 31), as QEMU's vhost sends it.
+PACKED_FRESH_BASE = 1 << 15 | 1 << 31
+
+
+def packed_base(avail_pos: int, used_pos: int, queue_size: int) -> int:
+    """The packed ring state of GET/SET_VRING_BASE for the device's positions (descriptors since the
+    start: offset ``% queue_size``, wrap counter 1 on even laps)."""
+    def half(pos: int) -> int:
+        return pos % queue_size | wrap_of(pos, queue_size) << 15
+    return half(avail_pos) | half(used_pos) << 16
+
+
+def describe_packed_base(value: int) -> str:
+    return (f"avail offset {value & 0x7FFF} wrap {value >> 15 & 1}, used offset {value >> 16 & 0x7FFF} "
+            f"wrap {value >> 31 & 1}")
 
 
 def parse_mem_table_untrusted(payload: bytes) -> list[MemRegion]:
