@@ -39,7 +39,7 @@ from refmodel.virtio.virtq import Chain, UsedBuffer
 __all__ = [
     "CAPABILITY_PROTOCOLS", "Capability", "DeclaresNumbering", "GuestDriverUnderTest", "DeviceQueueUnderTest", "DeviceUnderTest",
     "DriverOom", "DriverQueueUnderTest", "DriverReporting", "DriverUnderTest", "HintStop", "HintedPages",
-    "HostHinting", "HostStats", "InterfaceError", "Interrupts", "NotifiesKicks", "OwnsGuestMemory",
+    "HostHinting", "HostStats", "InterfaceError", "Interrupts", "LagsInterrupts", "NotifiesKicks", "OwnsGuestMemory",
     "PerQueueInterrupts", "ROLE_PROTOCOLS", "RETURNS", "Transport", "VmmFactory", "check_implementation",
     "declared_capabilities",
 ]
@@ -295,6 +295,14 @@ class DeclaresNumbering(Protocol):
     """A device that says how it numbers the balloon queues (ambiguity AMB-VQ-NUMBERING)."""
 
     numbering: QueueNumbering
+
+
+@runtime_checkable
+class LagsInterrupts(Protocol):
+    """A device whose notifications may come after its used idx moved (QEMU: another thread uses the
+    ring and then signals): an owed notification may arrive with a later interrupt collection."""
+
+    interrupts_lag: bool
 
 
 @runtime_checkable

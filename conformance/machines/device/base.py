@@ -24,6 +24,7 @@ class DeviceMachine(GuestMachine):
     drv: CanaryDriver
     caps: frozenset[Capability]
     per_queue_irq: bool  # take_interrupts() names exactly the signalled queues
+    irq_lag: bool  # the device may signal after its used idx moved (LagsInterrupts: QEMU)
     numbering: QueueNumbering
     offered: int
     features: int  # negotiated

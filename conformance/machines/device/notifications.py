@@ -28,30 +28,49 @@ class DeviceNotifications(DeviceMachine):
         return suppression_of(Kind.USED_BUFFER, self.os.mem, vq)
 
     def _collect_interrupts(self) -> None:
-        """Take the device's interrupts, check them against §2.7.7/2.7.10, deliver them to the driver."""
+        """Take the device's interrupts, check them against §2.7.7/2.7.10, deliver them to the driver.
+
+        With per-queue interrupts every queue is judged. With one shared interrupt (INTx/ISR) a queue is
+        judged only when it alone moved and nothing was owed from before: the interrupt, if any, can then
+        only be its own (a notification follows its used buffers). Otherwise a due notification is only
+        awaited (:meth:`_owed_check`)."""
         irq = self.dev.take_interrupts()
         if not isinstance(irq, Interrupts):
             raise ImplementationError("device.take_interrupts", f"returned {irq!r}, expected Interrupts")
+        moved = [n for n in self.drv.vqs if self._used_idx(n) != self.last_signalled[n]]
+        sole = moved[0] if len(moved) == 1 and not self.owed else None
         for name, vq in self.drv.vqs.items():
             new, old = self._used_idx(name), self.last_signalled[name]
-            notified = self.drv.index_of[name] in irq.queues
-            if not self.per_queue_irq:  # e.g. INTx/ISR: "some queue" is all we learn, and maybe late
-                if new != old or name in self.owed:
-                    self._owed_check(name, vq, old, new, notified)
-                self.last_signalled[name] = new
-                continue
-            if new == old:
-                continue
-            wish = self._suppression(vq)
-            if wish.ignored_req:
-                self.R.saw(wish.ignored_req)  # used_event holds whatever used_notifications left there
-            owed = wish.due(new, old)
-            self.R.check(self._owed_req(name, vq, owed), notified == owed,
-                         f"{name}: used idx {old}->{new} with {wish}: "
-                         f"{'no notification' if owed else 'notified'}")
+            if self.per_queue_irq:
+                self._judge(name, vq, old, new, self.drv.index_of[name] in irq.queues)
+            elif name == sole:
+                self._judge(name, vq, old, new, bool(irq.queues))
+            elif new != old or name in self.owed:
+                self._owed_check(name, vq, old, new, bool(irq.queues))
             self.last_signalled[name] = new
         self.drv.interrupt(irq.queues, irq.config)
         self._pending_config = self._pending_config or irq.config
+
+    def _judge(self, name: str, vq: Any, old: int, new: int, notified: bool) -> None:
+        """Whether ``name``, moved from ``old`` to ``new``, was notified as the driver asked. A device whose
+        interrupts lag its used ring (``interrupts_lag``; any on a shared interrupt) may deliver an owed
+        notification with a later collection."""
+        lag = self.irq_lag or not self.per_queue_irq
+        if name in self.owed:  # owed from before: this notification (or its absence) is for that
+            self._owed_check(name, vq, old, new, notified)
+            return
+        if new == old:
+            return
+        wish = self._suppression(vq)
+        if wish.ignored_req:
+            self.R.saw(wish.ignored_req)  # used_event holds whatever used_notifications left there
+        owed = wish.due(new, old)
+        if owed and not notified and lag:
+            self.owed[name] = (old, new, 1)
+            return
+        self.R.check(self._owed_req(name, vq, owed), notified == owed,
+                     f"{name}: used idx {old}->{new} with {wish}: "
+                     f"{'no notification' if owed else 'notified'}")
 
     def _owed_check(self, name: str, vq: Any, old: int, new: int, notified: bool) -> None:
         """An asynchronous device may signal after we looked: a notification it owes may come with the
