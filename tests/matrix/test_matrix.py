@@ -37,6 +37,9 @@ BUILDS = [
     ("linux-qemu-bookworm", "linux-qemu", "driver", "balloon", None, "bookworm", "linux"),
     ("linux-qemu-trixie", "linux-qemu", "driver", "balloon", None, "trixie", "linux"),
     ("linux-qemu-sid", "linux-qemu", "driver", "balloon", None, "sid", "linux"),
+    # The same over packed rings (--ring packed): a name ending in -packed asks for them.
+    ("linux-qemu-trixie-packed", "linux-qemu", "driver", "balloon", None, "trixie", "linux"),
+    ("linux-qemu-sid-packed", "linux-qemu", "driver", "balloon", None, "sid", "linux"),
     ("rust-vmm-virtio-queue-0.14", "rust-vmm-virtio-queue-0.14", "device", "virtqueue", None, None, None),
     ("rust-vmm-virtio-queue-0.18", "rust-vmm-virtio-queue-0.18", "device", "virtqueue", None, None, None),
 ]
@@ -53,10 +56,11 @@ def _qemu_binary(release: str | None) -> str | None:
 @pytest.mark.parametrize("name, dut, role, level, qemu, uml, known", BUILDS, ids=[b[0] for b in BUILDS])
 def test_build(name, dut, role, level, qemu, uml, known):
     builds = {"kernel": uml} if dut == "linux-qemu" else {"uml_binary": uml}
-    impl = resolve(dut, role, qemu_binary=_qemu_binary(qemu), level=level, **builds)
+    ring = "packed" if name.endswith("-packed") else None
+    impl = resolve(dut, role, qemu_binary=_qemu_binary(qemu), level=level, ring=ring, **builds)
     result = run(impl, PROFILE, known_deviations=load_known_deviations(known))
     report = to_json([result])
-    report["matrix"] = {"build": name, "profile": PROFILE, "level": level}
+    report["matrix"] = {"build": name, "profile": PROFILE, "level": level, "ring": ring or "split"}
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS / f".{name}.json.tmp"
     tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
