@@ -60,6 +60,35 @@ under User-Mode Linux against the model's device. Each new normative sentence
 carries a requirement ID in a comment, for review; the IDs are not meant to
 be merged.
 
+Upstream threads this series answers or touches:
+
+  - Queue numbering (patch 4): David Hildenbrand's "virtio-balloon: Fix
+    queue index assignment for non-existing queues" (2025-04-04, in [1]),
+    the same rule, and Michael S. Tsirkin's Linux patch "virtio: fix vq #
+    for balloon" (2024-07-10, [2]), a different one; patch 4 says how.
+  - Host ordering and round end (patches 5 and 6): Firecracker v1.14
+    discards hinted ranges as it reads them (PR #5491 [3]); e2b-dev/infra
+    PR #3001 (2026-06-13 [4]) reports queued stale hints destroying live
+    guest data; in e2b-dev/infra PR #2552 [5] a reviewer points out that a
+    round is complete only when the host has set DONE, not when the guest
+    echoes the command ID.
+  - A driver that waits for each hint's ACK: the RFC "virtio_balloon:
+    Support wait on ACK for hinting" (Jack Thomson, 2026-01-19 [6]) takes
+    feature bit 6, as do virtio-spec issues #242 (DEVICE_INIT_ON_INFLATE,
+    2026-04-22) and #244 (DEVICE_INIT_REPORTED, 2026-05-03). This series
+    takes no feature bit; the wait-on-ACK text is a separate RFC series.
+  - Not answered here: virtio-spec issue #228 (contradictory deflate
+    requirements, 2025-06-11) and #240 (PAGE_POISON's short description,
+    2026-04-22, a wording fix).
+
+[1] https://lore.kernel.org/all/20250402203621.940090-1-david@redhat.com/
+[2] https://lore.kernel.org/all/3d655be73ce220f176b2c163839d83699f8faf43.1720611677.git.mst@redhat.com/
+[3] https://github.com/firecracker-microvm/firecracker/pull/5491
+[4] https://github.com/e2b-dev/infra/pull/3001
+[5] https://github.com/e2b-dev/infra/pull/2552
+[6] https://lore.kernel.org/lkml/20260119154236.39412-1-jackabt.amazon@gmail.com
+    virtio-spec issues: https://github.com/oasis-tcs/virtio-spec/issues/N
+
 Fixes: {fixes}
 
 {stat}

@@ -86,7 +86,25 @@ COMMITS = [
             "VIRTIO_BALLOON_F_PAGE_REPORTING (with init_on_free and no PAGE_POISON), the\n"
             "last queue, so they agree today (the reference model's Linux runs under\n"
             "User-Mode Linux, ambiguity AMB-VQ-NUMBERING). Write the rule down, judged\n"
-            "by offered features, which both sides know before any queue is set up.\n"),
+            "by offered features, which both sides know before any queue is set up.\n"
+            "\n"
+            "Relation to earlier patches. This is the rule of David Hildenbrand's\n"
+            "\"virtio-balloon: Fix queue index assignment for non-existing queues\"\n"
+            "(2025-04-04, posted in the thread of \"[PATCH v1] s390/virtio_ccw: don't\n"
+            "allocate/assign airqs for non-existing queues\" [1]; it is not in the 1.4\n"
+            "text): the queues that exist are numbered consecutively from 0. His text\n"
+            "kept \"is set\" and put the numbering in a note; in the same thread he\n"
+            "pointed out that QEMU creates the queues from the features it offers,\n"
+            "whatever is negotiated. This patch makes that reading explicit and\n"
+            "normative for both sides, so the two are compatible: a device that\n"
+            "follows his text with \"set\" read as offered follows this one. It is a\n"
+            "different rule from Michael S. Tsirkin's Linux patch \"virtio: fix vq #\n"
+            "for balloon\" (2024-07-10 [2]), which gave each queue its place in the\n"
+            "fixed list, holes included, and kept consecutive numbering inside the\n"
+            "balloon driver only for compatibility with existing hypervisors.\n"
+            "\n"
+            "[1] https://lore.kernel.org/all/20250402203621.940090-1-david@redhat.com/\n"
+            "[2] https://lore.kernel.org/all/3d655be73ce220f176b2c163839d83699f8faf43.1720611677.git.mst@redhat.com/\n"),
         "edits": [(DESC,
                    "  reporting_vq only exists if VIRTIO_BALLOON_F_PAGE_REPORTING is set.\n",
                    "  reporting_vq only exists if VIRTIO_BALLOON_F_PAGE_REPORTING is set.\n\n"
