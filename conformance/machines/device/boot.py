@@ -116,6 +116,7 @@ class DeviceBoot(DeviceMachine):
         self.R.saw("BAL-VQ-D1")
         self.R.saw(ring_for(self.features).size_req)  # SPLIT-DEV-D4 or PACKED-DEV-D1
         self.last_signalled = {name: 0 for name in self.drv.vqs}
+        self.notified_at = {name: 0 for name in self.drv.vqs}
         self.owed = {}
         self.stray_flag = set()
         self.ids_since_stop = set()
