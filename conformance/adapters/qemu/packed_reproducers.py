@@ -58,7 +58,47 @@ def buffer_id_from_first(binary: str | None = None) -> Reproduction:
         factory.close()
 
 
-REPRODUCERS = {"buffer-id-from-first": buffer_id_from_first}
+def notify_on_wrap(binary: str | None = None) -> Reproduction:
+    """PACKED-DEV-D11: with VIRTIO_F_EVENT_IDX, a used descriptor that does not reach the driver's event
+    offset still gets a used buffer notification when it takes the used ring into its next lap.
+
+    The model: notify only when the used position passes the driver's RING_EVENT_FLAGS_DESC offset and
+    wrap (§2.8.10). QEMU: ``virtqueue_packed_flush`` (hw/virtio/virtio.c) clears
+    ``signalled_used_valid`` whenever ``used_idx`` wraps, and ``virtio_packed_should_notify`` then
+    notifies without reading the event: one needless notification per lap, deliberately conservative.
+    A 2-entry inflateq: the first use passes the event (owed), the second wraps the ring and does not.
+    """
+    factory = QemuFactory(binary).with_packed()
+    try:
+        dev = factory()
+        os_ = GuestOS.over(dev.mem, reserved=dev.reserved_pages)
+        drv = BalloonDriver(queue_size=2)
+        if not drv.probe(dev, os_) or not drv.vqs["inflateq"].event_idx:
+            return Reproduction("notify-on-wrap", "PACKED-DEV-D11", "", "QEMU refused packed rings or EVENT_IDX",
+                                True)
+        vq, index = drv.vqs["inflateq"], drv.index_of["inflateq"]
+        dev.take_interrupts()
+        got = []
+        for step in range(2):
+            if step == 0:
+                vq.set_used_notifications(True)  # RING_EVENT_FLAGS_DESC at offset 0, wrap 1: the next use
+            buf, pfn = os_.alloc_page(), os_.alloc_page()
+            dev.mem.write(buf * BALLOON_PAGE_SIZE, pfn.to_bytes(4, "little"))  # a PFN list of one page
+            vq.add(readable=[(buf * BALLOON_PAGE_SIZE, 4)])
+            if vq.publish():
+                dev.notify(index)
+            dev.run()
+            got.append(index in dev.take_interrupts().queues)
+            vq.harvest()
+        return Reproduction("notify-on-wrap", "PACKED-DEV-D11",
+                            "a notification for the use at offset 0 (the event), none for the use at offset 1 "
+                            "that wraps the ring", f"notified: use at offset 0 {got[0]}, use at offset 1 {got[1]}",
+                            got[1])
+    finally:
+        factory.close()
+
+
+REPRODUCERS = {"buffer-id-from-first": buffer_id_from_first, "notify-on-wrap": notify_on_wrap}
 
 
 def main(argv: list[str] | None = None) -> int:
