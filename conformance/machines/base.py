@@ -86,12 +86,16 @@ def started(self: ConformanceMachine) -> bool:
     return self.booted
 
 
-def step(when: Callable[[Any], object] | None = None,
+def step(when: Callable[[Any], object] | None = None, needs: Callable[[Any], object] | None = None,
          **strategies: st.SearchStrategy[Any]) -> Callable[[Method], Method]:
-    """A rule of a conformance machine: ``@step(when=predicate, arg=strategy, ...)``.
+    """A rule of a conformance machine: ``@step(when=predicate, needs=predicate, arg=strategy, ...)``.
 
-    It may run once the machine booted and ``when(self)`` holds (both deterministic: never read ``ended``,
-    see :func:`started`). Once a known deviation ended the example its body is skipped, and a known
+    Hypothesis may choose it once the machine booted and ``when(self)`` holds. ``when`` must read only what
+    is fixed for the whole example (the offer, the capabilities): once a known deviation ended an example
+    the bodies stop changing the machine, so a precondition on what they change (negotiated features,
+    the workload) can differ between a run and its replay, and that stops the whole search
+    (FlakyStrategyDefinition). ``needs`` takes those: it is read when the rule runs, and the rule does
+    nothing if it fails. Once a known deviation ended the example the body is skipped, and a known
     deviation it raises ends the example quietly (:meth:`ConformanceMachine.tolerate`).
     """
     def decorate(f: Method) -> Method:
@@ -99,6 +103,9 @@ def step(when: Callable[[Any], object] | None = None,
         def body(self: ConformanceMachine, *args: Any, **kwargs: Any) -> None:
             if self.ended:
                 note(f"{f.__name__}: skipped, the example ended on a known deviation")
+                return
+            if needs is not None and not needs(self):
+                note(f"{f.__name__}: nothing to do in this state")
                 return
             with self.tolerate(f.__name__):
                 f(self, *args, **kwargs)
@@ -181,7 +188,7 @@ class GuestMachine(ConformanceMachine):
         self._written([p for p in pages if p is not None])
         note(f"workload allocates and writes pages {pages}")
 
-    @step(when=lambda self: self.os.workload, pick=PICK)
+    @step(needs=lambda self: self.os.workload, pick=PICK)
     def workload_free(self, pick: int) -> None:
         pages = sorted(self.os.workload)  # may differ between replays of an asynchronous implementation,
         page = pages[pick % len(pages)]  # so the argument is an index, not a member

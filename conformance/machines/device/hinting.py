@@ -71,7 +71,7 @@ class DeviceHinting(DeviceOperation):
                 self.history.record([p], Origin.HINT_RELEASED, round=None if last is None else last.round)
             self.reused.clear()
 
-    @step(when=_hinting, cycles=CYCLES)
+    @step(needs=_hinting, cycles=CYCLES)
     def hint_start(self, cycles: int) -> None:
         self._config_op("hint_start")
         cid = self.dev.read_config(CFG_CMD_ID, 4)
@@ -83,7 +83,7 @@ class DeviceHinting(DeviceOperation):
         self._cycles(cycles)
         note(f"host starts a hinting round: command ID {cid}, then {cycles} cycle(s)")
 
-    @step(when=lambda self: self._hinting() and Capability.HINT_STOP in self.caps, cycles=CYCLES)
+    @step(needs=lambda self: self._hinting() and Capability.HINT_STOP in self.caps, cycles=CYCLES)
     def hint_stop(self, cycles: int) -> None:
         self._config_op("hint_stop")
         cid = self.dev.read_config(CFG_CMD_ID, 4)
@@ -92,7 +92,7 @@ class DeviceHinting(DeviceOperation):
         self._cycles(cycles)
         note(f"host stops hinting (STOP), then {cycles} cycle(s)")
 
-    @step(when=_hinting, cycles=CYCLES)
+    @step(needs=_hinting, cycles=CYCLES)
     def hint_done(self, cycles: int) -> None:
         self._config_op("hint_done")
         cid = self.dev.read_config(CFG_CMD_ID, 4)

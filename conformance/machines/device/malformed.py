@@ -88,7 +88,7 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
         return [k for k in MALFORMED if k.queue in self.drv.vqs and needs.get(k.build, True)
                 and not (self.packed and k.build in SPLIT_ONLY)]
 
-    @step(when=lambda self: self._malformed_kinds(), kind=st.integers(0, len(MALFORMED) - 1))
+    @step(needs=lambda self: self._malformed_kinds(), kind=st.integers(0, len(MALFORMED) - 1))
     def malformed_input(self, kind: int) -> None:
         kinds = self._malformed_kinds()
         k = kinds[kind % len(kinds)]

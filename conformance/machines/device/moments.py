@@ -34,7 +34,7 @@ class DeviceMoments(DeviceHinting, DeviceReset):
         self._cycles(device_turns)
         self._driver_run()
 
-    @step(when=lambda self: self._hinting(), end=st.sampled_from(ROUND_ENDS), device_turns=st.integers(1, 2))
+    @step(needs=lambda self: self._hinting(), end=st.sampled_from(ROUND_ENDS), device_turns=st.integers(1, 2))
     def round_ends_with_hints_in_flight(self, end: str, device_turns: int) -> None:
         """At least one device turn first, so the round ends with hints applied and others on the ring."""
         self._round_with_hints(device_turns)
@@ -50,7 +50,7 @@ class DeviceMoments(DeviceHinting, DeviceReset):
         self._cycles(2)
         note(f"hints on the ring when the round ends ({end}), then 2 cycles")
 
-    @step(when=lambda self: self._hinting(), pick=st.integers(0, 1 << 16), device_turns=st.integers(1, 2))
+    @step(needs=lambda self: self._hinting(), pick=st.integers(0, 1 << 16), device_turns=st.integers(1, 2))
     def guest_reuses_hinted(self, pick: int, device_turns: int) -> None:
         """Mid-round the guest takes back a page it hinted and writes it (FPH-DRV-7, FPH-DRV-9)."""
         self._round_with_hints(1)

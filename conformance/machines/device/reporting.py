@@ -20,12 +20,12 @@ class DeviceReportingAndOom(DevicePages):
         self._given_back(held)  # also records the pages just reported
         return n
 
-    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING))
+    @step(needs=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING))
     def report(self) -> None:
         n = self._report()
         note(f"driver reports {n} free page(s)")
 
-    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_DEFLATE_ON_OOM), count=st.integers(1, 8))
+    @step(needs=lambda self: self.has(Feature.VIRTIO_BALLOON_F_DEFLATE_ON_OOM), count=st.integers(1, 8))
     def oom(self, count: int) -> None:
         held = self._held_pages()
         n = self.drv.oom(count)

@@ -11,7 +11,7 @@ from conformance.machines.device.operation import DeviceOperation
 
 
 class DeviceStats(DeviceOperation):
-    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_STATS_VQ) and Capability.STATS in self.caps)
+    @step(needs=lambda self: self.has(Feature.VIRTIO_BALLOON_F_STATS_VQ) and Capability.STATS in self.caps)
     def request_stats(self) -> None:
         self.dev.request_stats()
         self._collect_interrupts()

@@ -125,22 +125,22 @@ class DriverHinting(DriverOperation):
                      f"{free.bit_count()} free, {block}-page aligned blocks among them")
 
     # -- the host's controls ---------------------------------------------------------------------------------
-    @step(when=_hinting, cycles=CYCLES)
+    @step(needs=_hinting, cycles=CYCLES)
     def hint_start(self, cycles: int) -> None:
         self._host("hint_start", cycles=cycles)
         note(f"host publishes command ID {self.ref.hint.cmd_id if self.ref.hint else None}, {cycles} cycle(s)")
 
-    @step(when=_hinting, cycles=CYCLES)
+    @step(needs=_hinting, cycles=CYCLES)
     def hint_stop(self, cycles: int) -> None:
         self._host("hint_stop", cycles=cycles)
         note(f"host publishes STOP, {cycles} cycle(s)")
 
-    @step(when=_hinting, cycles=CYCLES)
+    @step(needs=_hinting, cycles=CYCLES)
     def hint_done(self, cycles: int) -> None:
         self._host("hint_done", cycles=cycles)
         note(f"host publishes DONE, {cycles} cycle(s)")
 
-    @step(when=_hinting, end=st.sampled_from(["hint_stop", "hint_done"]), lead=st.integers(1, 3),
+    @step(needs=_hinting, end=st.sampled_from(["hint_stop", "hint_done"]), lead=st.integers(1, 3),
           cycles=CYCLES)
     def hint_race(self, end: str, lead: int, cycles: int) -> None:
         """A round ends while the driver's hints are still in the ring: the host publishes STOP or DONE right
@@ -155,14 +155,14 @@ class DriverHinting(DriverOperation):
              f"{cycles} cycle(s)")
 
     # -- memory pressure before DONE -------------------------------------------------------------------------
-    @step(when=lambda self: self._hinting() and self.shrinks, count=st.integers(1, 8))
+    @step(needs=lambda self: self._hinting() and self.shrinks, count=st.integers(1, 8))
     def shrink(self, count: int) -> None:
         """The guest reclaims memory: the driver may give hinted pages back before DONE (BAL-FPH-DRV-7), and
         must initialize them (BAL-FPH-DRV-9)."""
         n = self._driver(self.drv.shrink, count)
         note(f"the guest reclaims memory: the driver gives back {n} hinted page(s)")
 
-    @step(when=lambda self: self._hinting() and self.shrinks, lead=st.integers(2, 4), count=st.integers(1, 8))
+    @step(needs=lambda self: self._hinting() and self.shrinks, lead=st.integers(2, 4), count=st.integers(1, 8))
     def hint_then_shrink(self, lead: int, count: int) -> None:
         """A round runs until the device has applied hints, then the guest needs memory before DONE."""
         self._host("hint_start")

@@ -37,7 +37,7 @@ class DriverMoments(DriverHinting, DriverSettle, DriverReportingAndOom):
         self._cycle()
         note(f"balloon to {grow} pages, then down to {keep}; the guest allocates {count} page(s) at once")
 
-    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
+    @step(needs=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
           and Capability.REPORT in self.caps, count=st.integers(1, 8))
     def report_then_reuse(self, count: int) -> None:
         """The guest allocates from the top while the report is still with the device."""
@@ -46,7 +46,7 @@ class DriverMoments(DriverHinting, DriverSettle, DriverReportingAndOom):
         self._cycle()
         note(f"the driver reports {n} page(s); the guest allocates {count} at once")
 
-    @step(when=DriverHinting._hinting, done=st.booleans())
+    @step(needs=DriverHinting._hinting, done=st.booleans())
     def hint_round(self, done: bool) -> None:
         """A round left to run its course: the driver hints until it finds no free page, then sends STOP
         (BAL-FPH-DRV-6); then maybe DONE, and settle checks what the driver left."""

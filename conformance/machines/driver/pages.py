@@ -50,7 +50,7 @@ class DriverPages(DriverMachine):
         self.history.tick()
         self.history.record(pages, Origin.WRITTEN)
 
-    @step(when=lambda self: self.os.workload, pick=PICK)
+    @step(needs=lambda self: self.os.workload, pick=PICK)
     def workload_free(self, pick: int) -> None:
         pages = sorted(self.os.workload)
         page = pages[pick % len(pages)]  # an index, not a member: the list is known only at run time

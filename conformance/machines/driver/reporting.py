@@ -13,7 +13,7 @@ from conformance.machines.driver.base import DriverMachine
 
 
 class DriverReportingAndOom(DriverMachine):
-    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
+    @step(needs=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
           and Capability.REPORT in self.caps)
     def report(self) -> None:
         n = self._driver(self.drv.report)

@@ -42,7 +42,7 @@ class DriverReset(DriverHinting, DriverBoot):
             self._cycle()
         note(f"the guest unbinds the driver and binds it again: it resets the device; {cycles} cycle(s)")
 
-    @step(when=lambda self: self._rebindable() and self._hinting(), lead=st.integers(0, 2), cycles=CYCLES)
+    @step(needs=lambda self: self._rebindable() and self._hinting(), lead=st.integers(0, 2), cycles=CYCLES)
     def reset_mid_round(self, lead: int, cycles: int) -> None:
         """A round runs, the device is reset under it, and the new device starts a round of its own: its first
         command ID is the one the driver served before the reset."""

@@ -9,7 +9,7 @@ from conformance.machines.driver.operation import DriverOperation
 
 
 class DriverStats(DriverOperation):
-    @step(when=lambda self: self.has(Feature.VIRTIO_BALLOON_F_STATS_VQ))
+    @step(needs=lambda self: self.has(Feature.VIRTIO_BALLOON_F_STATS_VQ))
     def request_stats(self) -> None:
         returned = self.ref.request_stats()
         irq = self.ref.take_interrupts()

@@ -54,7 +54,7 @@ class DeviceMixin:
                          "after the device's turn: it holds buffers a waiting driver needs back")
         super()._after_device_run()  # type: ignore[misc]
 
-    @step(when=lambda self: self._hinting() and self.proposal_has(P), pick=st.integers(0, 1 << 16),
+    @step(needs=lambda self: self._hinting() and self.proposal_has(P), pick=st.integers(0, 1 << 16),
           device_turns=st.integers(1, 2))
     def guest_reclaims_acked(self: Any, pick: int, device_turns: int) -> None:
         """Mid-round the guest takes back a hinted page whose buffer the device used, and writes it: the

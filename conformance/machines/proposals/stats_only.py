@@ -35,7 +35,7 @@ class DriverMixin:
             self.R.saw("PROP-SO-DRV-1")
             self.R.saw("PROP-SO-DRV-2")
 
-    @step(when=lambda self: self.proposal_has(P), num_pages=st.integers(1, 40), cycles=CYCLES)
+    @step(needs=lambda self: self.proposal_has(P), num_pages=st.integers(1, 40), cycles=CYCLES)
     def stats_only_host_asks(self: Any, num_pages: int, cycles: int) -> None:
         """A host asks a stats-only guest for pages anyway (PROP-SO-DEV-1 is a SHOULD NOT): the driver
         must still send nothing (PROP-SO-DRV-1). Then the host takes the request back."""
