@@ -52,9 +52,10 @@ DEVICE_CHECKS: dict[str, str] = {
     "BAL-FPR-DEV-2": "cycle: reported pages hold poison_val", "BAL-FPR-DEV-D1": "invariant: reported pages intact",
     "BAL-ST-DEV-1": "request_stats: unknown tags ignored", "BAL-ST-DEV-2": "request_stats: any order",
     "SPLIT-DEV-21": "spurious_notify: the device carries on", "SPLIT-DEV-8": "cycle: used_event ignored",
-    "SPLIT-DEV-1": "virtqueue machine: a buffer split over descriptors reads back whole",
-    "SPLIT-DEV-6": "virtqueue machine: WRITE on an indirect table's descriptor ignored",
-    "SPLIT-DEV-7": "virtqueue machine: indirect chains read back whole",
+    "SPLIT-DEV-1": "inflate_laid_out (PFN array over two descriptors) and the virtqueue machine: read whole",
+    "SPLIT-DEV-6": "inflate_laid_out (WRITE on the indirect table's descriptor) and the virtqueue machine: "
+                   "the flag ignored",
+    "SPLIT-DEV-7": "inflate_laid_out (PFN array in an indirect table) and the virtqueue machine: read whole",
     # The packed ring (§2.8): conformance.machines.virtq.packed_device, fed by the reference packed driver.
     **{r: "virtqueue machine (packed): the reference driver's used-descriptor parser"
        for r in ("PACKED-DEV-D2", "PACKED-DEV-D3", "PACKED-DEV-D4", "PACKED-DEV-4", "PACKED-DEV-7",
@@ -98,6 +99,7 @@ DRIVER_CHECKS: dict[str, str] = {
     "BAL-PP-DRV-3": "reference device: poison_val frozen", "BAL-PP-DRV-1": "settle: deflated pages poisoned",
     "BAL-FPR-DRV-2": "reference device: reported pages poisoned", "BAL-FPR-DRV-3": "invariant: workload pages intact",
     "BAL-FPR-DRV-5": "reference device: whole pages reported",
+    "BAL-FPH-D3": "reference device: hints are writable buffers (one outside memory is SPLIT-DRV-D1)",
     "SPLIT-DRV-16": "spurious_interrupt: the driver carries on",
     "SPLIT-DRV-21": "cycle: a notification follows every publication (no EVENT_IDX)",
     "FEAT-DRV-4": "boot: an undefined offered bit does not stop the driver",
@@ -143,10 +145,6 @@ NOT_YET: dict[str, str] = {
     "BAL-FPH-DRV-4": "a SHOULD about pace; needs a bound on how soon the driver must supply pages",
     "BAL-FPH-DRV-5": "a SHOULD; hints already queued when STOP arrives are legal, so it needs a time bound",
     "BAL-FPH-DRV-9": "initialization of a reused hinted page happens inside the guest",
-    "BAL-FPH-D3": "a driver rule the reference device enforces under the sharper IDs it names first (a hint "
-                  "outside guest memory is SPLIT-DRV-D1, a page sent as an out-buffer BAL-FPH-DRV-1); no driver "
-                  "mutant names it. The device's side, that such a hint is not applied, is judged by the device "
-                  "machine's malformed-input rules (STATUS-DEV-2, BAL-FPH-DEV-3)",
     "BAL-FPH-D4": "the reference device never modifies hinted pages; needs a device that does (FPH-DEV-4)",
     # The proposal's statements (profile "proposal") that no check or test covers yet.
     "PROP-FPH-7": "a SHOULD with no time bound, so observed rather than judged: the report's observation "

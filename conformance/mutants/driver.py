@@ -6,7 +6,7 @@ methods (a few see the device through a transport of their own, as a driver with
 would), and the documented override points (``choose_features``, ``write_poison``, ``send_pfns``,
 ``release``, ``waits_for_deflate_ack``, ``update_actual``, ``send_stats``, ``encode_stats``,
 ``fill_reported``, ``kick``, ``make_hint_driver``; on the hinting side ``send_command_id``, ``send_stop``,
-``release_after_done``, ``out_len``).
+``release_after_done``, ``out_len``, ``hints_writable``).
 """
 
 from __future__ import annotations
@@ -70,6 +70,17 @@ class LongCommandId(_HintMutant):
 
     breaks = "BAL-FPH-DRV-1"
     HINT = _LongIdHint
+
+
+class _OutBufferHint(FreePageHintDriver):
+    hints_writable = False
+
+
+class HintsAsOutBuffers(_HintMutant):
+    """Sends hinted pages as device-readable (out) buffers."""
+
+    breaks = "BAL-FPH-D3"
+    HINT = _OutBufferHint
 
 
 class _KeepsHintedHint(FreePageHintDriver):
@@ -225,8 +236,8 @@ class LoopingChain(BalloonDriver):
 
 
 DRIVER_MUTANTS: tuple[type[BalloonDriver], ...] = (
-    DoubleEcho, MissingStop, LongCommandId, KeepsHintedAfterDone, ReusesReportedEarly, ReportsUnpoisoned,
-    NoPoisonWrite, UsesInflatedEarly, DeflatesEarly, StaleActual, TwoStatsBuffers, TwelveByteStats,
+    DoubleEcho, MissingStop, LongCommandId, HintsAsOutBuffers, KeepsHintedAfterDone, ReusesReportedEarly,
+    ReportsUnpoisoned, NoPoisonWrite, UsesInflatedEarly, DeflatesEarly, StaleActual, TwoStatsBuffers, TwelveByteStats,
     KicksBeforeDriverOk, AcceptsUnoffered, WritesNumPages, LoopingChain, ForgetsToNotify,
 )
 

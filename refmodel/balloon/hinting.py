@@ -197,6 +197,9 @@ class FreePageHintDevice(Sticky):
 
     def _handle_untrusted(self, chain: Chain) -> None:
         if chain.readable:
+            if chain.readable_len and chain.readable_len % BALLOON_PAGE_SIZE == 0:
+                raise PeerSpecViolation("BAL-FPH-D3", f"out-buffer of {chain.readable_len} bytes (whole pages) on "
+                                        "free_page_vq: hints are device-writable buffers")
             if chain.readable_len != CMD_ID_SIZE:
                 raise PeerSpecViolation("BAL-FPH-DRV-1", f"out-buffer of {chain.readable_len} bytes on free_page_vq")
             (cid,) = _LE32.unpack(chain.read_all(self.vq.mem))
@@ -252,6 +255,8 @@ class FreePageHintDriver(Sticky):
 
     #: Bytes in each command ID or STOP out-buffer (BAL-FPH-DRV-1). Override point.
     out_len = CMD_ID_SIZE
+    #: Hints go out as device-writable buffers (BAL-FPH-D3). Override point.
+    hints_writable = True
 
     def __init__(self, read_cmd_id: Callable[[], int], vq: SplitQueueDriver, guest: GuestPages, *,
                  id_area: int, stop_buf: int, id_slots: int = 8, order: int = 0, min_order: int | None = None,
@@ -391,7 +396,8 @@ class FreePageHintDriver(Sticky):
 
     def _add_hint(self, start: int, order: int, mask: int) -> None:
         """Put the block ``[start, start + 2**order)`` (pages ``mask``) on free_page_vq as one hint buffer."""
-        self.vq.add(writable=[(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)])
+        side = "writable" if self.hints_writable else "readable"
+        self.vq.add(**{side: [(self.guest.page_addr(start), BALLOON_PAGE_SIZE << order)]})
 
 
 class HintingDevice(Sticky):

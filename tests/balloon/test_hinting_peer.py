@@ -40,6 +40,15 @@ def test_cmd_id_buffer_must_be_4_bytes(size):
     expect(s, "BAL-FPH-DRV-1")
 
 
+@pytest.mark.verifies("BAL-FPH-D3")
+def test_a_hint_sent_as_an_out_buffer_is_named_as_such():
+    s, vq, mem = rig()
+    out(vq, mem, 2)
+    vq.add([(0x3000, 4096)])  # a whole page, as an out-buffer
+    vq.publish()
+    expect(s, "BAL-FPH-D3")
+
+
 @pytest.mark.verifies("BAL-FPH-DRV-3")
 def test_double_echo():
     s, vq, mem = rig()

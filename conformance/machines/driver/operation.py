@@ -80,6 +80,8 @@ class DriverOperation(DriverMachine):
         if ref.hint is not None and ref.hint.echoed:
             for req in ("BAL-FPH-DRV-1", "BAL-FPH-DRV-2", "BAL-FPH-DRV-3", "BAL-FPH-D2"):
                 saw(req)
+        if ref.hint is not None and ref.hint.received_pages:
+            saw("BAL-FPH-D3")  # hints taken as device-writable buffers inside memory (else SPLIT-DRV-D1)
         if self.has(Feature.VIRTIO_BALLOON_F_PAGE_POISON):
             saw("BAL-PP-DRV-2")
             saw("BAL-PP-DRV-3")
