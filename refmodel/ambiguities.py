@@ -177,6 +177,18 @@ AMBIGUITIES: tuple[Ambiguity, ...] = (
         "and stops at the batch's first. Linux exposes each list as it adds it.",
         ("defer every list's first descriptor to the publication",),
     ),
+    Ambiguity(
+        "AMB-PROP-CMB-INDEX", "5.5.2",
+        "A proposal, not the 1.4 text: Tsirkin's 'a 3rd vq which does inflate/deflate in one go' (2016) "
+        "gives the queue no index, and 1.4 is read three ways (AMB-VQ-NUMBERING). Where does it go?",
+        "After every 1.4 queue, so none moves (refmodel.balloon.proposals.combined_vq.combined_index): fixed "
+        "numbering, index 5; compact numberings, the count of 1.4 queues that exist, judged by offered or "
+        "negotiated features as the numbering judges the others (2 to 5). Under patch 0004 (compact by "
+        "offered, which Hildenbrand's 2025 patch also describes) that is the one rule a device and a driver "
+        "need.",
+        ("index 2, beside inflateq and deflateq (every later queue moves)",
+         "a fixed index past any future queue (holes under compact numberings)"),
+    ),
 )
 
 BY_ID = {a.id: a for a in AMBIGUITIES}

@@ -9,6 +9,7 @@ from typing import Any
 from refmodel.balloon.hinting import DeviceHintState, FreePageHintDevice
 from refmodel.balloon.inflate import InflateDriver
 from refmodel.balloon.proposals import bitmap_inflate as bmp
+from refmodel.balloon.proposals import combined_vq as cmb
 from refmodel.balloon.proposals.bits import BITS, Proposal
 from refmodel.balloon.proposals.device_init_reported import P as DIR
 from refmodel.balloon.proposals.reference import device_class, driver_class
@@ -174,8 +175,67 @@ class BitmapLongerThanBuffer(_driver(P.BITMAP_INFLATE_DEFLATE)):  # type: ignore
         return super().bitmap_of(pfns) + bytes(bmp.WORD)
 
 
+class BitmapPastMemory(_driver(P.BITMAP_INFLATE_DEFLATE)):  # type: ignore[misc]
+    """bitmap-inflate-deflate: each bitmap's nbits runs one bit past the end of guest memory."""
+
+    breaks = "PROP-BMP-DRV-3"
+    profile = P.BITMAP_INFLATE_DEFLATE.value
+
+    def bitmap_of(self, pfns: list[int]) -> bytes:
+        assert self.os is not None
+        base = min(pfns) & ~63
+        data = bmp.encode(base, self.os.mem.end // 4096 - base + 1, sum(1 << (p - base) for p in pfns))
+        return data if len(data) <= self._slot_bytes else super().bitmap_of(pfns)  # a word more than a slot
+
+
+class CombinedIgnoresDeflations(_device(P.COMBINED_VQ)):  # type: ignore[misc]
+    """combined-inflate-deflate-vq: applies a combined buffer's inflations and drops its deflations."""
+
+    breaks = "PROP-CMB-DEV-1"
+    profile = P.COMBINED_VQ.value
+
+    def on_combined_vq(self, chain: Chain) -> int | None:
+        kept = self.ballooned
+        used = super().on_combined_vq(chain)
+        inflate, _ = cmb.decode(chain.read_all(self.mem))
+        self.ballooned = kept | sum(1 << p for p in inflate)
+        return used
+
+
+class CombinedUsesInflateq(_driver(P.COMBINED_VQ)):  # type: ignore[misc]
+    """combined-inflate-deflate-vq: negotiates the combined queue, then inflates on inflateq all the same."""
+
+    breaks = "PROP-CMB-DRV-3"
+    profile = P.COMBINED_VQ.value
+
+    def _inflate(self, count: int) -> None:
+        InflateDriver._inflate(self, count)
+
+
+class CombinedCountsOneMore(_driver(P.COMBINED_VQ)):  # type: ignore[misc]
+    """combined-inflate-deflate-vq: its header counts one PFN to inflate more than the buffer holds."""
+
+    breaks = "PROP-CMB-DRV-1"
+    profile = P.COMBINED_VQ.value
+
+    def combined_buffer(self, inflate: list[int], deflate: list[int]) -> bytes:
+        data = super().combined_buffer(inflate, deflate)
+        return cmb.HEADER.pack(len(inflate) + 1, len(deflate)) + data[cmb.HEADER.size:] if inflate else data
+
+
+class CombinedDeflatesTwice(_driver(P.COMBINED_VQ)):  # type: ignore[misc]
+    """combined-inflate-deflate-vq: names the first PFN of each deflate twice in its buffer."""
+
+    breaks = "PROP-CMB-DRV-2"
+    profile = P.COMBINED_VQ.value
+
+    def combined_buffer(self, inflate: list[int], deflate: list[int]) -> bytes:
+        return super().combined_buffer(inflate, [*deflate, deflate[0]] if deflate else deflate)
+
+
 DEVICE_MUTANTS = (StatsOnlyAsksForPages, WaitOnAckHoldsHints, WaitOnAckDiscardsAfterUse, InitOnInflateFalseClaim,
-                  InitReportedHalfLength, BitmapDeflateAsPfns)
+                  InitReportedHalfLength, BitmapDeflateAsPfns, CombinedIgnoresDeflations)
 DRIVER_MUTANTS = (StatsOnlyInflatesAnyway, StatsOnlyChangesMode, WaitOnAckWithoutHinting, InitOnInflateNoBitmap,
-                  BitmapUnalignedBase, BitmapLongerThanBuffer)
+                  BitmapUnalignedBase, BitmapLongerThanBuffer, BitmapPastMemory, CombinedUsesInflateq,
+                  CombinedCountsOneMore, CombinedDeflatesTwice)
 __all__ = ["BITS", "DEVICE_MUTANTS", "DRIVER_MUTANTS"]

@@ -239,6 +239,62 @@ def test_combined_mutant_driver_using_the_old_queues_is_caught():
     assert re.search("combined", str(exc.value))
 
 
+@pytest.mark.parametrize("numbering, drop, want", [
+    ("fixed", (), 5), ("fixed", ("VIRTIO_BALLOON_F_STATS_VQ",), 5),
+    ("compact-by-offered", (), 5), ("compact-by-offered", ("VIRTIO_BALLOON_F_STATS_VQ",), 4),
+    ("compact-by-negotiated", ("VIRTIO_BALLOON_F_FREE_PAGE_HINT", "VIRTIO_BALLOON_F_PAGE_REPORTING"), 3),
+])
+def test_combined_queue_comes_after_the_1_4_queues_under_each_numbering(numbering, drop, want):
+    """AMB-PROP-CMB-INDEX: no 1.4 queue moves; under a compact numbering the index counts the queues that
+    exist, so the device and a driver of the same numbering agree, and a device and driver that set it up
+    move pages over it."""
+    from refmodel.balloon.device import DEFAULT_OFFER
+    from refmodel.balloon.proposals.reference import device_class, driver_class
+    from refmodel.balloon.queues import QueueNumbering
+    from refmodel.system.guest_os import GuestOS
+
+    n = QueueNumbering(numbering)
+    offered = DEFAULT_OFFER & ~sum(Feature[f].mask for f in drop)
+    assert cmb.combined_index(n, offered, offered) == want
+    os_ = GuestOS(96)
+    dev = device_class([Proposal.COMBINED_VQ])(os_.mem, offered, numbering=n)
+    drv = driver_class([Proposal.COMBINED_VQ])(numbering=n)
+    assert drv.probe(dev, os_)
+    assert drv.index_of[cmb.QUEUE] == dev.index_of[cmb.QUEUE] == want
+
+    def turn():
+        dev.run()
+        irq = dev.take_interrupts()
+        drv.interrupt(irq.queues, irq.config)
+        drv.run()
+
+    dev.set_target(12)
+    for _ in range(4):
+        turn()
+    assert len(drv.balloon) == dev.ballooned.bit_count() == dev.config.get("actual") == 12
+    before = set(drv.balloon)
+    assert drv.exchange(4) == 4 and dev.config.get("actual") == 12  # an exchange leaves actual as it was
+    for _ in range(2):
+        turn()
+    assert drv.exchanges_used == 1 and len(set(drv.balloon) - before) == 4
+    assert {p for p in range(96) if dev.ballooned >> p & 1} == set(drv.balloon) and dev.error is None
+
+
+def test_combined_reference_device_refuses_the_old_queues_and_applies_nothing_malformed():
+    from refmodel.balloon.proposals.reference import device_class, driver_class
+    from refmodel.system.guest_os import GuestOS
+
+    os_ = GuestOS(96)
+    dev = device_class([Proposal.COMBINED_VQ])(os_.mem)
+    drv = driver_class([Proposal.COMBINED_VQ])()
+    assert drv.probe(dev, os_)
+    drv.send_pfns("inflateq", [40])
+    with pytest.raises(PeerSpecViolation) as exc:
+        dev.run()
+    _violation(exc, "PROP-CMB-DRV-3")
+    assert dev.ballooned == 0
+
+
 # -- the RFC series (spec/proposal-rfc) ----------------------------------------------------------------------
 def test_rfc_series_applies_to_1_4_and_marks_only_profile_ids(tmp_path):
     import shutil

@@ -17,13 +17,13 @@ from refmodel.balloon.proposals.reference import device_class, driver_class, pro
 
 from conformance.machines.device.canary import CanaryDriver
 from conformance.machines.driver.device import WatchedDevice
-from conformance.machines.proposals import (bitmap_inflate, device_init_on_inflate, device_init_reported,
-                                            hint_wait_on_ack, stats_only)
+from conformance.machines.proposals import (bitmap_inflate, combined_vq, device_init_on_inflate,
+                                            device_init_reported, hint_wait_on_ack, stats_only)
 
 P = Proposal
 MODULES = {P.STATS_ONLY: stats_only, P.HINT_WAIT_ON_ACK: hint_wait_on_ack,
            P.DEVICE_INIT_ON_INFLATE: device_init_on_inflate, P.DEVICE_INIT_REPORTED: device_init_reported,
-           P.BITMAP_INFLATE_DEFLATE: bitmap_inflate}
+           P.BITMAP_INFLATE_DEFLATE: bitmap_inflate, P.COMBINED_VQ: combined_vq}
 #: Requirement ID -> where its check lives, per role (merged into the runner's tables for a profile run).
 DEVICE_CHECKS: dict[str, str] = {k: v for m in MODULES.values() for k, v in m.DEVICE_CHECKS.items()}
 DRIVER_CHECKS: dict[str, str] = {k: v for m in MODULES.values() for k, v in m.DRIVER_CHECKS.items()}

@@ -2,8 +2,7 @@
 composed over :class:`~.common.ProposalDevice` / :class:`~.common.ProposalDriver`, optionally under a
 harness class (the suite's watched device or canary driver) that comes first.
 
-``combined-inflate-deflate-vq`` has no reference device or driver yet (it needs a queue of its own):
-selecting it is refused with that reason (:class:`ProfileNotRunnable`).
+Every profile runs; :class:`ProfileNotRunnable` refuses unknown names and two profiles on one bit.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from collections.abc import Iterable
 
 from refmodel.balloon.proposals.bitmap_inflate import BitmapReferenceDevice, BitmapReferenceDriver
 from refmodel.balloon.proposals.bits import Proposal, offer
+from refmodel.balloon.proposals.combined_vq import CombinedReferenceDevice, CombinedReferenceDriver
 from refmodel.balloon.proposals.common import ProposalDevice, ProposalDriver
 from refmodel.balloon.proposals.device_init_on_inflate import InitOnInflateBalloonDevice, InitOnInflateBalloonDriver
 from refmodel.balloon.proposals.device_init_reported import InitReportedBalloonDevice, InitReportedBalloonDriver
@@ -22,12 +22,12 @@ P = Proposal
 DEVICES: dict[Proposal, type[ProposalDevice]] = {
     P.HINT_WAIT_ON_ACK: WaitOnAckBalloonDevice, P.DEVICE_INIT_ON_INFLATE: InitOnInflateBalloonDevice,
     P.DEVICE_INIT_REPORTED: InitReportedBalloonDevice, P.STATS_ONLY: StatsOnlyBalloonDevice,
-    P.BITMAP_INFLATE_DEFLATE: BitmapReferenceDevice}
+    P.BITMAP_INFLATE_DEFLATE: BitmapReferenceDevice, P.COMBINED_VQ: CombinedReferenceDevice}
 DRIVERS: dict[Proposal, type[ProposalDriver]] = {
     P.HINT_WAIT_ON_ACK: WaitOnAckBalloonDriver, P.DEVICE_INIT_ON_INFLATE: InitOnInflateBalloonDriver,
     P.DEVICE_INIT_REPORTED: InitReportedBalloonDriver, P.STATS_ONLY: StatsOnlyBalloonDriver,
-    P.BITMAP_INFLATE_DEFLATE: BitmapReferenceDriver}
-#: Profiles whose reference device and driver run (``combined-inflate-deflate-vq`` does not yet).
+    P.BITMAP_INFLATE_DEFLATE: BitmapReferenceDriver, P.COMBINED_VQ: CombinedReferenceDriver}
+#: Profiles whose reference device and driver run (all of them, since the combined queue got an index).
 RUNNABLE = tuple(p for p in Proposal if p in DEVICES)
 
 
@@ -46,8 +46,7 @@ def proposals_of(names: Iterable[str | Proposal]) -> tuple[Proposal, ...]:
             raise ProfileNotRunnable(f"{n!r}: not a proposal profile (one of: "
                                      f"{', '.join(q.value for q in RUNNABLE)})") from None
         if p not in DEVICES:
-            raise ProfileNotRunnable(f"{p.value}: modelled (refmodel.balloon.proposals.combined_vq) but not "
-                                     "runnable: it needs a queue of its own in the reference device and driver")
+            raise ProfileNotRunnable(f"{p.value}: modelled but not runnable: it has no reference device")
         out.append(p)
     ps = tuple(p for p in Proposal if p in out)
     try:
