@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from refmodel.balloon.proposals import bitmap_inflate as bmp  # noqa: E402
 from refmodel.balloon.proposals import combined_vq, stats_only  # noqa: E402
+from refmodel.balloon.device import DEFAULT_OFFER  # noqa: E402
+from refmodel.balloon.queues import QueueNumbering  # noqa: E402
 from refmodel.system.guest import range_mask  # noqa: E402
 from refmodel.system.migration import predict_full_pages  # noqa: E402
 
@@ -77,10 +79,21 @@ def main() -> None:
               f"{dense.descriptors / mib:>14.4f}{dense.bytes / mib:>11.1f}{dense.round_trips:>11}"
               f"{spread.bytes / mib:>14.1f}{spread.round_trips:>14}")
 
-    print("\ncombined-inflate-deflate-vq: round trips to migrate balloon pages")
+    print("\ncombined-inflate-deflate-vq: migrating balloon pages (descriptors, bytes, round trips)")
     for pages in (1, 256, 65536):
         two, one = (combined_vq.migration_round_trips(pages, combined=c) for c in (False, True))
-        print(f"{pages:>8} pages: {two:>7} with two queues, {one:>7} with one")
+        print(f"{pages:>8} pages: {two:>7} round trips with two queues, {one:>7} with one")
+    for per in (1, 256):
+        two, one = (combined_vq.migration_cost(65536, combined=c, per_buffer=per) for c in (False, True))
+        print(f"   65536 pages, {per:>3} a buffer: two queues {two}, combined {one}")
+    print("  the combined queue's index (AMB-PROP-CMB-INDEX), by numbering and offer:")
+    # Feature bits 1, 3 and 5 bring statsq, free_page_vq and reporting_vq.
+    offers = {"all 1.4 queues": 0, "no statsq": 1 << 1,
+              "inflate/deflate only": (1 << 1) | (1 << 3) | (1 << 5)}
+    for numbering in QueueNumbering:
+        row = ", ".join(f"{k} {combined_vq.combined_index(numbering, DEFAULT_OFFER & ~d, DEFAULT_OFFER & ~d)}"
+                        for k, d in offers.items())
+        print(f"    {numbering.value:>22}: {row}")
 
     print("\nstats-only: the host asks for a quarter; half the guest is in use, the rest hinted")
     for gib in (sizes[0], sizes[-1]):
@@ -114,7 +127,9 @@ def main() -> None:
           f"pfn_round_trips={pfn.round_trips} bitmap_round_trips={dense.round_trips} "
           f"stats_only_kept_mib={stats_only.mib(big * 1024 * PAGES_PER_MIB):.0f} "
           f"woa_round_trips={trips[big][0]} lock_free_round_trips={trips[big][1]} "
-          f"small_sent_hinted={sent_hinted} small_sent_plain={sent_plain}")
+          f"small_sent_hinted={sent_hinted} small_sent_plain={sent_plain} "
+          f"cmb_round_trips={combined_vq.migration_round_trips(65536, combined=True)} "
+          f"two_queue_round_trips={combined_vq.migration_round_trips(65536, combined=False)}")
 
 
 if __name__ == "__main__":
