@@ -31,7 +31,7 @@ from refmodel.system.guest_os import GuestOS
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.features import Feature, check_negotiation, has
 from refmodel.virtio.rings import ring_for
-from refmodel.virtio.split.driver import QueueFull
+from refmodel.virtio.split.driver import IndirectArena, QueueFull
 
 F = Feature
 #: Every feature the reference driver knows how to use.
@@ -157,11 +157,18 @@ class BalloonDriver(InflateDriver, StatsDriver, HintingDriver, ReportingDriver, 
         base = self._scratch_pages(-(-nbytes // BALLOON_PAGE_SIZE)) * BALLOON_PAGE_SIZE
         addrs = ring.place(base, size)
         assert self.os is not None
+        indirect = self.negotiated_has(F.VIRTIO_F_INDIRECT_DESC)
         self.vqs[name] = ring.driver(self.os.mem, addrs, size, event_idx=self.negotiated_has(F.VIRTIO_F_EVENT_IDX),
-                                     check_device_writes=True, scrub_used=True)
+                                     check_device_writes=True, scrub_used=True, indirect_desc=indirect,
+                                     indirect_arena=self.indirect_arena(name) if indirect else None)
         self.dev.enable_queue(index, size, addrs)
         if name in PFN_QUEUES:
             self._setup_pfn_slots(name, size)
+
+    def indirect_arena(self, name: str) -> IndirectArena | None:
+        """Where queue ``name``'s indirect tables go, with VIRTIO_F_INDIRECT_DESC; None: this driver sends
+        none (the reference's own buffers are direct). Override point."""
+        return None
 
     def remove(self) -> None:
         """The driver goes away (unbound, or after a reset): every page it held goes back to the OS, those in

@@ -6,12 +6,20 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
+from refmodel.virtio.features import Feature
 
 from conformance.checks import PACKED_RING_DEVICE_CHECKS, RING_DEVICE_CHECKS
 from conformance.machines.base import CYCLES, note, step
+from conformance.machines.device.canary import LAYOUTS, canary
 from conformance.machines.device.notifications import DeviceNotifications
 from conformance.machines.device.pages import DevicePages
+
+
+#: The requirement a PFN array's layout tests, by (packed ring, layout).
+LAYOUT_REQS = {False: dict(zip(LAYOUTS[1:], ("SPLIT-DEV-1", "SPLIT-DEV-7", "SPLIT-DEV-6"))),
+               True: dict(zip(LAYOUTS[1:], ("PACKED-DEV-8", "PACKED-DEV-D5", "PACKED-DEV-D6")))}
 
 
 class DeviceOperation(DeviceNotifications, DevicePages):
@@ -42,7 +50,20 @@ class DeviceOperation(DeviceNotifications, DevicePages):
         held = self._held_pages()
         self.drv.run()
         self._given_back(held)
+        self._judge_layouts()
         self._after_driver_run()
+
+    def _judge_layouts(self) -> None:
+        """Inflates acked whose PFN array was split or indirect: a device that discarded some of the array's
+        (canaried) pages but left others as the driver wrote them did not read the array whole. One that
+        discarded none shows nothing (it need not discard)."""
+        for layout, pfns in self.drv.laid_out:
+            kept = [p for p in pfns if self.os.mem.read(p * BALLOON_PAGE_SIZE, BALLOON_PAGE_SIZE) == canary(p)]
+            if len(kept) < len(pfns):
+                self.R.check(LAYOUT_REQS[self.packed][layout], not kept,
+                             f"inflateq, a PFN array of {len(pfns)} ({layout}): the device discarded pages "
+                             f"{sorted(set(pfns) - set(kept))} but not {kept}: it did not read the array whole")
+        self.drv.laid_out.clear()
 
     def _after_driver_run(self) -> None:
         """Hook: the reference driver just ran."""
@@ -63,3 +84,15 @@ class DeviceOperation(DeviceNotifications, DevicePages):
         self._config_op("set_target", num_pages)
         self._cycles(cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
+
+    @step(layout=st.sampled_from(LAYOUTS[1:]), count=st.integers(2, 8))
+    def inflate_laid_out(self, layout: str, count: int) -> None:
+        """An inflate whose PFN array is split over descriptors or sent in an indirect table (re-probing
+        for VIRTIO_F_INDIRECT_DESC first, as far as the device offers it), then two cycles."""
+        if layout.startswith("indirect"):
+            self._want_feature(Feature.VIRTIO_F_INDIRECT_DESC, True)
+        self.drv.layout = layout
+        self._config_op("set_target", len(self.drv.balloon) + self.drv.inflating + count)
+        self._cycles(2)
+        self.drv.layout = "direct"
+        note(f"host asks for {count} more pages; the driver sends the PFN array {layout}; 2 cycles")
