@@ -3,15 +3,22 @@ out as virtio-pci register accesses over qtest and QMP commands.
 
 One QEMU serves a whole run. Each example gets a fresh :class:`QemuBalloon` session: the device is
 reset, the balloon target cleared, and guest RAM zeroed, so examples do not leak into each other.
-Interrupts come from the ISR register (INTx; MSI-X vectors are set to NO_VECTOR), so a queue
-interrupt cannot be attributed to one queue: the suite is told so through ``capabilities``.
+Interrupts come from MSI-X where the balloon has it (QEMU 9.0 on, with ``vectors=8``): vector 0 for
+config changes, vector 1 + i for queue i, each writing its data word into guest RAM (as libqos
+programs them), so each queue's notifications are told apart (``per_queue_interrupts``). QEMU 7.2's
+balloon has no MSI-X: there the ISR register (INTx) says only that some queue signalled.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+import subprocess
 import time
 from typing import Any
+
+import attrs
 
 from refmodel.capabilities import Capability
 from refmodel.virtio.transport import Interrupts
@@ -19,7 +26,7 @@ from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.features import Feature
 from refmodel.virtio.packed.layout import desc_ring_size
-from refmodel.virtio.split.layout import USED_IDX
+from refmodel.virtio.split.layout import AVAIL_IDX, USED_IDX
 from refmodel.virtio.virtq import QueueAddresses
 
 from conformance.adapters.qemu import virtio_pci as vp
@@ -36,6 +43,10 @@ QEMU_STAT_NAMES = ("stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-m
                    "stat-htlb-pgfail")
 #: Guest pages the suite must not use: the first MiB (VGA window, BIOS ROM aliases).
 RESERVED_PAGES = 256
+#: Guest RAM where MSI-X vector v writes its data word (v + 1): page 1, inside the reserved first MiB.
+MSI_AREA = 0x1000
+#: MSI-X vectors asked for (config + up to 5 queues), where the balloon has a ``vectors`` property.
+VECTORS = 8
 #: query-migrate states of a migration still under way (then: completed, failed, cancelled).
 MIGRATING = ("setup", "active", "pre-switchover", "device", "cancelling")
 
@@ -44,16 +55,21 @@ class QemuBalloon:
     """One session on the shared QEMU."""
 
     #: Hint rounds come from real migrations: START on migrate, DONE on cancel. QEMU has no way to
-    #: publish STOP on request, and which pages it skipped is not observable here (no "hinted_pages");
-    #: INTx cannot name the queue (no "per_queue_interrupts"). Statistics come from QEMU's polling timer
-    #: (guest-stats-polling-interval, 1 s at the least) and its guest-stats property.
-    capabilities = frozenset({Capability.HINTING})
+    #: publish STOP on request, and which pages it skipped is not observable here (no "hinted_pages").
+    #: Statistics come from QEMU's polling timer (guest-stats-polling-interval, 1 s at the least) and its
+    #: guest-stats property. Per-queue interrupts where MSI-X vectors were accepted (see QemuFactory).
+    capabilities = frozenset({Capability.HINTING, Capability.STATS})
     reserved_pages = RESERVED_PAGES
+    #: QEMU signals from its own threads after it moved a used idx: a notification may come a look late.
+    interrupts_lag = True
 
-    def __init__(self, qemu: QemuProcess, caps: vp.VirtioCaps, *, stats: bool = False) -> None:
+    def __init__(self, qemu: QemuProcess, caps: vp.VirtioCaps) -> None:
         self.q, self.qt, self.caps = qemu, qemu.qtest, caps
-        if stats:  # opt-in: each request waits for QEMU's 1 s timer, which makes a ci run ~4x longer
-            self.capabilities = self.capabilities | {Capability.STATS}
+        self.msix = caps.msix
+        if self.msix is not None:
+            self.capabilities = self.capabilities | {Capability.PER_QUEUE_INTERRUPTS}
+            self.msix.program(self.qt, MSI_AREA)
+        self._stats_cycled = False
         self.mem = qemu.mem
         self._enabled: dict[int, QueueAddresses] = {}
         self._sizes: dict[int, int] = {}
@@ -69,8 +85,10 @@ class QemuBalloon:
         self._wait_free_page_vq_idle()
         self.write_status(0)
         self.set_target(0)
-        self.mem._view[:] = bytes(self.mem.size)  # a clean guest for every example
+        self.mem._view[:] = bytes(self.mem.size)  # a clean guest for every example (and MSI words)
         self.qt.irqs.clear()
+        if self.msix is not None:
+            self.msix.mask_all(False)
 
     def _check_alive(self) -> None:
         if not self.q.alive:
@@ -101,8 +119,10 @@ class QemuBalloon:
         self.qt.writeb(self._c(vp.DEVICE_STATUS), value)
         if value == 0:
             self._enabled.clear()
-            self.qt.writew(self._c(vp.MSIX_CONFIG), vp.NO_VECTOR)
+            self.qt.writew(self._c(vp.MSIX_CONFIG), 0 if self.msix is not None else vp.NO_VECTOR)
             self.qt.readb(self.caps.isr)  # drop anything pending from before the reset
+            if self.msix is not None:
+                self._take_msix()  # the same for vectors written before the reset
 
     def config_generation(self) -> int:
         return self.qt.readb(self._c(vp.CONFIG_GENERATION))
@@ -127,7 +147,7 @@ class QemuBalloon:
         self._settled = False
         self.qt.writew(self._c(vp.QUEUE_SELECT), index)
         self.qt.writew(self._c(vp.QUEUE_SIZE), size)
-        self.qt.writew(self._c(vp.QUEUE_MSIX_VECTOR), vp.NO_VECTOR)
+        self.qt.writew(self._c(vp.QUEUE_MSIX_VECTOR), 1 + index if self.msix is not None else vp.NO_VECTOR)
         for off, addr in ((vp.QUEUE_DESC, addrs.desc), (vp.QUEUE_DRIVER, addrs.avail), (vp.QUEUE_DEVICE, addrs.used)):
             self.qt.writel(self._c(off), addr & 0xFFFFFFFF)
             self.qt.writel(self._c(off) + 4, addr >> 32)
@@ -142,9 +162,22 @@ class QemuBalloon:
         self.qt.writew(self.caps.notify + off * self.caps.notify_multiplier, index)
 
     def take_interrupts(self) -> Interrupts:
+        if self.msix is not None:
+            return self._take_msix()
         isr = self.qt.readb(self.caps.isr)  # reading clears it (§4.1.4.5)
         queues = frozenset(self._enabled) if isr & 1 else frozenset()
         return Interrupts(queues, bool(isr & 2))
+
+    def _take_msix(self) -> Interrupts:
+        """Which vectors wrote their word since the last look. Masked while read and cleared, so a vector
+        firing meanwhile stays pending and is delivered (written) when unmasked: it counts next time."""
+        assert self.msix is not None
+        self.msix.mask_all(True)
+        fired = [v for v in range(self.msix.entries) if self.mem.read_u32(MSI_AREA + 4 * v)]
+        for v in fired:
+            self.mem.write_u32(MSI_AREA + 4 * v, 0)
+        self.msix.mask_all(False)
+        return Interrupts(frozenset(v - 1 for v in fired if v - 1 in self._enabled), 0 in fired)
 
     def run(self) -> None:
         """QEMU works asynchronously (notifications through ioeventfds, free_page_vq in an iothread): wait
@@ -235,12 +268,15 @@ class QemuBalloon:
         return self.q.qmp.execute("qom-get", path=BALLOON_PATH, property="guest-stats") or {}
 
     def request_stats(self) -> bool:
-        """Start QEMU's 1 s polling timer (it returns the held stats buffer when it fires) and wait for the
-        buffer to come back on statsq (index 2: QEMU always offers STATS_VQ). False if none was held."""
-        self._stats_update = self._guest_stats().get("last-update", 0)
+        """Start QEMU's polling timer and wait for the held stats buffer to come back on statsq (index 2:
+        QEMU always offers STATS_VQ). False if none was held. Setting the interval (1 s, QEMU's least)
+        fires the timer at once (balloon_stats_change_timer(s, 0)), so a request costs milliseconds; the
+        timer is stopped again before it fires a second time."""
+        self._stats_cycled = False
         statsq = self._enabled.get(STATSQ)
         if statsq is None:
             return False
+        self._stats_update = self._guest_stats().get("last-update", 0)
         before = self._used_state(STATSQ)
         self._set_stats_polling(1)
         try:
@@ -251,14 +287,28 @@ class QemuBalloon:
         finally:
             self._set_stats_polling(0)
             self._settled = False
+        self._stats_cycled = True
         return True
 
+    def _statsq_read(self) -> bool:
+        """QEMU popped (and so parsed: one handler, under its big lock) every buffer made available on
+        statsq. True too on a build without x-query-virtio-queue-status (then last-update decides)."""
+        addrs = self._enabled.get(STATSQ)
+        if addrs is None or self.packed:
+            return True
+        st = self.queue_status(STATSQ)
+        return not st or st.get("last-avail-idx") == self.mem.read_u16(addrs.avail + AVAIL_IDX)
+
     def host_stats(self) -> dict[int, int]:
-        """guest-stats once QEMU has taken the refilled buffer (its last-update moves). A tag the driver
-        never sent reads all ones (QEMU's reset value)."""
+        """guest-stats once QEMU has read the driver's latest buffer. A tag the driver never sent reads
+        all ones (QEMU's reset value)."""
         try:
-            got = self._wait("fresh guest-stats", lambda: (g := self._guest_stats()).get("last-update", 0)
-                             != self._stats_update and g, seconds=2.0)
+            if self._stats_cycled and not self.queue_status(STATSQ):  # no queue status: wait for last-update
+                got = self._wait("fresh guest-stats", lambda: (g := self._guest_stats()).get("last-update", 0)
+                                 != self._stats_update and g, seconds=2.0)
+            else:
+                self._wait("QEMU to read the stats buffer", self._statsq_read, seconds=2.0)
+                got = self._guest_stats()
         except QemuError:
             got = self._guest_stats()
         stats = got.get("stats", {})
@@ -306,9 +356,7 @@ class QemuFactory:
 
     provides_memory = True
 
-    def __init__(self, binary: str | None = None, device: str | None = None, *, stats: bool = False,
-                 **kwargs: Any) -> None:
-        self.stats = stats
+    def __init__(self, binary: str | None = None, device: str | None = None, **kwargs: Any) -> None:
         if shutil.which(binary or DEFAULT_BINARY) is None:
             raise QemuError(f"QEMU binary {binary or DEFAULT_BINARY!r} not found (install qemu-system-x86 "
                             "or pass --qemu-binary)")
@@ -317,12 +365,23 @@ class QemuFactory:
         self.caps: vp.VirtioCaps | None = None
         self.version: str | None = None  # filled when QEMU starts (QMP query-version)
 
+    def _device(self) -> str:
+        """The -device argument: MSI-X vectors for config and every queue where the build can give them."""
+        device = self.device or DEFAULT_DEVICE
+        if "vectors=" not in device and has_vectors_property(self.binary):
+            device += f",vectors={VECTORS}"
+        return device
+
     def __call__(self) -> QemuBalloon:
         if self.qemu is None or not self.qemu.alive or self.qemu.wedged or self.qemu.qmp.broken:
             if self.qemu is not None:
                 self.qemu.close()
-            self.qemu = QemuProcess(self.binary, device=self.device or DEFAULT_DEVICE, **self.kwargs)
+            self.qemu = QemuProcess(self.binary, device=self._device(), **self.kwargs)
             self.caps = vp.setup(vp.find_balloon(self.qemu.qtest))
+            if self.caps.msix is not None and vectors_accepted(self.qemu, self.caps):
+                self.caps.msix.enable()
+            else:
+                self.caps = attrs.evolve(self.caps, msix=None)  # no MSI-X or too few vectors: INTx it is
             # Hinting starts only in a running VM during a migration; keep that migration slow and
             # unable to converge, so a hint round lasts as long as an example needs.
             self.qemu.qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 20, "downtime-limit": 1})
@@ -331,14 +390,46 @@ class QemuFactory:
             q = v.get("qemu", {})
             self.version = f"QEMU {q.get('major')}.{q.get('minor')}.{q.get('micro')} {v.get('package', '').strip()}".strip()
         assert self.caps is not None
-        return QemuBalloon(self.qemu, self.caps, stats=self.stats)
+        return QemuBalloon(self.qemu, self.caps)
 
     def with_packed(self) -> QemuFactory:
         """The same QEMU with ``packed=on`` on the balloon: it offers VIRTIO_F_RING_PACKED (--ring packed)."""
-        return QemuFactory(self.binary, f"{self.device or DEFAULT_DEVICE},packed=on", stats=self.stats,
-                           **self.kwargs)
+        return QemuFactory(self.binary, f"{self.device or DEFAULT_DEVICE},packed=on", **self.kwargs)
 
     def close(self) -> None:
         if self.qemu is not None:
             self.qemu.close()
             self.qemu = None
+
+
+@functools.lru_cache(maxsize=None)
+def has_vectors_property(binary: str | None) -> bool:
+    """Whether this QEMU's virtio-balloon-pci takes ``vectors`` (9.0 on; 7.2's balloon has no MSI-X)."""
+    path = shutil.which(binary or os.environ.get("VIRTIO_CONFORMANCE_QEMU", DEFAULT_BINARY))
+    if path is None:
+        return False
+    try:
+        out = subprocess.run([path, "-device", "virtio-balloon-pci,help"], capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "vectors=" in out
+
+
+def vectors_accepted(qemu: QemuProcess, caps: vp.VirtioCaps) -> bool:
+    """Whether QEMU takes vector 0 for config and 1 + i for every queue i (it reads back NO_VECTOR for a
+    vector it refuses, §4.1.5.1.2); left at NO_VECTOR again."""
+    qt = qemu.qtest
+    n = qt.readw(caps.common + vp.NUM_QUEUES)
+    if caps.msix is None or caps.msix.entries < n + 1:
+        return False
+    ok = True
+    qt.writew(caps.common + vp.MSIX_CONFIG, 0)
+    ok &= qt.readw(caps.common + vp.MSIX_CONFIG) == 0
+    qt.writew(caps.common + vp.MSIX_CONFIG, vp.NO_VECTOR)
+    for i in range(n):
+        qt.writew(caps.common + vp.QUEUE_SELECT, i)
+        qt.writew(caps.common + vp.QUEUE_MSIX_VECTOR, 1 + i)
+        ok &= qt.readw(caps.common + vp.QUEUE_MSIX_VECTOR) == 1 + i
+        qt.writew(caps.common + vp.QUEUE_MSIX_VECTOR, vp.NO_VECTOR)
+    return ok
