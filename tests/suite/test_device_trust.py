@@ -11,7 +11,8 @@ import pytest
 
 from conformance.checks import Recorder
 from conformance.machines.device import MALFORMED, DeviceConformance
-from conformance.registry import BUILTIN, machine_for
+from conformance.machines.device.malformed import PACKED_MALFORMED
+from conformance.registry import BUILTIN, machine_for, resolve
 from refmodel.balloon.device import BalloonDevice
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.constants import DeviceStatus
@@ -52,6 +53,24 @@ def test_the_reference_device_asks_for_a_reset_after_each_malformed_input(index)
     assert {"STATUS-DEV-2", "STATUS-DEV-3", "RESET-DEV-1", "RESET-DEV-2"} <= m.R.exercised
     assert m.dev.read_status() & DeviceStatus.DRIVER_OK and m.drv.ok  # reset, probed again
     m.cycle(2)  # and the example goes on normally
+
+
+@pytest.mark.verifies("STATUS-DEV-2", "STATUS-DEV-3")
+@pytest.mark.parametrize("index", range(len(PACKED_MALFORMED)), ids=[k.topic for k in PACKED_MALFORMED])
+def test_every_malformed_input_reaches_the_reference_over_packed_rings(index):
+    cls = cast("type[DeviceConformance]", machine_for(resolve("reference", "device", ring="packed")))
+    cls.recorder = Recorder()
+    m = cls()
+    m.boot(drop=frozenset(), queue_size=8)
+    kind = m._malformed_kinds()[index]
+    assert kind is PACKED_MALFORMED[index]
+    m.malformed_input(index)
+    seen = m.R.observations[kind.topic]
+    assert {"set DEVICE_NEEDS_RESET", "sent a configuration change notification"} <= seen, seen
+    if kind.breaks.startswith("PACKED-"):  # the ring's own malformed lists: the device names that requirement
+        assert f"reported the breach ({kind.breaks})" in seen, seen
+    assert m.dev.read_status() & DeviceStatus.DRIVER_OK and m.drv.ok
+    m.cycle(2)
 
 
 class ReturnsBadPfns(BalloonDevice):

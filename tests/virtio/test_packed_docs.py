@@ -168,11 +168,14 @@ def page() -> str:
         "and the driver machine's device offers it, so RSV-DRV-4 is judged. Every balloon feature runs",
         "there: inflate and deflate, statistics, free page hinting, reporting and poison. Notifications are",
         "judged as PACKED-DEV-D10/D11 and PACKED-DRV-D10; the split ring's requirements are then",
-        "not-applicable. Checks that write split descriptors or used elements in place stay split-only: the",
-        "malformed inputs that patch a descriptor (a hint outside guest memory, a loop, a long indirect",
-        "table), the used-length canaries (SPLIT-DEV-15), a stray NO_INTERRUPT flag (SPLIT-DEV-11) and",
-        "needless descriptors (SPLIT-DRV-3). QEMU's verdicts over packed rings are in",
-        "``results/qemu-packed.txt``.",
+        "not-applicable. The malformed inputs that patch a descriptor have packed versions: a hint or a",
+        "report outside guest memory (PACKED-DRV-D4), a list whose last descriptor has NEXT too, so it never",
+        "ends (PACKED-DRV-7, the packed ring's loop), and an indirect table longer than the queue",
+        "(PACKED-DRV-14). Checks that write split used elements in place stay split-only: the used-length",
+        "canaries (SPLIT-DEV-15), a stray NO_INTERRUPT flag (SPLIT-DEV-11) and needless descriptors",
+        "(SPLIT-DRV-3). QEMU's verdicts over packed rings are in ``results/qemu-7.2-packed.txt`` and",
+        "``results/qemu-10.0-11.1-packed.txt``; Linux's (the QEMU-guest route: the UML route's virtio_uml",
+        "sends a packed ring's vhost-user base without its wrap counters) in ``results/matrix/*-packed.json``.",
     ]
     return "\n".join([*head, *(f"   {line}" for line in dot()), *mid, *table(), *tail]) + "\n"
 

@@ -30,6 +30,7 @@ from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.constants import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, DeviceStatus
 from refmodel.virtio.features import Feature
+from refmodel.virtio.packed.layout import PDESC_FMT, PVIRTQ_DESC_SIZE
 from refmodel.virtio.split.driver import QueueFull
 from refmodel.virtio.split.layout import DESC_FMT, USED_ELEM_FMT, VIRTQ_DESC_SIZE, used_ring_entry
 from refmodel.virtio.transport import Interrupts
@@ -61,9 +62,6 @@ class Malformed:
         return f"malformed {self.queue}: {self.name}"
 
 
-#: Builders that rewrite split descriptors in place (over packed rings the class is not put on the ring).
-SPLIT_ONLY = frozenset({"_hint_outside", "_report_outside", "_loop", "_long_indirect"})
-
 MALFORMED = (
     Malformed("free_page_vq", "command ID of 3 bytes", "BAL-FPH-DRV-1", "_short_command_id"),
     Malformed("free_page_vq", "hint as an out-buffer", "BAL-FPH-D3", "_hint_as_out_buffer"),
@@ -76,6 +74,13 @@ MALFORMED = (
     Malformed("inflateq", "descriptor loop", "SPLIT-DRV-4", "_loop"),
     Malformed("inflateq", "indirect table longer than the queue", "SPLIT-DRV-8", "_long_indirect"),
 )
+#: Over packed rings: the same classes, the ring's own requirements, and a list that never ends for the loop.
+PACKED_MALFORMED = (
+    *MALFORMED[:7],
+    Malformed("reporting_vq", "report outside guest memory", "PACKED-DRV-D4", "_report_outside"),
+    Malformed("inflateq", "list longer than the ring", "PACKED-DRV-7", "_long_list"),
+    Malformed("inflateq", "indirect table longer than the queue", "PACKED-DRV-14", "_long_indirect"),
+)
 
 
 class DeviceMalformedInput(DeviceHinting, DeviceReset):
@@ -85,8 +90,8 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
         """The classes this example's queues can carry (a second echo needs a round to echo, an indirect
         table the feature)."""
         needs = {"_second_echo": self._hinting(), "_long_indirect": self.has(Feature.VIRTIO_F_INDIRECT_DESC)}
-        return [k for k in MALFORMED if k.queue in self.drv.vqs and needs.get(k.build, True)
-                and not (self.packed and k.build in SPLIT_ONLY)]
+        return [k for k in (PACKED_MALFORMED if self.packed else MALFORMED)
+                if k.queue in self.drv.vqs and needs.get(k.build, True)]
 
     @step(needs=lambda self: self._malformed_kinds(), kind=st.integers(0, len(MALFORMED) - 1))
     def malformed_input(self, kind: int) -> None:
@@ -196,18 +201,33 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
         return page * BALLOON_PAGE_SIZE
 
     def _add(self, name: str, readable: Sequence[tuple[int, int]] = (),
-             writable: Sequence[tuple[int, int]] = ()) -> int | None:
+             writable: Sequence[tuple[int, int]] = (), indirect: bool = False) -> int | None:
+        vq = self.drv.vqs[name]
+        self._added_at = getattr(vq, "next_avail", 0)  # packed: the ring position the list starts at
         try:
-            return self.drv.vqs[name].add(readable, writable)
+            return vq.add(readable, writable, indirect=indirect)
         except QueueFull:
             return None
 
     def _patch(self, name: str, desc: int, **fields: int) -> None:
-        """Rewrite fields of descriptor ``desc`` of ``name`` before the device may see it."""
+        """Rewrite fields of descriptor ``desc`` of ``name`` before the device may see it (packed: the first
+        descriptor of the list just added)."""
+        if self.packed:
+            self._patch_packed(name, self._added_at, **fields)
+            return
         addr = self.drv.vqs[name].addrs.desc + VIRTQ_DESC_SIZE * desc
         a, n, flags, nxt = self.os.mem.unpack(DESC_FMT, addr)
         values = {"addr": a, "len": n, "flags": flags, "next": nxt, **fields}
         self.os.mem.pack(DESC_FMT, addr, values["addr"], values["len"], values["flags"], values["next"])
+
+    def _patch_packed(self, name: str, pos: int, **fields: int) -> None:
+        """Rewrite fields of the packed descriptor at ring position ``pos``. A batch's first flags are
+        written at publish (AMB-PACKED-BATCH), so only a later descriptor's flags may be patched."""
+        vq = self.drv.vqs[name]
+        addr = vq.addrs.desc + PVIRTQ_DESC_SIZE * (pos % vq.queue_size)
+        a, n, buf_id, flags = self.os.mem.unpack(PDESC_FMT, addr)
+        values = {"addr": a, "len": n, "id": buf_id, "flags": flags, **fields}
+        self.os.mem.pack(PDESC_FMT, addr, values["addr"], values["len"], values["id"], values["flags"])
 
     def _publish(self, name: str) -> PeerSpecViolation | None:
         """Make it available and notify (always: a driver may), the device's report if it judged it then."""
@@ -269,8 +289,25 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
             self._patch(name, head, flags=VIRTQ_DESC_F_NEXT, next=head)
         return head
 
+    def _long_list(self, name: str, scratch: int) -> int | None:
+        """Packed: a list of Queue Size descriptors, each the same one-PFN array, whose last one has NEXT
+        too: it never ends (PACKED-DRV-7, the packed ring's loop). Needs the whole ring free."""
+        vq = self.drv.vqs[name]
+        qs = vq.queue_size
+        if qs < 2 or vq.num_free < qs:
+            return None
+        self.os.mem.write_u32(scratch, self._victim_pfn(scratch))
+        head = self._add(name, readable=[(scratch, 4)] * qs)
+        if head is not None:
+            last = self._added_at + qs - 1
+            flags = self.os.mem.unpack(PDESC_FMT, vq.addrs.desc + PVIRTQ_DESC_SIZE * (last % qs))[3]
+            self._patch_packed(name, last, flags=flags | VIRTQ_DESC_F_NEXT)
+        return head
+
     def _long_indirect(self, name: str, scratch: int) -> int | None:
         """An indirect table of Queue Size + 1 descriptors, each the same one-PFN array."""
+        if self.packed:
+            return self._long_packed_indirect(name, scratch)
         n = self.drv.vqs[name].queue_size + 1
         table = scratch + 16 * VIRTQ_DESC_SIZE
         self.os.mem.write_u32(scratch, self._victim_pfn(scratch))
@@ -281,4 +318,22 @@ class DeviceMalformedInput(DeviceHinting, DeviceReset):
         head = self._add(name, readable=[(scratch, 4)])
         if head is not None:
             self._patch(name, head, addr=table, len=VIRTQ_DESC_SIZE * n, flags=VIRTQ_DESC_F_INDIRECT, next=0)
+        return head
+
+    def _long_packed_indirect(self, name: str, scratch: int) -> int | None:
+        """Packed: a one-entry indirect list whose ring descriptor is then pointed at a table of Queue Size
+        + 1 entries (PACKED-DRV-14); the entries carry no flags, as PACKED-DRV-13 asks."""
+        vq = self.drv.vqs[name]
+        if getattr(vq, "indirect_arena", None) is None:
+            return None
+        n = vq.queue_size + 1
+        table = scratch + 16 * PVIRTQ_DESC_SIZE
+        if table + PVIRTQ_DESC_SIZE * n > scratch + BALLOON_PAGE_SIZE:
+            return None  # the table would leave the scratch page
+        self.os.mem.write_u32(scratch, self._victim_pfn(scratch))
+        for i in range(n):
+            self.os.mem.pack(PDESC_FMT, table + PVIRTQ_DESC_SIZE * i, scratch, 4, 0, 0)
+        head = self._add(name, readable=[(scratch, 4)], indirect=True)
+        if head is not None:
+            self._patch(name, head, addr=table, len=PVIRTQ_DESC_SIZE * n)
         return head
