@@ -61,7 +61,8 @@ def run_target(name: str, inputs: int, findings: Path | None, max_seconds: int) 
     return {"target": name, "inputs": int(units[-1]) if units else int(cov[-1][0]) if cov else 0,
             "cov": int(cov[-1][1]) if cov else 0, "ft": int(cov[-1][2]) if cov else 0, "new_units": corpus,
             "other_exceptions": found, "status": status, "seconds": seconds,
-            "tail": "" if proc.returncode == 0 else err.strip().splitlines()[-3:]}
+            "tail": [ln for ln in err.splitlines() if ln.startswith("FINDING")][:3]
+            + ([] if proc.returncode == 0 else err.strip().splitlines()[-3:])}
 
 
 def main() -> None:

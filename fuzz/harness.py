@@ -2,7 +2,8 @@
 
 A parser of untrusted bytes may return a result or raise its project error type carrying a requirement
 ID or a field name (``PeerSpecViolation`` and friends, or the adapter's one-line error). Anything else is
-a :class:`Finding`. So is an input that takes longer than :func:`time_bound` of its size: a fixed
+a :class:`Finding`. So is an input that takes more CPU time than :func:`time_bound` of its size (CPU, not
+wall-clock, time: a fuzzer at nice 19 on busy shared cores waits for a core longer than any bound): a fixed
 allowance for scheduling and GC noise on shared cores, plus a cost per byte above any parser's linear
 cost, so only super-linear growth (a re-read per entry, a loop per byte pair) trips it. An input's size
 is its length plus the guest memory its buffers claim (:func:`charge`): a 100 KiB stats buffer is a big
@@ -56,14 +57,14 @@ def guarded_target(parse: Callable[[bytes], object],
     """``parse`` as a fuzz target: an allowed outcome returns, anything else raises :class:`Finding`."""
     def target(data: bytes) -> None:
         _charged[0] = 0
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             parse(data)
         except Finding:
             raise
         except Exception as e:  # noqa: BLE001 - judging every exception is the point
             check_error(e, allowed)
-        took, size = time.perf_counter() - start, len(data) + _charged[0]
+        took, size = time.process_time() - start, len(data) + _charged[0]
         if took > time_bound(size):
             raise Finding(f"{size}-byte input took {took:.3f} s (bound {time_bound(size):.3f} s)")
     target.__wrapped__ = parse  # type: ignore[attr-defined]

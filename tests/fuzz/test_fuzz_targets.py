@@ -106,6 +106,23 @@ def test_harness_flags_other_exceptions_and_super_linear_time():
     guarded_target(lambda _: (_ for _ in ()).throw(QtestError("one line")), (QtestError,))(b"")
 
 
+def test_harness_bounds_cpu_time_not_waiting(monkeypatch):
+    """The bound is on CPU time: an input that computes past it is a finding, one whose process waits for a
+    core (nice 19 on busy shared cores) is not."""
+    import time
+
+    from fuzz import harness
+    monkeypatch.setattr(harness, "TIME_FIXED", 0.02)
+
+    def spin(_):
+        end = time.process_time() + 0.05
+        while time.process_time() < end:
+            pass
+    with pytest.raises(Finding, match="took"):
+        guarded_target(spin)(b"")
+    guarded_target(lambda _: time.sleep(0.05))(b"")
+
+
 def test_layout_writer_is_read_back():
     data = Writer().int(0, 3, 2).bool(True).int(0, 2**64 - 1, 12345).pick([8, 4], 4).bytes(b"ab").done()
     rd = Reader(data)
