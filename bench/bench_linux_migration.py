@@ -20,31 +20,94 @@ destination QEMU and compares every page. Ends with one key=value line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
 import select
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conformance.adapters.linux.qemu_guest import build  # noqa: E402
+import attrs  # noqa: E402
+
+from conformance.adapters.linux.qemu_guest import INIT, MODULES, build  # noqa: E402
 from conformance.adapters.qemu.migration import OrderedStart  # noqa: E402
 from conformance.adapters.qemu.qmp import QmpClient  # noqa: E402
 from refmodel.system.migration import HonestIdeal, predict_full_pages  # noqa: E402
-from refmodel.system.orderings import CapThenLift, Paced, from_dict, parse  # noqa: E402
-from refmodel.system.timing import DriverTiming, GuestMix, HostTiming, ReportingTiming, simulate  # noqa: E402
+from refmodel.system.orderings import CapThenLift, Paced, parse  # noqa: E402
+from refmodel.system.real_runs import measured_load, modelled  # noqa: E402
 
 PAGE = 4096
 BLOCK = 1 << 10  # Linux hints order-10 blocks (4 MiB)
 MODES = {"hint": "free-page-hint=on,iothread=io0", "off": "", "report": "free-page-reporting=on"}
 ORDERED = {"hint-ordered": "hint", "off-ordered": "off"}  # mode -> the device it runs with
-READY_S = 0.1  # from the free to the settle timer (as bench_timing_model)
+
+
+def thread_cpu(pid: int, seen: dict[str, tuple[str, float, float]]) -> dict[str, float]:
+    """CPU seconds QEMU's threads have run (``/proc/PID/task/TID/schedstat``, ns), by role: ``vcpu0``,
+    ``vcpu1``.. (named ``CPU n/TCG`` with ``-name debug-threads=on``), ``migration`` (``live_migration``),
+    ``io``, ``other`` and the ``process`` as a whole; and ``ROLE_wait``: seconds each was runnable but
+    waiting for a core (what a loaded host takes away). ``seen`` (thread id: role, run, wait) carries a
+    thread's last figures past its exit (the migration thread ends with the migration). A share is the
+    growth of one of these over the wall time between two samples."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tasks = []
+    for tid in tasks:
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            run_ns, wait_ns, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        role = (f"vcpu{comm.split()[1].split('/')[0]}" if comm.startswith("CPU ") else
+                "migration" if comm.startswith("live_migration") else "io" if comm.startswith("IO ") else "other")
+        seen[tid] = (role, int(run_ns) / 1e9, int(wait_ns) / 1e9)
+    out: dict[str, float] = {}
+    for role, run, wait in seen.values():
+        for k, v in ((role, run), (f"{role}_wait", wait), ("process", run)):
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def guest_clock(pid: int) -> Callable[[], float]:
+    """The ordering's guest clock: wall seconds less the most any vCPU thread waited for a core, so a
+    guest starved by a loaded host is not taken for one that stopped hinting (an idle vCPU sleeps and
+    does not wait)."""
+    seen: dict[str, tuple[str, float, float]] = {}
+    t0, w0 = time.monotonic(), None
+
+    def now() -> float:
+        nonlocal w0
+        waits = {k: v for k, v in thread_cpu(pid, seen).items() if k.startswith("vcpu") and k.endswith("_wait")}
+        w0 = waits if w0 is None else w0
+        return time.monotonic() - t0 - max((v - w0.get(k, v) for k, v in waits.items()), default=0.0)
+
+    return now
+
+
+def shares(samples: list[tuple[float, dict[str, float]]], t_from: float, t_to: float) -> dict[str, float]:
+    """Each role's CPU share (CPU seconds per wall second) between the samples nearest ``t_from`` and
+    ``t_to``, and ``vcpu``: the busiest vCPU's (the one the driver hints on)."""
+    if len(samples) < 2:
+        return {}
+    a = min(samples, key=lambda s: abs(s[0] - t_from))
+    b = min(samples, key=lambda s: abs(s[0] - t_to))
+    if b[0] <= a[0]:
+        a, b = samples[0], samples[-1]
+    wall = b[0] - a[0]
+    out = {k: round((b[1].get(k, 0.0) - a[1].get(k, 0.0)) / wall, 3) for k in b[1]}
+    out["vcpu"] = max((v for k, v in out.items() if k.startswith("vcpu") and "_" not in k), default=0.0)
+    out["window_s"] = round(wall, 3)
+    return out
 
 
 def machine_args(qemu: str, mem_mib: int, ram_file: Path | None) -> list[str]:
@@ -53,13 +116,47 @@ def machine_args(qemu: str, mem_mib: int, ram_file: Path | None) -> list[str]:
         mem += ["-object", f"memory-backend-file,id=ram0,size={mem_mib}M,mem-path={ram_file},share=on"]
     machine = "q35" + (",memory-backend=ram0" if ram_file is not None else "")
     return [qemu, "-machine", machine, "-accel", "tcg",
-            "-smp", "2", *mem, "-nographic", "-nodefaults", "-no-user-config", "-object", "iothread,id=io0"]
+            "-smp", "2", *mem, "-nographic", "-nodefaults", "-no-user-config", "-object", "iothread,id=io0",
+            "-name", "vc,debug-threads=on"]
+
+
+def provisioned(name: str) -> tuple[Path, Path, str]:
+    """(vmlinuz, initrd, release) for a kernel of conformance.provision (``trixie``, ``sid``..): the same
+    /init as qemu_guest.build's, with that kernel's modules (compressed ones unpacked) in load order."""
+    from conformance.adapters.linux.guest import BUSYBOX, cache_dir
+    from conformance.adapters.linux.qemu_guest import _cpio_newc
+    from conformance.adapters.linux.qemu_route import _load_order, _modules, kernel_build
+
+    image, modules, release = kernel_build(name)
+    found = _modules(modules / release)
+    order = _load_order(found, ("virtio_pci", "virtio_balloon"))
+    init = INIT.replace(" ".join(MODULES), " ".join(n for n, _ in order))
+    busybox = Path(BUSYBOX)
+    key = hashlib.sha256(init.encode() + busybox.read_bytes() + b"".join(d for _, d in order)).hexdigest()[:16]
+    out = cache_dir() / "qemu-guest" / f"{release}-{key}.initrd"
+    if not out.exists():
+        entries: list[tuple[str, int, bytes, int]] = [
+            (d, stat.S_IFDIR | 0o755, b"", 0) for d in ("bin", "dev", "proc", "sys", "w", "lib")]
+        entries.append(("dev/console", stat.S_IFCHR | 0o600, b"", (5 << 8) | 1))
+        entries.append(("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes(), 0))
+        applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
+        entries += [(f"bin/{a}", stat.S_IFLNK | 0o777, b"busybox", 0) for a in applets if a != "busybox"]
+        entries += [(f"lib/{n}.ko", stat.S_IFREG | 0o644, d, 0) for n, d in order]
+        entries.append(("init", stat.S_IFREG | 0o755, init.encode(), 0))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}")
+        tmp.write_bytes(_cpio_newc(entries))
+        tmp.replace(out)
+    return image, out, release
+
+
+KERNEL: str | None = None  # --kernel: a provisioned release; None: qemu_guest.build's (apt's newest)
 
 
 class Guest:
     def __init__(self, qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: Path,
                  ram_file: Path | None = None) -> None:
-        kernel, initrd, self.kernel = build()
+        kernel, initrd, self.kernel = provisioned(KERNEL) if KERNEL else build()
         self.qmp_path = str(workdir / f"{mode}.qmp")
         device = MODES[ORDERED.get(mode, mode)]
         dev = "virtio-balloon-pci" + (f",{device}" if device else "")
@@ -183,21 +280,30 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
         mem_total = mem_mib << 20
         free_before = g.free[-1][1]
         qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
-        ordered = OrderedStart(ordering, qmp.execute) if ordering is not None and mode in ORDERED else None
+        ordered = (OrderedStart(ordering, qmp.execute, guest_clock=guest_clock(g.proc.pid))
+                   if ordering is not None and mode in ORDERED else None)
         if ordered is not None:
             ordered.begin()
+        threads: dict[str, tuple[str, float, float]] = {}
+        cpu = [(time.monotonic(), thread_cpu(g.proc.pid, threads))]
+        load_avg = os.getloadavg()[0]
         t0 = time.monotonic()
         qmp.execute("migrate", uri=f"exec:cat > {stream}" if check else "exec:cat > /dev/null")
         if ordered is not None:
             ordered.started()
         progress: list[tuple[float, int]] = []
+        bulk_end: float | None = None
         while True:
             g.pump(0.005 if ordered is not None else 0.05)
             info = qmp.execute("query-migrate")
             if ordered is not None:
                 ordered.poll(info)
             ram = info.get("ram", {})
-            progress.append((time.monotonic(), int(ram.get("normal", 0))))
+            now = time.monotonic()
+            progress.append((now, int(ram.get("normal", 0))))
+            cpu.append((now, thread_cpu(g.proc.pid, threads)))
+            if bulk_end is None and int(ram.get("dirty-sync-count", 0)) > 1:
+                bulk_end = now - t0
             if info.get("status") in ("completed", "failed", "cancelled"):
                 break
         wall = time.monotonic() - t0
@@ -214,7 +320,14 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
                "free_before": free_before, "hinted_max": max((h for _, h in hint_curve), default=0) // PAGE,
                "hint_curve": hint_curve, "hint_curve_guest": hint_curve_guest,
                "progress": [(t - t0, n) for t, n in progress], "kernel": g.kernel,
-               "dirty_syncs": int(ram.get("dirty-sync-count", 0))}
+               "dirty_syncs": int(ram.get("dirty-sync-count", 0)), "bulk_end_s": bulk_end,
+               "load_avg_1min": load_avg,
+               # On the guest's clock, from its first MemFree line (within a tick of the free) to migrate.
+               "since_free_s": round(t0 - offset - g.free_guest[0][1], 3) if g.free_guest else None}
+        rel = [(t - t0, c) for t, c in cpu if c]
+        out["cpu_shares"] = {"bulk": shares(rel, 0.0, bulk_end or wall), "migration": shares(rel, 0.0, wall)}
+        step = max(1, len(rel) // 100)  # about every 1% of the run, and the last
+        out["cpu"] = [(round(t, 4), {k: round(v, 3) for k, v in c.items()}) for t, c in rel[::step] + rel[-1:]]
         if ordered is not None:
             out["ordering"] = ordered.summary()
         g.close()
@@ -230,17 +343,12 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
             f.unlink(missing_ok=True)
 
 
-def timing_model(mem_mib: int, fill_mib: int, settle: float, run: dict) -> dict:
-    """The calibrated timing model's full pages and seconds for one measured run's guest and mode."""
-    mix = GuestMix.measured(mem_mib, run["free_before"], fill_mib)
-    mode = ORDERED.get(run["mode"], run["mode"])
-    if mode == "report":
-        mix = mix.reported(ReportingTiming().reported(mix.free, settle + READY_S))
-    o = run.get("ordering")
-    sched = from_dict(o) if o else None
-    driver = DriverTiming() if mode == "hint" else None
-    m = simulate(mix, HostTiming(), driver, sched) if sched else simulate(mix, HostTiming(), driver)
-    return {"full_pages": round(m.full_pages), "wall": round(m.wall_s, 3), "mb": round(m.mb, 1)}
+def timing_model(args: dict, run: dict) -> dict:
+    """The calibrated timing model's full pages and seconds for one measured run's guest and mode, at the
+    CPU shares the run got (refmodel.system.real_runs), and on an idle host (a core each)."""
+    m, idle = modelled(args, run), modelled(args, run, loaded=False)
+    return {"full_pages": round(m.full_pages), "wall": round(m.wall_s, 3), "mb": round(m.mb, 1),
+            "idle_full_pages": round(idle.full_pages), "idle_wall": round(idle.wall_s, 3)}
 
 
 def predict(n_pages: int, ideal: int, fill: int, hinted: int) -> int:
@@ -279,16 +387,24 @@ def main() -> None:
     p.add_argument("--quiet-ms", type=float, default=50.0, help="the ordering's 'hints stopped' time")
     p.add_argument("--first-hint-bound", type=float, default=0.25, help="the ordering's bound if no hint came")
     p.add_argument("--bound", type=float, default=2.0, help="the ordering's bound on the capped start")
+    p.add_argument("--clock", choices=("wall", "guest"), default="wall",
+                   help="what the ordering's quiet time and first-hint bound are counted on (guest: wall time "
+                        "less the vCPUs' waits for a core)")
+    p.add_argument("--kernel", metavar="RELEASE",
+                   help="a kernel of conformance.provision (bookworm, trixie, sid); default: apt's newest cloud kernel")
     p.add_argument("--check", action="store_true",
                    help="load each stream into a destination QEMU and compare every page (RAM in /dev/shm)")
     args = p.parse_args()
     bounds = {"quiet_s": args.quiet_ms / 1e3, "first_hint_bound_s": args.first_hint_bound,
-              "bound_s": args.bound}
+              "bound_s": args.bound, "clock": args.clock}
     try:
         ordering = None if args.ordering is None else parse(args.ordering, **bounds)
     except ValueError as e:
         p.error(str(e))
     modes = [*MODES, *(ORDERED if ordering is not None else ())]
+    global KERNEL
+    KERNEL = args.kernel
+    load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="vc-migr-", dir="/dev/shm" if args.check else None))
     try:
         runs = [migrate(args.qemu, mode, args.mem_mib, args.keep_mib, args.fill_mib, work, args.settle,
@@ -307,7 +423,9 @@ def main() -> None:
     for r in runs:
         r["honest_ideal"] = HonestIdeal.estimated(r["ideal"], off["full_pages"], off["zero_pages"],
                                                   n_pages).pages
-        r["timing_model"] = timing_model(args.mem_mib, args.fill_mib, args.settle, r)
+        got = measured_load(r)
+        r["load"] = None if got is None else attrs.asdict(got)
+        r["timing_model"] = timing_model(vars(args), r)
     print(f"{ver}; guest {hint['kernel']}, {args.mem_mib} MiB, {args.keep_mib} MiB kept, {args.fill_mib} MiB "
           "written and freed, TCG, migration to exec:cat")
     print(f"{'mode':>13}{'MB sent':>10}{'full pages':>12}{'zero pages':>12}{'seconds':>9}{'honest':>9}"
@@ -318,6 +436,10 @@ def main() -> None:
               f"{r['honest_ideal']:>9}{r['full_pages'] / r['honest_ideal']:>9.2f}{r['ideal']:>10}"
               f"{r['full_pages'] / r['ideal']:>7.2f}{r['timing_model']['full_pages']:>14}"
               f"{r['timing_model']['wall']:>8.2f}{lost:>6}")
+        c = r["cpu_shares"]["bulk"]
+        if c:
+            print(f"{'':>13}CPU share in the bulk pass ({c['window_s']:.2f} s): busiest vCPU {c['vcpu']:.2f}, "
+                  f"migration thread {c.get('migration', 0):.2f}, QEMU {c['process']:.2f} of {os.cpu_count()} cores")
         if "ordering" in r:
             o = r["ordering"]
             what = (f"cap {o['cap_bps'] / 1e9:g} GB/s" if "cap_bps" in o else
@@ -336,8 +458,10 @@ def main() -> None:
           f"migration (MemFree sampled every 0.02 s in the guest); measured minus model-with-those-hints-first: "
           f"{hint['full_pages'] - model_hint} full pages")
     if args.json:
+        load = {"start": load_start, "end": os.getloadavg(), "nice": os.nice(0), "cores": os.cpu_count()}
         args.json.write_text(json.dumps({"runs": runs, "model_hint": model_hint, "model_off": model_off,
-                                         "qemu": ver, "args": vars(args) | {"json": str(args.json)}}, indent=1))
+                                         "qemu": ver, "load_avg": load,
+                                         "args": vars(args) | {"json": str(args.json)}}, indent=1))
     extra = ""
     if "hint-ordered" in by:
         ho, oo = by["hint-ordered"], by["off-ordered"]

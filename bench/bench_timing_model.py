@@ -20,9 +20,10 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from refmodel.system.real_runs import measured_load, modelled  # noqa: E402
 from refmodel.system.orderings import from_dict  # noqa: E402
-from refmodel.system.timing import (PAGE, DriverTiming, GuestMix, HostTiming, ReportingTiming,  # noqa: E402
-                                    Uncapped, simulate)
+from refmodel.system.timing import (IDLE, PAGE, DriverTiming, GuestMix, HostTiming, Load,  # noqa: E402
+                                    ReportingTiming, Uncapped, simulate)
 
 ORDERED = {"hint-ordered": "hint", "off-ordered": "off"}  # as bench_linux_migration
 
@@ -41,8 +42,8 @@ def bulk_end(run: dict) -> tuple[float, int]:
     final value (the second round and switchover come after it)."""
     prog = run["progress"]
     o = run.get("ordering") or {}
-    if o.get("lifted_because") == "the bulk pass ended":
-        t = o["lifted_s"]
+    if run.get("bulk_end_s") or o.get("lifted_because") == "the bulk pass ended":
+        t = run.get("bulk_end_s") or o["lifted_s"]
         return t, max((n for x, n in prog if x <= t + 0.02), default=0)
     final = prog[-1][1]
     i = len(prog) - 1
@@ -124,17 +125,19 @@ def _at(curve, t: float) -> float:
     return prev
 
 
-def predict(d: dict, by: dict, host: HostTiming, driver: DriverTiming, rep: ReportingTiming) -> dict:
-    """Modelled full pages, MB and seconds for each mode of one committed run."""
-    a, out = d["args"], {}
-    for mode, r in by.items():
-        mix = mix_of(d, r)
-        base = ORDERED.get(mode, mode)
-        if base == "report":
-            mix = mix.reported(rep.reported(mix.free, a["settle"] + READY_S))
-        sched = from_dict(r["ordering"]) if "ordering" in r else Uncapped()
-        out[mode] = simulate(mix, host, driver if base == "hint" else None, sched)
-    return out
+def per_cpu(driver: DriverTiming, host: HostTiming, load: Load) -> tuple[DriverTiming, HostTiming]:
+    """Rates measured at ``load`` as rates with a core each (the inverse of Load.driver and Load.host)."""
+    return (attrs.evolve(driver, blocks_per_s=round(driver.blocks_per_s / load.vcpu, 1),
+                         first_hint_s=round(driver.first_hint_s * load.vcpu, 4)),
+            attrs.evolve(host, full_s=round(host.full_s * load.migration, 10),
+                         zero_s=round(host.zero_s * load.migration, 10)))
+
+
+def predict(d: dict, by: dict, host: HostTiming, driver: DriverTiming, rep: ReportingTiming,
+            loaded: bool = True) -> dict:
+    """Modelled full pages, MB and seconds for each mode of one committed run, at the CPU shares it got
+    (``loaded``, where recorded) or on an idle host."""
+    return {mode: modelled(d["args"], r, driver, host, rep, loaded) for mode, r in by.items()}
 
 
 def own_rates(d: dict, by: dict, run: dict) -> float | None:
@@ -161,10 +164,14 @@ def main() -> None:
     fitted = fit_driver(by["hint"], end)
     if fitted is None:
         p.error(f"{args.calibrate.name}: its hint curve gives no driver rate")
-    driver = fitted
-    host = fit_host(d, by["hint"], by["off"], driver)
+    cal_load = measured_load(by["hint"]) or IDLE
+    driver, host = per_cpu(fitted, fit_host(d, by["hint"], by["off"], fitted), cal_load)
     rep = ReportingTiming()
-    print(f"calibrated on {args.calibrate.name} ({d['args']['mem_mib']} MiB guest, {by['hint']['kernel']}):")
+    print(f"calibrated on {args.calibrate.name} ({d['args']['mem_mib']} MiB guest, {by['hint']['kernel']}), "
+          + ("at its measured CPU shares: " if cal_load != IDLE or "cpu" in by["hint"] else
+             "with no CPU record (taken as a core each): ")
+          + f"the driver's vCPU {cal_load.vcpu:.2f}, the migration thread {cal_load.migration:.2f}; "
+          "rates below are per CPU second")
     print(f"  driver: first hint {driver.first_hint_s * 1e3:.0f} ms after START, "
           f"{driver.blocks_per_s:.0f} blocks/s "
           f"of 2^{driver.order} pages ({driver.pages_per_s * PAGE / 1e9:.2f} GB/s of free memory), "
@@ -177,41 +184,51 @@ def main() -> None:
           f"{rep.delay_s:g} s, each up to {per_pass} blocks of 4 MiB here")
     defaults = (DriverTiming(), HostTiming())
     print(f"  the model's defaults {'are' if defaults == (driver, host) else 'differ from'} this calibration")
-    print(f"{'run':>30}{'mode':>13}{'full pages':>12}{'model':>10}{'error':>8}{'MB':>9}{'model':>8}"
-          f"{'seconds':>9}{'model':>7}  sample  own rates")
-    errors: dict[str, list[float]] = {"hint": [], "report": [], "off": []}
+    print(f"{'run':>24}{'mode':>13}{'full pages':>11}{'model':>9}{'error':>8}{'idle':>8}{'vCPU':>6}{'migr':>6}"
+          f"{'MB':>8}{'model':>7}{'s':>6}{'model':>6}  sample  own rates")
+    errors: dict[str, list[float]] = {}
+    idle_errors: dict[str, list[float]] = {}
     own_errors: list[float] = []
+    sizes_loaded: set[int] = set()
     for path in args.results:
         dd, bb = runs_of(path)
-        model = predict(dd, bb, host, driver, rep)
+        model, blind = predict(dd, bb, host, driver, rep), predict(dd, bb, host, driver, rep, loaded=False)
         sample = "in" if path.resolve() == args.calibrate.resolve() else "out"
         for mode, r in bb.items():
-            m = model[mode]
-            err = m.full_pages / r["full_pages"] - 1
-            errors.setdefault(mode, []).append(err)
-            own = own_rates(dd, bb, r) if ORDERED.get(mode, mode) == "hint" else None
+            m, load = model[mode], measured_load(r)
+            err, idle = m.full_pages / r["full_pages"] - 1, blind[mode].full_pages / r["full_pages"] - 1
+            base = ORDERED.get(mode, mode)
+            idle_errors.setdefault(base, []).append(idle)
+            if load is not None:
+                errors.setdefault(base, []).append(err)
+                sizes_loaded.add(dd["args"]["mem_mib"])
+            own = own_rates(dd, bb, r) if base == "hint" else None
             note = "" if own is None else f"{own:>10,.0f} {own / r['full_pages'] - 1:>+6.1%}"
             if own is not None:
                 own_errors.append(own / r["full_pages"] - 1)
-            elif ORDERED.get(mode, mode) == "hint":
+            elif base == "hint":
                 note = "  (its hint curve gives no rate)"
+            shares = "    no record" if load is None else f"{load.vcpu:>6.2f}{load.migration:>6.2f}"
             name = path.stem[len("migration-linux-"):]
-            print(f"{name:>30}{mode:>13}{r['full_pages']:>12,}{m.full_pages:>10,.0f}"
-                  f"{err:>+8.1%}{r['mb']:>9.1f}{m.mb:>8.1f}{r['wall']:>9.2f}{m.wall_s:>7.2f}"
+            print(f"{name:>24}{mode:>13}{r['full_pages']:>11,}{m.full_pages:>9,.0f}"
+                  f"{err:>+8.1%}{idle:>+8.1%}{shares}{r['mb']:>8.1f}{m.mb:>7.1f}{r['wall']:>6.2f}{m.wall_s:>6.2f}"
                   f"  {sample:<6}{note}")
     sizes = len({runs_of(pp)[0]["args"]["mem_mib"] for pp in args.results})
     worst = {k: max((abs(e) for e in v), default=0.0) for k, v in errors.items()}
-    print("own rates: the driver's and host's rates fitted to that run's curves, then its bytes predicted")
-    print(f"guest sizes with committed runs: {sizes}; the target is within 10% on two. Bytes without hints "
-          "(off, reporting) do not depend on timing; with hints they depend on how fast the driver hints "
-          "against how fast the pass runs, and a run whose seconds are far from the model's ran on a machine "
-          "of another speed (a loaded one): its hint-on bytes test the model's rates, not its mechanism.")
+    worst_idle = {k: max((abs(e) for e in v), default=0.0) for k, v in idle_errors.items()}
+    print("error: the model at the CPU shares the run got (vCPU, migr: recorded per run); idle: the same model "
+          "with a core each; own rates: the driver's and host's rates fitted to that run's curves, then its "
+          "bytes predicted")
+    print(f"guest sizes with committed runs: {sizes}, with CPU records: {len(sizes_loaded)}; the target is within "
+          "10% on two. Bytes without hints (off, reporting) do not depend on timing; with hints they depend on "
+          "how fast the driver hints against how fast the pass runs, which the CPU shares carry.")
     print(f"first_hint_ms={driver.first_hint_s * 1e3:.1f} blocks_per_s={driver.blocks_per_s:.0f} "
           f"full_us={host.full_s * 1e6:.2f} zero_us={host.zero_s * 1e6:.2f} "
-          f"dirty_per_hint={driver.dirty_per_hint:.4f} hint_err_max={worst['hint']:.3f} "
-          f"report_err_max={worst['report']:.3f} off_err_max={worst['off']:.3f} "
+          f"dirty_per_hint={driver.dirty_per_hint:.4f} hint_err_max={worst.get('hint', 0.0):.3f} "
+          f"report_err_max={worst.get('report', 0.0):.3f} off_err_max={worst.get('off', 0.0):.3f} "
+          f"idle_hint_err_max={worst_idle.get('hint', 0.0):.3f} "
           f"own_rates_hint_err_max={max((abs(e) for e in own_errors), default=0.0):.3f} "
-          f"sizes={sizes}")
+          f"sizes={sizes} sizes_with_cpu={len(sizes_loaded)}")
 
 
 if __name__ == "__main__":

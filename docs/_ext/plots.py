@@ -112,3 +112,27 @@ def lines(path: Path, series: Sequence[Series], title: str, xlabel: str, ylabel:
         ax.set_title(title)
         ax.legend(loc="upper left", frameon=True)  # the curves rise to the right
         _save(fig, path, title)
+
+
+def grouped(path: Path, groups: Sequence[str], series: Sequence[Series], title: str, xlabel: str,
+            marks: Sequence[Mark] = ()) -> None:
+    """Horizontal bars grouped by ``groups`` (top to bottom), one bar per series in each group (a series'
+    points are (group index, value)), with vertical ``marks`` (a target, say)."""
+    with rc_context(STYLE):
+        fig = Figure(figsize=(7.2, 0.3 * len(groups) * len(series) + 1.6), layout="constrained")
+        ax = fig.add_subplot()
+        height = 0.8 / max(1, len(series))
+        top = len(groups) - 1
+        for i, s in enumerate(series):
+            ys = [top - g + 0.4 - height * (i + 0.5) for g, _ in s.points]  # the first series on top
+            drawn = ax.barh(ys, [v for _, v in s.points], height=height * 0.9, color=s.colour, label=s.label)
+            ax.bar_label(drawn, labels=[f"{v:.2f}" for _, v in s.points], padding=2, fontsize=7)
+        for m in marks:
+            ax.axvline(m.x, color=m.colour, linestyle=m.style, linewidth=1.2, label=m.label)
+        ax.set_yticks(range(len(groups))[::-1], list(groups))
+        ax.set_xlim(0, max((v for s in series for _, v in s.points), default=1.0) * 1.18)
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="y", visible=False)
+        ax.set_title(title, pad=8)
+        ax.legend(loc="lower right", frameon=True, fontsize=7)
+        _save(fig, path, title)

@@ -97,6 +97,33 @@ class HostTiming:
 
 
 @attrs.frozen
+class Load:
+    """The CPU a run got on a shared host, in CPU seconds per wall second (measured: QEMU's per-thread
+    utime + stime). :class:`DriverTiming`'s rates are per second of the driver's vCPU and
+    :class:`HostTiming`'s per second of QEMU's migration thread, each with a core to itself (share 1);
+    a run whose vCPU got half a core hints at half the rate, and one whose migration thread got half a
+    core sends at half the rate. The background dirtying (a few hundred pages a second) is left as is."""
+
+    vcpu: float = 1.0  # the busiest vCPU thread's share while the driver hints
+    migration: float = 1.0  # the migration thread's share during the bulk pass
+
+    def __attrs_post_init__(self) -> None:
+        if not (0 < self.vcpu <= 1.5 and 0 < self.migration <= 1.5):
+            raise ValueError(f"load: CPU shares must be in (0, 1.5], got vcpu={self.vcpu}, "
+                             f"migration={self.migration}")
+
+    def driver(self, d: DriverTiming) -> DriverTiming:
+        return attrs.evolve(d, blocks_per_s=d.blocks_per_s * self.vcpu, first_hint_s=d.first_hint_s / self.vcpu)
+
+    def host(self, h: HostTiming) -> HostTiming:
+        return attrs.evolve(h, full_s=h.full_s / self.migration, zero_s=h.zero_s / self.migration,
+                            skip_s=h.skip_s / self.migration)
+
+
+IDLE = Load()
+
+
+@attrs.frozen
 class GuestMix:
     """A guest's RAM at the migration start, in pages."""
 
@@ -136,10 +163,12 @@ class HostSchedule(Protocol):
     def start_delay_s(self) -> float:
         """Seconds between the decision to migrate and ``migrate``."""
 
-    def cap(self, t: float, skipped: float, last_skip_t: float | None) -> float | None:
+    def cap(self, t: float, skipped: float, last_skip_t: float | None,
+            guest: tuple[float, float | None] | None = None) -> float | None:
         """Bytes/s (None: uncapped) at ``t`` s after ``migrate``, having seen ``skipped`` pages leave
-        ``ram.remaining`` unsent, the last of them at ``last_skip_t``. Once it says None the cap is
-        lifted for good: the host does not cap again."""
+        ``ram.remaining`` unsent, the last of them at ``last_skip_t``; ``guest``: the same two moments on
+        the guest's clock (wall time less its vCPUs' waits for a core), where the host reads it. Once it
+        says None the cap is lifted for good: the host does not cap again."""
 
 
 @attrs.frozen
@@ -148,7 +177,8 @@ class Uncapped:
 
     start_delay_s: float = 0.0
 
-    def cap(self, t: float, skipped: float, last_skip_t: float | None) -> float | None:
+    def cap(self, t: float, skipped: float, last_skip_t: float | None,
+            guest: tuple[float, float | None] | None = None) -> float | None:
         return None
 
 
@@ -186,9 +216,10 @@ def _racing(driver: DriverTiming, t: float, hinted: float, budget: float, name: 
 
 
 def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None,
-             schedule: HostSchedule = Uncapped(), *, dt: float = 5e-4, t_max: float = 600.0) -> Run:
+             schedule: HostSchedule = Uncapped(), *, load: Load = IDLE, dt: float = 5e-4,
+             t_max: float = 600.0) -> Run:
     """One precopy migration of ``mix``: the bulk pass with hints landing as they come, one more round
-    for what the guest dirtied, switchover.
+    for what the guest dirtied, switchover; the driver and the host at the CPU shares of ``load``.
 
     RAM as Linux lays it out after boot (free lists fill from the bottom, so allocations do too): in use
     at the bottom, the freed workload above it, never-written memory at the top. The freed workload went
@@ -196,6 +227,12 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
     never-written top); the pass walks up. A hint lands ahead of the pass until they meet; after that
     every hint is for a page already sent.
     """
+    host, driver = load.host(host), (None if driver is None else load.driver(driver))
+
+    def guest_clock(t: float, last: float | None) -> tuple[float, float | None]:
+        # A vCPU that got a share s of a core while busy waited for one the rest of the time.
+        return t * load.vcpu, (None if last is None else last * load.vcpu)
+
     use_end, recent_end, n = float(mix.in_use), float(mix.in_use + mix.free_recent), float(mix.n_pages)
     region = {"recent": (use_end, recent_end), "zero": (recent_end, n)}
     down = driver is None or driver.top_down
@@ -224,7 +261,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
                     last_skip = t
                 front[kind] = lo if down else hi
                 dh -= take
-        cap = None if lifted else schedule.cap(t, skipped, last_skip)
+        cap = None if lifted else schedule.cap(t, skipped, last_skip, guest_clock(t, last_skip))
         lifted = cap is None
         time_left, bytes_left = dt, (cap * dt if cap is not None else float("inf"))
         while p < n and time_left > 1e-12 and bytes_left > 1e-9:
@@ -268,7 +305,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
     while left_full + left_zero > 0.5:  # at the cap while it lasts (no hint lands: STOP came before the sync)
         if t > t_max:
             raise ValueError(f"timing model: the second round did not end within {t_max:g} s")
-        cap = None if lifted else schedule.cap(t, skipped, last_skip)
+        cap = None if lifted else schedule.cap(t, skipped, last_skip, guest_clock(t, last_skip))
         lifted = cap is None
         time_left, bytes_left = dt, (cap * dt if cap is not None else float("inf"))
         for kind, c, b in (("full", host.full_s, FULL_BYTES), ("zero", host.zero_s, ZERO_BYTES)):

@@ -66,12 +66,17 @@ class OrderedStart:
     count); a hint is a block (Linux: 1,024 pages; the reference driver: up to 256). Once the round is
     over the cap is lifted whatever the schedule says: the ordering is for the bulk pass only. Call
     :meth:`begin` before ``migrate``, :meth:`started` right after, :meth:`poll` with each
-    ``query-migrate`` answer.
+    ``query-migrate`` answer. ``guest_clock`` (seconds, any origin) is the guest's clock for a schedule
+    whose ``clock`` is "guest": wall time less its vCPUs' waits for a core (the caller reads them).
     """
 
     def __init__(self, schedule: CapThenLift | Paced, execute: Callable[..., object], *,
-                 lift_to: int = UNCAPPED_BPS, noise: int = 64) -> None:
+                 lift_to: int = UNCAPPED_BPS, noise: int = 64,
+                 guest_clock: Callable[[], float] | None = None) -> None:
         self.schedule, self.execute, self.lift_to, self.noise = schedule, execute, lift_to, noise
+        self.guest_clock, self.g0 = guest_clock, 0.0
+        self.last_skip_g: float | None = None
+        self.guest_s: float | None = None
         self.cap_now = 0
         self.cap_changes = 0
         self.t0 = 0.0
@@ -91,11 +96,13 @@ class OrderedStart:
 
     def started(self) -> None:
         self.t0 = time.monotonic()
+        self.g0 = self.guest_clock() if self.guest_clock is not None else 0.0
 
     def poll(self, info: dict) -> None:
         if self.lifted_s is not None:
             return
         t = time.monotonic() - self.t0
+        g = None if self.guest_clock is None else self.guest_clock() - self.g0
         ram = info.get("ram") or {}
         if ram and int(ram.get("dirty-sync-count", 0)) > 1:
             self._lift(t, "the bulk pass ended")
@@ -106,12 +113,13 @@ class OrderedStart:
             hinted = accounted - int(ram["normal"]) - int(ram["duplicate"])
             if hinted >= self.noise and hinted > self.skipped:
                 self.skipped = hinted
-                self.last_skip_s = t
+                self.last_skip_s, self.last_skip_g = t, g
                 if self.first_skip_s is None:
                     self.first_skip_s = t
         if info.get("status") in ("completed", "failed", "cancelled"):
             return
-        cap = self.schedule.cap(t, self.skipped, self.last_skip_s)
+        cap = self.schedule.cap(t, self.skipped, self.last_skip_s, None if g is None else (g, self.last_skip_g))
+        self.guest_s = g
         if cap is None:
             s = self.schedule
             self._lift(t, "bound" if t >= s.bound_s else "no hint came" if self.last_skip_s is None
@@ -125,7 +133,8 @@ class OrderedStart:
 
     def summary(self) -> dict:
         return {**to_dict(self.schedule), "first_hint_s": self.first_skip_s, "hinted_seen": self.skipped,
-                "lifted_s": self.lifted_s, "lifted_because": self.why, "cap_changes": self.cap_changes}
+                "lifted_s": self.lifted_s, "lifted_because": self.why, "cap_changes": self.cap_changes,
+                "lifted_guest_s": self.guest_s}
 
 
 def _nonzero_pages(q: QemuProcess) -> int:
