@@ -7,8 +7,8 @@ waiting for a core)."""
 from __future__ import annotations
 
 from refmodel.system.orderings import from_dict
-from refmodel.system.timing import (IDLE, DriverTiming, GuestMix, HostTiming, Load, ReportingTiming, Run,
-                                    Uncapped, simulate)
+from refmodel.system.timing import (IDLE, DriverTiming, GuestMix, HostTiming, Load, ReportingDuring,
+                                    ReportingTiming, Run, Uncapped, simulate)
 
 HINTING = ("hint", "hint-ordered")
 BASE = {"hint-ordered": "hint", "off-ordered": "off"}  # mode -> the device it ran with
@@ -60,9 +60,11 @@ def modelled(args: dict, run: dict, driver: DriverTiming = DriverTiming(), host:
     mode and ordering, at the CPU shares the run got (``loaded``, where recorded) or a core each."""
     mix = GuestMix.measured(args["mem_mib"], run["free_before"], args["fill_mib"])
     base = BASE.get(run["mode"], run["mode"])
-    if base == "report":
+    guest: DriverTiming | ReportingDuring | None = driver if base == "hint" else None
+    if base == "report":  # reported before migrate, and reporting on while it runs
         since = run.get("since_free_s") or args["settle"] + READY_S
+        guest = ReportingDuring(rep, mix.free, since)
         mix = mix.reported(rep.reported(mix.free, since))
     sched = from_dict(run["ordering"]) if run.get("ordering") else Uncapped()
     load = (measured_load(run) or IDLE) if loaded else IDLE
-    return simulate(mix, host, driver if base == "hint" else None, sched, load=load)
+    return simulate(mix, host, guest, sched, load=load)

@@ -46,9 +46,16 @@ class DriverTiming:
     #: False: lowest first, the order QEMU's pass walks in. Driver-side guidance, not a measured choice.
     top_down: bool = True
 
+    #: A page hinted ahead of the pass is not sent at all (QEMU clears it from the bitmap).
+    skipped_as_zero = False
+
     @property
     def pages_per_s(self) -> float:
         return self.blocks_per_s * (1 << self.order)
+
+    def step(self, t: float, dt: float) -> float:
+        """Pages hinted in [t, t + dt) after START, while free blocks last."""
+        return self.pages_per_s * dt if t >= self.first_hint_s else 0.0
 
     def hinted_by(self, t: float) -> float:
         """Pages hinted t seconds after START, before free memory runs out."""
@@ -85,6 +92,28 @@ class ReportingTiming:
 
 
 @attrs.frozen
+class ReportingDuring:
+    """Free page reporting still at work while the migration runs, in :func:`simulate`'s driver slot:
+    ``rep``'s passes go on, ``since_s`` after the free of ``free_pages`` at ``migrate``. A page reported
+    before the pass reaches it reads as zero (the host discarded it) and goes as a zero page."""
+
+    rep: ReportingTiming
+    free_pages: int
+    since_s: float
+    first_hint_s = 0.0
+    hintable = 1.0
+    top_down = True  # as hinting: the freed memory at the free lists' heads first
+    dirty_per_hint = 0.0
+    zeroes_hinted = False
+    skipped_as_zero = True
+    pages_per_s = 0.0  # in bursts, one pass every delay: see step
+
+    def step(self, t: float, dt: float) -> float:
+        f, s = self.free_pages, self.since_s
+        return float(self.rep.reported(f, s + t + dt) - self.rep.reported(f, s + t))
+
+
+@attrs.frozen
 class HostTiming:
     """QEMU's migration thread to ``exec:cat``, uncapped unless a schedule caps it."""
 
@@ -112,7 +141,9 @@ class Load:
             raise ValueError(f"load: CPU shares must be in (0, 1.5], got vcpu={self.vcpu}, "
                              f"migration={self.migration}")
 
-    def driver(self, d: DriverTiming) -> DriverTiming:
+    def driver(self, d: DriverTiming | ReportingDuring) -> DriverTiming | ReportingDuring:
+        if isinstance(d, ReportingDuring):  # timer-driven passes: left as they are
+            return d
         return attrs.evolve(d, blocks_per_s=d.blocks_per_s * self.vcpu, first_hint_s=d.first_hint_s / self.vcpu)
 
     def host(self, h: HostTiming) -> HostTiming:
@@ -207,7 +238,7 @@ class Run:
         return self.wait_s + self.wall_s
 
 
-def _racing(driver: DriverTiming, t: float, hinted: float, budget: float, name: str, front: dict[str, float],
+def _racing(driver: DriverTiming | ReportingDuring, t: float, hinted: float, budget: float, name: str, front: dict[str, float],
             region: dict[str, tuple[float, float]]) -> bool:
     """Whether the driver is hinting region ``name`` now (upward; it does the freed workload first)."""
     if t < driver.first_hint_s or hinted >= budget or front[name] >= region[name][1]:
@@ -215,7 +246,7 @@ def _racing(driver: DriverTiming, t: float, hinted: float, budget: float, name: 
     return name == "recent" or front["recent"] >= region["recent"][1]
 
 
-def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None,
+def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDuring | None = None,
              schedule: HostSchedule = Uncapped(), *, load: Load = IDLE, dt: float = 5e-4,
              t_max: float = 600.0) -> Run:
     """One precopy migration of ``mix``: the bulk pass with hints landing as they come, one more round
@@ -247,7 +278,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
         if t > t_max:
             raise ValueError(f"timing model: the bulk pass did not end within {t_max:g} s (a cap of 0?)")
         if driver is not None and t >= driver.first_hint_s and hinted < budget:
-            dh = min(driver.pages_per_s * dt, budget - hinted)
+            dh = min(driver.step(t, dt), budget - hinted)
             hinted += dh
             for kind in ("recent", "zero"):  # Linux hands out the recently freed blocks first
                 bottom, top = region[kind]
@@ -278,6 +309,8 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | None = None
                     if not down and driver is not None and _racing(driver, t, hinted, budget, name, front,
                                                                      region) and driver.pages_per_s * c > 1:
                         break  # at the front of a faster driver going the same way: it hints each page first
+                elif driver is not None and driver.skipped_as_zero:
+                    seg, c, b, kind = (top if down else edge), host.zero_s, float(ZERO_BYTES), "zero"
                 else:
                     seg, c, b, kind = (top if down else edge), host.skip_s, 0.0, "skip"
             pages = seg - p

@@ -5,7 +5,8 @@ import attrs
 import pytest
 
 from refmodel.system.orderings import CapThenLift, Paced, parse
-from refmodel.system.timing import IDLE, DriverTiming, GuestMix, HostTiming, Load, simulate
+from refmodel.system.timing import (IDLE, DriverTiming, GuestMix, HostTiming, Load, ReportingDuring,
+                                    ReportingTiming, simulate)
 
 MIX = GuestMix(262144, 58710, 179200, 24234)  # a 1 GiB guest like the real bench's
 HOST, DRIVER = HostTiming(), DriverTiming()
@@ -51,3 +52,17 @@ def test_the_guest_clock_is_named_and_checked():
     assert CapThenLift(1e9).clock == "wall"
     with pytest.raises(ValueError, match="ordering"):
         parse("pace:0.5", clock="cpu")
+
+
+def test_reporting_goes_on_while_a_slow_migration_runs():
+    """A pass every 2 s: a migration that lasts past the next one sends fewer pages in full; one that ends
+    before it sends the same as with reporting frozen at migrate."""
+    rep, mix = ReportingTiming(), GuestMix(524288, 91478, 384000, 48810)  # the 2 GiB guest: seven passes
+    free = mix.free
+    since = 7.2  # three passes done, the fourth due 0.8 s into the migration
+    before = mix.reported(rep.reported(free, since))
+    frozen = simulate(before, HOST, load=Load(migration=0.1))
+    going = simulate(before, HOST, ReportingDuring(rep, free, since), load=Load(migration=0.1))
+    assert going.full_pages < frozen.full_pages - 0.5 * rep.pages_per_pass(free)
+    fast = simulate(before, HOST, ReportingDuring(rep, free, since))
+    assert fast.wall_s < 0.8 and fast.full_pages == pytest.approx(simulate(before, HOST).full_pages, rel=1e-3)
