@@ -75,7 +75,8 @@ class Paced:
 
     def cap(self, t: float, skipped: float, last_skip_t: float | None,
             guest: tuple[float, float | None] | None = None) -> float | None:
-        lift = CapThenLift(self.start_bps, self.quiet_s, self.first_hint_bound_s, self.bound_s, clock=self.clock)
+        lift = CapThenLift(self.start_bps, self.quiet_s, self.first_hint_bound_s, self.bound_s,
+                           clock=self.clock)
         if lift.lifted(t, skipped, last_skip_t, guest):
             return None
         if skipped <= 0 or t <= 0:

@@ -144,7 +144,8 @@ class Load:
     def driver(self, d: DriverTiming | ReportingDuring) -> DriverTiming | ReportingDuring:
         if isinstance(d, ReportingDuring):  # timer-driven passes: left as they are
             return d
-        return attrs.evolve(d, blocks_per_s=d.blocks_per_s * self.vcpu, first_hint_s=d.first_hint_s / self.vcpu)
+        return attrs.evolve(d, blocks_per_s=d.blocks_per_s * self.vcpu,
+                            first_hint_s=d.first_hint_s / self.vcpu)
 
     def host(self, h: HostTiming) -> HostTiming:
         return attrs.evolve(h, full_s=h.full_s / self.migration, zero_s=h.zero_s / self.migration,
@@ -238,7 +239,8 @@ class Run:
         return self.wait_s + self.wall_s
 
 
-def _racing(driver: DriverTiming | ReportingDuring, t: float, hinted: float, budget: float, name: str, front: dict[str, float],
+def _racing(driver: DriverTiming | ReportingDuring, t: float, hinted: float, budget: float, name: str,
+            front: dict[str, float],
             region: dict[str, tuple[float, float]]) -> bool:
     """Whether the driver is hinting region ``name`` now (upward; it does the freed workload first)."""
     if t < driver.first_hint_s or hinted >= budget or front[name] >= region[name][1]:

@@ -118,7 +118,8 @@ class OrderedStart:
                     self.first_skip_s = t
         if info.get("status") in ("completed", "failed", "cancelled"):
             return
-        cap = self.schedule.cap(t, self.skipped, self.last_skip_s, None if g is None else (g, self.last_skip_g))
+        guest = None if g is None else (g, self.last_skip_g)
+        cap = self.schedule.cap(t, self.skipped, self.last_skip_s, guest)
         self.guest_s = g
         if cap is None:
             s = self.schedule
