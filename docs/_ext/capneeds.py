@@ -1,7 +1,7 @@
 """Which requirement checks need which capability, read from the conformance machines' source.
 
 A check needs capability X when every place the machine names its requirement ID runs only with X
-declared: in a rule whose precondition (``@precondition``, ``@step(when=...)``) tests
+declared: in a rule whose precondition (``@precondition``, ``@step(when=...)``, ``@step(needs=...)``) tests
 ``Capability.X in self.caps``, after an early exit on its absence, under an ``if`` on it, or in a helper
 that only such code calls. Tests on an attribute set from the capability (``self.per_queue_irq =
 Capability.X in self.caps``), on a predicate method that returns one (``self._hinting()``), on
@@ -224,7 +224,7 @@ class _Machine:
             name = call.id if isinstance(call, ast.Name) else getattr(call, "attr", "")
             if isinstance(dec, ast.Call):
                 tests = [*(dec.args if name == "precondition" else ()),
-                         *(k.value for k in dec.keywords if k.arg == "when")]
+                         *(k.value for k in dec.keywords if k.arg in ("when", "needs"))]
                 fn.pre |= frozenset().union(*(self.pos(t, fn) for t in tests))
             target = self._resolve(fn, call)
             if target is not None:  # a wrapper of ours: it runs whenever the function does
