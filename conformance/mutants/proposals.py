@@ -185,7 +185,7 @@ class BitmapPastMemory(_driver(P.BITMAP_INFLATE_DEFLATE)):  # type: ignore[misc]
         assert self.os is not None
         base = min(pfns) & ~63
         data = bmp.encode(base, self.os.mem.end // 4096 - base + 1, sum(1 << (p - base) for p in pfns))
-        return data if len(data) <= self._slot_bytes else super().bitmap_of(pfns)  # a word more than a slot
+        return data if len(data) <= self.slot_bytes else super().bitmap_of(pfns)  # a word more than a slot
 
 
 class CombinedIgnoresDeflations(_device(P.COMBINED_VQ)):  # type: ignore[misc]
@@ -208,8 +208,10 @@ class CombinedUsesInflateq(_driver(P.COMBINED_VQ)):  # type: ignore[misc]
     breaks = "PROP-CMB-DRV-3"
     profile = P.COMBINED_VQ.value
 
-    def _inflate(self, count: int) -> None:
-        InflateDriver._inflate(self, count)
+    def send_combined(self, inflate: list[int], deflate: list[int]) -> int:
+        if inflate and not deflate:  # a plain inflation goes the 1.4 way, on inflateq
+            return self.send_pfns("inflateq", inflate)
+        return super().send_combined(inflate, deflate)
 
 
 class CombinedCountsOneMore(_driver(P.COMBINED_VQ)):  # type: ignore[misc]

@@ -153,15 +153,16 @@ def test_missing_qemu_binary_is_a_one_line_error():
 def test_qemu_known_deviations_file_names_the_divergence():
     from conformance.cli import load_known_deviations
     from conformance.adapters.qemu.packed_reproducers import REPRODUCERS as PACKED
+    from conformance.adapters.qemu.notify_reproducers import REPRODUCERS as NOTIFY
     from conformance.adapters.qemu.reproducers import REPRODUCERS
 
     known = load_known_deviations(str(KNOWN))
-    assert known == {"BAL-FPH-D5", "SPLIT-DEV-D3", "STATUS-DEV-1", "PACKED-DEV-7"}
+    assert known == {"BAL-FPH-D5", "SPLIT-DEV-D3", "STATUS-DEV-1", "PACKED-DEV-7", "PACKED-DEV-D11", "SPLIT-DEV-13"}
     text = KNOWN.read_text()
     for req in known:  # each names its standalone reproducer
         entry = text[text.index(req):]
         name = entry[entry.index("Reproducer: ") + 12:].split()[0].rstrip(".")
-        assert name in {**REPRODUCERS, **PACKED}, (req, name)
+        assert name in {**REPRODUCERS, **PACKED, **NOTIFY}, (req, name)
 
 
 def test_real_migration_with_hints_loses_nothing_and_saves_bytes():

@@ -134,6 +134,11 @@ class BitmapReferenceDevice(ProposalDevice):
 class BitmapReferenceDriver(ProposalDriver):
     """The driver: each PFN batch goes out as one bitmap from the 64-aligned base below its lowest PFN."""
 
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes in each bitmap buffer slot (header and bitmap)."""
+        return self._slot_bytes
+
     def _setup_pfn_slots(self, name: str, size: int) -> None:
         if not self.proposal_has(P):
             return super()._setup_pfn_slots(name, size)
