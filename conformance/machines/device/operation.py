@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from refmodel.balloon.proposals.bits import Proposal
+from refmodel.balloon.proposals.common import ProposalDriver
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.features import Feature
@@ -85,7 +87,12 @@ class DeviceOperation(DeviceNotifications, DevicePages):
         self._cycles(cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
 
-    @step(layout=st.sampled_from(LAYOUTS[1:]), count=st.integers(2, 8))
+    def _plain_pfn_arrays(self) -> bool:
+        """The driver sends 1.4 PFN arrays: no proposal profile (a bitmap, a combined queue, a claim
+        on inflate) is negotiated, since the layouts below write those arrays as they are."""
+        return not (isinstance(self.drv, ProposalDriver) and any(self.drv.proposal_has(p) for p in Proposal))
+
+    @step(needs=_plain_pfn_arrays, layout=st.sampled_from(LAYOUTS[1:]), count=st.integers(2, 8))
     def inflate_laid_out(self, layout: str, count: int) -> None:
         """An inflate whose PFN array is split over descriptors or sent in an indirect table (re-probing
         for VIRTIO_F_INDIRECT_DESC first, as far as the device offers it), then two cycles."""
