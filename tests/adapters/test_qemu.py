@@ -33,7 +33,9 @@ def test_qemu_balloon_passes_the_device_suite():
 
     impl = resolve("qemu", "device")
     try:
-        res = run(impl, "ci", max_failures=3, known_deviations=load_known_deviations(str(KNOWN)))
+        # dev from a fixed seed (60 examples, 31 s idle) rather than ci (300, 184 s): the committed ci verdicts
+        # are results/qemu-*.json and the matrix; this test keeps the route and its known deviations honest.
+        res = run(impl, "dev", seed=19, max_failures=3, known_deviations=load_known_deviations(str(KNOWN)))
     finally:
         impl.factory.close()
     # The search runs its whole budget: QEMU's timing-dependent deviations no longer stop it early.
