@@ -155,6 +155,59 @@ def test_init_reported_used_length_is_all_or_nothing():
         _violation(exc, "PROP-DIR-DEV-1")
 
 
+def test_init_reported_driver_keeps_reporting_with_init_on_free_only_with_the_bit():
+    """#244 extends the PAGE_POISON guarantee: an init_on_free guest on a device without PAGE_POISON keeps
+    PAGE_REPORTING when the bit is negotiated, and only then (BAL-FB-DRV-3 otherwise)."""
+    from refmodel.balloon.device import DEFAULT_OFFER
+    from refmodel.balloon.driver import BalloonDriver
+    from refmodel.balloon.proposals.reference import driver_class
+
+    reporting, poison = Feature.VIRTIO_BALLOON_F_PAGE_REPORTING.mask, Feature.VIRTIO_BALLOON_F_PAGE_POISON.mask
+    bit = BITS[Proposal.DEVICE_INIT_REPORTED].mask
+    no_poison = DEFAULT_OFFER & ~poison
+    profile = driver_class([Proposal.DEVICE_INIT_REPORTED])
+    assert profile(init_on_free=True).choose_features(no_poison | bit) & (reporting | bit) == reporting | bit
+    assert not profile(init_on_free=True).choose_features(no_poison) & reporting  # no bit: the 1.4 rule
+    assert not BalloonDriver(init_on_free=True).choose_features(no_poison | bit) & reporting
+    assert not profile(init_on_free=True, features=DEFAULT_OFFER & ~reporting).choose_features(
+        no_poison | bit) & (reporting | bit)  # a driver that does not report does not start to
+    with_poison = profile(init_on_free=True).choose_features(DEFAULT_OFFER | bit)
+    assert with_poison & (reporting | poison) == reporting | poison  # 1.4 already allows it
+
+
+@pytest.mark.parametrize("init_on_free", [True, False])
+def test_init_reported_used_length_zero_makes_the_driver_zero_the_pages_again(init_on_free):
+    """A device that returns used length 0 (and leaves other data, as 1.4 allows without PAGE_POISON):
+    an init_on_free guest zeroes every reported page again before it is free; a guest that does not rely on
+    free pages' value leaves them."""
+    run = dir_.report_free_half(profile=True, init_on_free=init_on_free, device_initializes=False, n_pages=256)
+    assert run.reporting and run.reported == run.free_pages == 128
+    assert run.reinitialized == (run.reported if init_on_free else 0)
+    assert run.zeroed_free is init_on_free
+
+
+def test_init_reported_driver_that_trusts_used_length_zero_leaves_stale_free_pages(monkeypatch):
+    monkeypatch.setattr(dir_.InitReportedBalloonDriver, "reinitialize", lambda self, mask: None)
+    run = dir_.report_free_half(profile=True, init_on_free=True, device_initializes=False, n_pages=256)
+    assert run.reported and not run.zeroed_free
+
+
+def test_init_reported_bench_figures_reclaim_nothing_under_1_4_and_the_free_half_under_the_profile():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_proposals.py"
+    spec = importlib.util.spec_from_file_location("bench_proposals", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.device_init_reported([1, 4], model_pages=256)
+    for gib, (v14, prof, wire, reinit, kept) in figures.items():
+        half = gib << 17  # 4 KiB pages in half of the guest
+        assert (v14, prof, wire) == (0, half, 0)
+        assert (reinit, kept) == (half * BALLOON_PAGE_SIZE, 0)  # eager zeroing takes every page back
+
+
 # -- stats-only ----------------------------------------------------------------------------------------------
 def test_stats_only_mode_is_fixed_and_keeps_the_guest_memory():
     dev = so.StatsOnlyDevice()

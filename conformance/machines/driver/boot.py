@@ -89,6 +89,12 @@ class DriverBoot(DriverMachine):
         raw.init_on_free = expects
         return expects
 
+    def _reports_keep_free_pages(self, accepted: int) -> bool:
+        """Whether the features ``accepted`` (1.4 bits) let a guest that relies on free pages keeping their
+        value report them (BAL-FB-DRV-3): PAGE_POISON. Override point: a profile that extends the guarantee
+        (device-init-reported)."""
+        return has(accepted, F.VIRTIO_BALLOON_F_PAGE_POISON)
+
     def _after_refusal(self, ok: bool) -> bool:
         """The device cleared FEATURES_OK. A driver that gave up set FAILED (INIT-DRV-6); the guest then
         probes it again, and it resets the device before anything else (STATUS-DRV-3)."""
@@ -120,7 +126,7 @@ class DriverBoot(DriverMachine):
         if self.init_on_free is not None:
             reporting = has(accepted, F.VIRTIO_BALLOON_F_PAGE_REPORTING)
             self.R.check("BAL-FB-DRV-3", not (self.init_on_free and reporting
-                                              and not has(accepted, F.VIRTIO_BALLOON_F_PAGE_POISON)),
+                                              and not self._reports_keep_free_pages(accepted)),
                          "the guest relies on free pages keeping their value, and the driver accepted "
                          "PAGE_REPORTING without PAGE_POISON")
         self.features = self.ref.negotiated or 0

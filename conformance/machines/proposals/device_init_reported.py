@@ -1,6 +1,8 @@
 """device-init-reported in the machines. Device: the suite's driver reads each returned report's used
 length, 0 or the whole length, and checks a whole-length claim against the pages (PROP-DIR-DEV-1). The
-driver's rule (PROP-DIR-DRV-1) is a MAY inside the guest: not checkable."""
+driver's rule (PROP-DIR-DRV-1) is a MAY inside the guest: not checkable. Driver: with the bit negotiated,
+BAL-FB-DRV-3 is judged as #244 extends it: a guest that relies on free pages keeping their value may report
+them without PAGE_POISON."""
 
 from __future__ import annotations
 
@@ -21,4 +23,5 @@ class DeviceMixin:
 
 
 class DriverMixin:
-    pass
+    def _reports_keep_free_pages(self: Any, accepted: int) -> bool:
+        return super()._reports_keep_free_pages(accepted) or self.proposal_has(P)  # type: ignore[misc]
