@@ -9,6 +9,11 @@
   in a migration (``predict_full_pages``, half the guest in use, the free half holding old data).
 * hint-wait-on-ack: round trips of one hinting round over the free half (4 MiB blocks), lock-free (a
   full queue per kick) against waiting for each ACK, as the RFC's driver does.
+* device-init-reported: an init_on_free guest on a device without PAGE_POISON, half the guest free: the
+  pages the host can reclaim by reporting under 1.4 (the driver's negotiation drops PAGE_REPORTING) and
+  under the profile, the ring bytes the profile adds, and what the guest zeroes again when the device
+  returns used length 0. From the reference device and driver on a small guest (``report_free_half``),
+  scaled to each size by the shares that run measured.
 
 Ends with one key=value line.
 """
@@ -23,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from refmodel.balloon.proposals import bitmap_inflate as bmp  # noqa: E402
 from refmodel.balloon.proposals import combined_vq, stats_only  # noqa: E402
+from refmodel.balloon.proposals import device_init_reported as dir_  # noqa: E402
+from refmodel.balloon.constants import BALLOON_PAGE_SIZE  # noqa: E402
 from refmodel.balloon.device import DEFAULT_OFFER  # noqa: E402
 from refmodel.balloon.queues import QueueNumbering  # noqa: E402
 from refmodel.system.guest import range_mask  # noqa: E402
@@ -53,6 +60,38 @@ def check_closed_forms(n_pages: int) -> None:
                              f"{sum(map(len, bufs))} bytes) at {n_pages} pages")
         if sum(bmp.decode(b, n_pages).bit_count() for b in bufs) != mask.bit_count():
             raise SystemExit("the encoder lost pages")
+
+
+def device_init_reported(sizes: list[int], model_pages: int = 1024) -> dict[int, tuple[int, ...]]:
+    """Per guest size (GiB): pages reclaimable by reporting under 1.4 and under the profile, ring bytes the
+    profile adds, bytes re-initialized when the device returns used length 0, and the pages the host keeps
+    then (reported and not written again by the guest's eager re-initialization). The reference device and
+    driver run on a ``model_pages`` guest (their own negotiation decides whether the guest reports); each
+    size takes the shares that run measured of its free half."""
+    def run(**kw: bool) -> dir_.ReportingRun:
+        return dir_.report_free_half(n_pages=model_pages, **kw)
+
+    v14, prof = run(profile=False, init_on_free=True), run(profile=True, init_on_free=True)
+    used0 = run(profile=True, init_on_free=True, device_initializes=False)
+    plain = run(profile=False, init_on_free=False)  # 1.4, a guest without init_on_free: reporting on
+    if v14.reporting or not (prof.reporting and used0.reporting and plain.reporting):
+        raise SystemExit(f"negotiation: 1.4 reports {v14.reporting}, the profile {prof.reporting}")
+    if not (prof.zeroed_free and used0.zeroed_free):
+        raise SystemExit("an init_on_free guest found a free page that is not zeros under the profile")
+    if v14.reported:
+        raise SystemExit(f"1.4 reported {v14.reported} pages with PAGE_REPORTING off")
+    out: dict[int, tuple[int, ...]] = {}
+    for gib in sizes:
+        free = gib * 1024 * PAGES_PER_MIB // 2
+        out[gib] = (free * v14.reported // v14.free_pages, free * prof.reported // prof.free_pages,
+                    (prof.wire_bytes - plain.wire_bytes) * free // prof.free_pages,
+                    free * used0.reinitialized // used0.free_pages * BALLOON_PAGE_SIZE,
+                    free * (used0.reported - used0.reinitialized) // used0.free_pages)
+    print(f"  model ({model_pages} pages, {prof.free_pages} free): 1.4 reports "
+          f"{'on' if v14.reporting else 'off'}, {v14.reported} pages; the profile reports {prof.reported}, "
+          f"{prof.wire_bytes} ring bytes against 1.4's {plain.wire_bytes} (a guest without init_on_free); "
+          f"used length 0: {used0.reinitialized} pages zeroed again")
+    return out
 
 
 def main() -> None:
@@ -119,6 +158,14 @@ def main() -> None:
         print(f"{gib:>6}Gi {blocks:>7} blocks: {lock_free:>6} round trips lock-free, {blocks:>7} waiting for "
               "each ACK")
 
+    print("\ndevice-init-reported: an init_on_free guest, device without PAGE_POISON, half the guest free")
+    init = device_init_reported(sizes)
+    print(f"{'guest':>8}{'reclaim 1.4':>13}{'reclaim prof':>14}{'wire +B':>9}{'used 0: re-init MiB':>21}"
+          f"{'kept pages':>12}")
+    for gib in sizes:
+        r14, rp, wire, reinit, kept = init[gib]
+        print(f"{gib:>6}Gi{r14:>13}{rp:>14}{wire:>9}{reinit / 2**20:>21.0f}{kept:>12}")
+
     big = sizes[-1]
     pfn, dense, spread, mib = figures[big]
     print(f"guest_gib={big} pfn_bytes_per_mib={pfn.bytes / mib:.0f} "
@@ -129,7 +176,10 @@ def main() -> None:
           f"woa_round_trips={trips[big][0]} lock_free_round_trips={trips[big][1]} "
           f"small_sent_hinted={sent_hinted} small_sent_plain={sent_plain} "
           f"cmb_round_trips={combined_vq.migration_round_trips(65536, combined=True)} "
-          f"two_queue_round_trips={combined_vq.migration_round_trips(65536, combined=False)}")
+          f"two_queue_round_trips={combined_vq.migration_round_trips(65536, combined=False)} "
+          f"dir_reclaim_pages_1_4={init[big][0]} dir_reclaim_pages_profile={init[big][1]} "
+          f"dir_wire_bytes_added={init[big][2]} dir_reinit_bytes_used0={init[big][3]} "
+          f"dir_kept_pages_used0={init[big][4]}")
 
 
 if __name__ == "__main__":
