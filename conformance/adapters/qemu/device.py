@@ -26,21 +26,15 @@ from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.features import Feature
 from refmodel.virtio.packed.layout import desc_ring_size
-from refmodel.virtio.split.layout import AVAIL_IDX, USED_IDX
+from refmodel.virtio.split.layout import USED_IDX
 from refmodel.virtio.virtq import QueueAddresses
 
 from conformance.adapters.qemu import virtio_pci as vp
 from conformance.adapters.qemu.process import DEFAULT_BINARY, DEFAULT_DEVICE, QemuError, QemuProcess
 from conformance.adapters.qemu.qmp import QmpError
+from conformance.adapters.qemu.stats import BALLOON_PATH, QemuStatistics
 
-BALLOON_PATH = "/machine/peripheral/balloon0"
-STATSQ = 2
 FREE_PAGE_VQ = 3  # QEMU always offers STATS_VQ, and compacts by offered features
-UNSET_STAT = (1 << 64) - 1
-#: QEMU's guest-stats names, by tag (include/standard-headers/linux/virtio_balloon.h order).
-QEMU_STAT_NAMES = ("stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-minor-faults", "stat-free-memory",
-                   "stat-total-memory", "stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc",
-                   "stat-htlb-pgfail")
 #: Guest pages the suite must not use: the first MiB (VGA window, BIOS ROM aliases).
 RESERVED_PAGES = 256
 #: Guest RAM where MSI-X vector v writes its data word (v + 1): page 1, inside the reserved first MiB.
@@ -51,7 +45,7 @@ VECTORS = 8
 MIGRATING = ("setup", "active", "pre-switchover", "device", "cancelling")
 
 
-class QemuBalloon:
+class QemuBalloon(QemuStatistics):
     """One session on the shared QEMU."""
 
     #: Hint rounds come from real migrations: START on migrate, DONE on cancel. QEMU has no way to
@@ -79,7 +73,7 @@ class QemuBalloon:
         self._settled = False
         self._round = False
         self._irq_config = False
-        self._stats_update: int | None = None  # guest-stats last-update when statistics were last asked for
+        self._stats_update = None  # guest-stats last-update when statistics were last asked for
         self._set_stats_polling(0)  # no timer left running from an earlier example
         self._cancel_migration()
         self._wait_free_page_vq_idle()
@@ -260,60 +254,6 @@ class QemuBalloon:
         """A migration that finished leaves the VM paused (postmigrate); hinting needs it running."""
         if not (self.q.qmp.execute("query-status") or {}).get("running", False):
             self.q.qmp.execute("cont")
-
-    def _set_stats_polling(self, seconds: int) -> None:
-        self.q.qmp.execute("qom-set", path=BALLOON_PATH, property="guest-stats-polling-interval", value=seconds)
-
-    def _guest_stats(self) -> dict[str, Any]:
-        return self.q.qmp.execute("qom-get", path=BALLOON_PATH, property="guest-stats") or {}
-
-    def request_stats(self) -> bool:
-        """Start QEMU's polling timer and wait for the held stats buffer to come back on statsq (index 2:
-        QEMU always offers STATS_VQ). False if none was held. Setting the interval (1 s, QEMU's least)
-        fires the timer at once (balloon_stats_change_timer(s, 0)), so a request costs milliseconds; the
-        timer is stopped again before it fires a second time."""
-        self._stats_cycled = False
-        statsq = self._enabled.get(STATSQ)
-        if statsq is None:
-            return False
-        self._stats_update = self._guest_stats().get("last-update", 0)
-        before = self._used_state(STATSQ)
-        self._set_stats_polling(1)
-        try:
-            self._wait("the stats buffer back from the polling timer",
-                       lambda: self._used_state(STATSQ) != before, seconds=3.0)
-        except QemuError:
-            return False
-        finally:
-            self._set_stats_polling(0)
-            self._settled = False
-        self._stats_cycled = True
-        return True
-
-    def _statsq_read(self) -> bool:
-        """QEMU popped (and so parsed: one handler, under its big lock) every buffer made available on
-        statsq. True too on a build without x-query-virtio-queue-status (then last-update decides)."""
-        addrs = self._enabled.get(STATSQ)
-        if addrs is None or self.packed:
-            return True
-        st = self.queue_status(STATSQ)
-        return not st or st.get("last-avail-idx") == self.mem.read_u16(addrs.avail + AVAIL_IDX)
-
-    def host_stats(self) -> dict[int, int]:
-        """guest-stats once QEMU has read the driver's latest buffer. A tag the driver never sent reads
-        all ones (QEMU's reset value)."""
-        try:
-            if self._stats_cycled and not self.queue_status(STATSQ):  # no queue status: wait for last-update
-                got = self._wait("fresh guest-stats", lambda: (g := self._guest_stats()).get("last-update", 0)
-                                 != self._stats_update and g, seconds=2.0)
-            else:
-                self._wait("QEMU to read the stats buffer", self._statsq_read, seconds=2.0)
-                got = self._guest_stats()
-        except QemuError:
-            got = self._guest_stats()
-        stats = got.get("stats", {})
-        return {tag: int(stats[name]) for tag, name in enumerate(QEMU_STAT_NAMES)
-                if name in stats and int(stats[name]) not in (-1, UNSET_STAT)}
 
     def _cmd_id(self) -> int:
         return self.read_config(8, 4)
