@@ -481,12 +481,12 @@ def _real_orderings(root: Path, target: Path) -> list[str]:
     plots.grouped(target / "migration-orderings-x.svg", groups,
                   [Series(names[k], [(i, r[2][k][0]) for i, r in enumerate(rows)], colours[k])
                    for k in ("hint", "hint-ordered")],
-                  "Real Linux guests: full pages over the honest ideal", "x honest ideal",
+                  "Real Linux guests under QEMU: full pages over the honest ideal", "x honest ideal",
                   marks=[Mark(1.5, "target 1.5", "#aa2222")])
     plots.grouped(target / "migration-orderings-s.svg", groups,
                   [Series(names[k], [(i, r[2][k][1]) for i, r in enumerate(rows)], colours[k])
                    for k in ("off", "hint", "hint-ordered", "off-ordered")],
-                  "Real Linux guests: migration time", "seconds")
+                  "Real Linux guests under QEMU: migration time", "seconds")
     return out + [".. image:: migration-orderings-x.svg", "   :alt: x honest ideal per kernel and ordering", "",
                   ".. image:: migration-orderings-s.svg", "   :alt: seconds per kernel and ordering", ""]
 
