@@ -101,11 +101,12 @@ def test_qmp_errors_and_a_dead_qemu_are_one_line_errors():
         q.close()
 
 
-def _silent_qmp_server(path: str, stop: threading.Event) -> None:
+def _silent_qmp_server(path: str, listening: threading.Event, stop: threading.Event) -> None:
     """Greets and negotiates like QEMU, then never answers a command."""
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(path)
     srv.listen(1)
+    listening.set()  # the socket file exists from bind(): a connect before listen() is refused
     srv.settimeout(10)
     conn, _ = srv.accept()
     greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": ""},
@@ -123,12 +124,11 @@ def test_a_qmp_command_never_answered_and_a_qemu_that_never_connects_are_bounded
     from conformance.adapters.qemu.qmp import QmpClient, QmpError
 
     d = tempfile.mkdtemp(prefix="vc-qmp-")
-    stop = threading.Event()
-    server = threading.Thread(target=_silent_qmp_server, args=(f"{d}/silent.sock", stop), daemon=True)
+    listening, stop = threading.Event(), threading.Event()
+    server = threading.Thread(target=_silent_qmp_server, args=(f"{d}/silent.sock", listening, stop), daemon=True)
     server.start()
     try:
-        while not os.path.exists(f"{d}/silent.sock"):
-            time.sleep(0.01)
+        assert listening.wait(10)
         client = QmpClient(f"{d}/silent.sock", timeout=0.5)
         start = time.monotonic()
         with pytest.raises(QmpError, match=r"^QEMU did not answer query-status on QMP within 0.5 s$"):
