@@ -6,15 +6,20 @@ status is 1 when QEMU diverges from the model. The docstrings name the QEMU code
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE
 from refmodel.balloon.driver import BalloonDriver
 from refmodel.errors import PeerSpecViolation
 from refmodel.system.guest_os import GuestOS
+from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.packed.layout import PDESC_FMT, PVIRTQ_DESC_SIZE, wrap_of
 
 from conformance.adapters.qemu.device import QemuFactory
+from conformance.adapters.qemu.process import QemuError
 from conformance.adapters.qemu.reproducers import Reproduction
 
 #: What a NEXT-ed descriptor carries in its id field here; §2.8.6 puts the Buffer ID in the list's last.
@@ -155,8 +160,139 @@ def reset_during_round_packed(binary: str | None = None, *, attempts: int = 200,
         factory.close()
 
 
-REPRODUCERS = {"buffer-id-from-first": buffer_id_from_first, "notify-on-wrap": notify_on_wrap,
-               "reset-during-round-packed": reset_during_round_packed}
+#: How many interrupt collections (of up to 1 s of settling each) a lost notification gets to arrive.
+LOOKS = 5
+NO_MSIX = "no MSI-X on this build's balloon (QEMU before 9.0): not met"
+
+
+def _setup(binary: str | None, packed: bool,
+           hint_burst: int) -> tuple[QemuFactory, Any, BalloonDriver | None]:
+    """A QEMU (packed=on if ``packed``) and the reference driver on it, queues of 8; no driver without
+    MSI-X. QemuError if QEMU refused the features (packed rings, hinting)."""
+    factory = QemuFactory(binary).with_packed() if packed else QemuFactory(binary)
+    try:
+        dev = factory()
+        if dev.msix is None:
+            return factory, dev, None
+        os_ = GuestOS.over(dev.mem, reserved=dev.reserved_pages)
+        drv = BalloonDriver(queue_size=8, hint_burst=hint_burst)
+        if not drv.probe(dev, os_) or "free_page_vq" not in drv.vqs:
+            raise QemuError("QEMU refused the reference driver's features (packed rings or hinting)")
+    except BaseException:
+        factory.close()
+        raise
+    return factory, dev, drv
+
+
+def _looks(dev: Any, index: int, looks: int = LOOKS) -> tuple[bool, bool]:
+    """(queue ``index`` notified, config notified) in any of ``looks`` collections."""
+    queue = config = False
+    for _ in range(looks):
+        dev.run()
+        irq = dev.take_interrupts()
+        queue, config = queue or index in irq.queues, config or irq.config
+    return queue, config
+
+
+def hint_use_not_notified(binary: str | None = None, *, packed: bool = True) -> Reproduction:
+    """PACKED-DEV-D10 (SPLIT-DEV-12 with ``packed=False``): with MSI-X, the used buffers QEMU's iothread
+    returns on free_page_vq are never notified, though the driver asks for every one (RING_EVENT_FLAGS_ENABLE;
+    split: used_event at the next entry), while inflateq's, used on the main loop, are.
+
+    The model: a used buffer notification on free_page_vq's vector (§2.8.10, §2.7.7.2). QEMU (after 10.0:
+    not in 10.0.2's source, in 10.2.2's; met on 11.1.3): ``virtio_irq`` (hw/virtio/virtio.c) sets ISR bit 0,
+    then in an IOThread (``qemu_in_iothread()``) defers ``event_notifier_set(&vq->guest_notifier)`` instead
+    of calling ``virtio_notify_vector``, "assuming device models have already called
+    ->set_guest_notifiers()". virtio-balloon never does (vhost and dataplane devices do), so the notifier
+    was never initialized and ``event_notifier_set`` returns -1: the notification is dropped. The iothread
+    is where ``virtio_ballloon_get_free_page_hints`` (hw/virtio/virtio-balloon.c) pops free_page_vq and
+    calls ``virtio_notify``; QEMU's trace shows ``virtio_notify`` then ``virtio_notify_irqfd_deferred_fn``
+    for it, and no MSI write follows. Linux's driver gives free_page_vq no callback (no vector), which
+    hides it; a driver that waits for the notification waits for ever.
+    """
+    name, req = ("hint-use-not-notified", "PACKED-DEV-D10") if packed else \
+        ("hint-use-not-notified-split", "SPLIT-DEV-12")
+    factory, dev, drv = _setup(binary, packed, hint_burst=2)
+    try:
+        if drv is None:
+            return Reproduction(name, req, "", NO_MSIX, False)
+        inflate, hints = drv.vqs["inflateq"], drv.vqs["free_page_vq"]
+        for vq in (inflate, hints):
+            vq.set_used_notifications(True)  # ENABLE (packed, no EVENT_IDX needed) / used_event = next entry
+        dev.take_interrupts()
+        dev.set_target(1)  # the control: one PFN on inflateq, used by QEMU's main loop
+        dev.run()
+        drv.interrupt(dev.take_interrupts().queues, config=True)
+        drv.run()
+        inflated, _ = _looks(dev, drv.index_of["inflateq"])
+        drv.run()  # reap it
+        before = hints.used_mark()
+        dev.hint_start()  # a migration: QEMU publishes a command ID with a config change
+        dev.run()
+        irq = dev.take_interrupts()
+        drv.interrupt(irq.queues, irq.config)
+        drv.run()  # echo the ID and hint on free_page_vq: the iothread uses them at once
+        hinted, _ = _looks(dev, drv.index_of["free_page_vq"])
+        used = hints.used_mark() - before
+        dev.hint_done()
+        observed = (f"inflateq (main loop): used and {'notified' if inflated else 'not notified'}; "
+                    f"free_page_vq (iothread): {used} descriptor(s) used, "
+                    + ("notified" if hinted else f"no notification on its vector in {LOOKS} looks"))
+        return Reproduction(name, req, "both queues' used buffers notified on their MSI-X vectors",
+                            observed, used > 0 and not hinted)
+    finally:
+        factory.close()
+
+
+def hint_error_not_notified(binary: str | None = None, *, packed: bool = True) -> Reproduction:
+    """STATUS-DEV-3: with MSI-X, a command ID of 3 bytes on free_page_vq makes QEMU set DEVICE_NEEDS_RESET
+    (``get_free_page_hints``: virtio_error "received an incorrect cmd id", in the iothread) with no
+    configuration change notification, while DRIVER_OK is set; a config change from the main loop (a
+    balloon target) is notified on the same vector just before, as the control.
+
+    The model: DEVICE_NEEDS_RESET with DRIVER_OK set is followed by a configuration change notification
+    (§2.1.2, MUST). QEMU (the same versions as hint-use-not-notified): ``virtio_error`` calls
+    ``virtio_notify_config`` (hw/virtio/virtio.c), which in an IOThread defers
+    ``event_notifier_set(&vdev->config_notifier)`` instead of ``virtio_notify_vector(config_vector)``;
+    virtio-balloon never set that notifier up, so nothing is sent. Split rings the same (``packed=False``).
+    """
+    name = "hint-error-not-notified" if packed else "hint-error-not-notified-split"
+    factory, dev, drv = _setup(binary, packed, hint_burst=0)
+    try:
+        if drv is None:
+            return Reproduction(name, "STATUS-DEV-3", "", NO_MSIX, False)
+        dev.take_interrupts()
+        dev.set_target(1)  # the control: a config change on the main loop
+        _, control = _looks(dev, -1, looks=1)
+        assert drv.os is not None  # set by probe
+        free = drv.os.alloc_page()
+        assert free is not None  # a fresh guest has free pages
+        page = free * BALLOON_PAGE_SIZE
+        dev.mem.write(page, b"\x02\x00\x00")
+        vq = drv.vqs["free_page_vq"]
+        vq.add(readable=[(page, 3)])  # a command ID of 3 bytes (BAL-FPH-DRV-1)
+        vq.publish()
+        dev.notify(drv.index_of["free_page_vq"])
+        _, config = _looks(dev, -1)
+        status = dev.read_status()
+        needs_reset = bool(status & DeviceStatus.DEVICE_NEEDS_RESET)
+        observed = (f"control (balloon target, main loop): {'notified' if control else 'not notified'}; "
+                    f"after the 3-byte ID status {status:#04x} "
+                    f"({'DEVICE_NEEDS_RESET' if needs_reset else 'no NEEDS_RESET'}), "
+                    f"{'a' if config else 'no'} configuration change notification in {LOOKS} looks")
+        return Reproduction(name, "STATUS-DEV-3", "DEVICE_NEEDS_RESET, then a configuration change "
+                            "notification on the config vector", observed, needs_reset and not config)
+    finally:
+        factory.close()
+
+
+REPRODUCERS: dict[str, Callable[..., Reproduction]] = {
+    "buffer-id-from-first": buffer_id_from_first, "notify-on-wrap": notify_on_wrap,
+    "reset-during-round-packed": reset_during_round_packed,
+    "hint-use-not-notified": hint_use_not_notified,
+    "hint-use-not-notified-split": functools.partial(hint_use_not_notified, packed=False),
+    "hint-error-not-notified": hint_error_not_notified,
+    "hint-error-not-notified-split": functools.partial(hint_error_not_notified, packed=False)}
 
 
 def main(argv: list[str] | None = None) -> int:
