@@ -43,6 +43,13 @@ MSI_AREA = 0x1000
 VECTORS = 8
 #: query-migrate states of a migration still under way (then: completed, failed, cancelled).
 MIGRATING = ("setup", "active", "pre-switchover", "device", "cancelling")
+#: max-bandwidth (bytes/s) of the migrations that make hint rounds: the first pass over guest RAM must not
+#: end within an example. When it ends QEMU syncs the dirty bitmap, which publishes STOP and a new ID, or,
+#: with nothing dirty, completes the migration (pending 0 completes whatever downtime-limit says): DONE,
+#: and the VM paused. At 1 MiB/s a pass over the mostly zero 64 MiB guest took 0.2 s. At 100 B/s, 7.2 sends
+#: one page per 100 ms window (max-bandwidth / 10 bytes, at least one page): 27 min a pass; 10.0 and 11.1
+#: send about 32 pages a window, so zero pages are sent whole there too (zero-page-detection none): 51 s.
+ROUND_BANDWIDTH = 100
 
 
 class QemuBalloon(QemuStatistics):
@@ -214,7 +221,7 @@ class QemuBalloon(QemuStatistics):
         if status in MIGRATING:
             if status != "cancelling":
                 self.q.qmp.execute("migrate_cancel")
-            try:  # the migration may also complete before the cancel lands: guest RAM changes little
+            try:  # one that failed or completed meanwhile has left MIGRATING too
                 self._wait("migration cancel", lambda: self._migration_status() not in MIGRATING)
             except QemuError:
                 why = None if self.packed else corrupted_queue(self.queue_status(FREE_PAGE_VQ))
@@ -259,12 +266,13 @@ class QemuBalloon(QemuStatistics):
         return self.read_config(8, 4)
 
     def hint_start(self) -> int:
-        """Start a migration (to nowhere, slowly): QEMU publishes a new command ID after its first sync."""
+        """Start a migration (to nowhere, at ROUND_BANDWIDTH, so it never completes): QEMU publishes a new
+        command ID after its first sync and keeps it until the migration is cancelled."""
         before = self._cmd_id()
         self._cancel_migration()
         self._ensure_running()
         self.q.qmp.execute("migrate", uri="exec:cat > /dev/null")
-        self._round = True  # until cancelled; a migration that completes on its own only costs waits
+        self._round = True  # until cancelled
         return self._wait("a new command ID", lambda: (c := self._cmd_id()) >= 2 and c != before and c)
 
     def hint_done(self) -> None:
@@ -322,9 +330,12 @@ class QemuFactory:
                 self.caps.msix.enable()
             else:
                 self.caps = attrs.evolve(self.caps, msix=None)  # no MSI-X or too few vectors: INTx it is
-            # Hinting starts only in a running VM during a migration; keep that migration slow and
-            # unable to converge, so a hint round lasts as long as an example needs.
-            self.qemu.qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 20, "downtime-limit": 1})
+            # Hinting starts only in a running VM during a migration; keep that migration too slow to
+            # finish its first pass (ROUND_BANDWIDTH), so a hint round lasts until hint_done cancels it.
+            slow: dict[str, Any] = {"max-bandwidth": ROUND_BANDWIDTH, "downtime-limit": 1}
+            if "zero-page-detection" in (self.qemu.qmp.execute("query-migrate-parameters") or {}):
+                slow["zero-page-detection"] = "none"  # 9.0 on
+            self.qemu.qmp.execute("migrate-set-parameters", **slow)
             self.qemu.qmp.execute("cont")
             v = self.qemu.qmp.execute("query-version") or {}
             q = v.get("qemu", {})
