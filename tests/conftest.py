@@ -3,6 +3,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+import scheduling
 from spec.catalogue import CatalogueError, requirement
 
 # The tests' own Hypothesis profiles; "tests" (not "ci") so it is not taken for the suite's --profile ci.
@@ -17,12 +18,22 @@ settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "tests" if os.getenv("CI")
 
 
 def pytest_configure(config):
+    scheduling.configure(config)
     config.addinivalue_line("markers", "verifies(*ids): the catalogue requirements this test checks")
     config.addinivalue_line("markers", "soak: long runs of the reference pair; skipped unless VIRTIO_SOAK=1 "
                                        "(tools/soak runs them)")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") == "loadgroup":  # what tools/test asks for
+        return scheduling.make_scheduler(config, log)
+    return None
+
+
 def pytest_collection_modifyitems(items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        scheduling.order_for_workers(items)
     for item in items:
         for mark in item.iter_markers("verifies"):
             for req_id in mark.args:

@@ -16,12 +16,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-import pytest
-
 from conformance.registry import BUILTIN
 from conformance.runner import RunResult, run
 
-GROUP = pytest.mark.xdist_group("mutant-runs")  # harmless without --dist loadgroup
 T = TypeVar("T")
 K = TypeVar("K")
 #: Where workers leave the runs they made (None: this process only).

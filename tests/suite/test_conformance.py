@@ -10,7 +10,7 @@ from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, VIRTQUEUE_
 from conformance.registry import BUILTIN, ring_of
 from conformance.runner import VERDICTS, run, run_levels
 from spec.catalogue import catalogue
-from suite_mutant_runs import GROUP, first_failure_run
+from suite_mutant_runs import first_failure_run
 
 #: The packed ring's mutants have their own test (tests/virtio/test_packed_conformance.py).
 #: The proposal profiles' mutants too (tests/suite/test_proposal_profiles.py, each under its profile).
@@ -56,7 +56,6 @@ def test_at_least_twenty_mutants_break_different_requirements():
     "BAL-FPH-DRV-1", "BAL-FPH-DRV-3", "BAL-FPH-DRV-4", "BAL-FPH-DRV-5", "BAL-FPH-DRV-6", "BAL-FPH-DRV-9",
     "BAL-FPH-DRV-10", "BAL-FPH-DEV-2", "BAL-FPH-DEV-3", "BAL-FPH-DEV-5", "BAL-FPH-DEV-6", "BAL-FPH-D1",
     "BAL-FPH-D3", "BAL-FPH-D4", "BAL-PP-DRV-2", "BAL-FPR-DRV-2", "BAL-FPR-DRV-3", "BAL-FPR-DEV-2", "BAL-FPR-DEV-D1")
-@GROUP
 @pytest.mark.parametrize("name, role", [
     pytest.param(n, r, marks=pytest.mark.verifies(*BUILTIN[n, r].breaks), id=n) for n, r in MUTANTS])
 def test_mutant_is_caught_naming_its_requirement(name, role):

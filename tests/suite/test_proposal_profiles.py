@@ -15,7 +15,7 @@ from conformance.cli import main
 from conformance.registry import BUILTIN, with_proposals
 from conformance.runner import run
 from refmodel.balloon.proposals.reference import RUNNABLE
-from suite_mutant_runs import GROUP, first_failure_run
+from suite_mutant_runs import first_failure_run
 
 PROFILE_MUTANTS = sorted((n, r) for (n, r), impl in BUILTIN.items() if impl.proposals)
 #: Profiles that can share one run (one bit-6 proposal each; stats-only sends no balloon buffers; the
@@ -28,7 +28,6 @@ TOGETHER = (("hint-wait-on-ack", "bitmap-inflate-deflate"), ("device-init-report
                       "PROP-HWA-DRV-2", "PROP-DII-DEV-1", "PROP-DII-DRV-1", "PROP-DIR-DEV-1", "PROP-BMP-DEV-1",
                       "PROP-BMP-DRV-1", "PROP-BMP-DRV-2", "PROP-BMP-DRV-3", "PROP-CMB-DEV-1",
                       "PROP-CMB-DRV-1", "PROP-CMB-DRV-2", "PROP-CMB-DRV-3")
-@GROUP
 @pytest.mark.parametrize("name, role", PROFILE_MUTANTS, ids=[n for n, _ in PROFILE_MUTANTS])
 def test_profile_mutant_is_caught_naming_its_requirement(name, role):
     impl = BUILTIN[name, role]

@@ -16,7 +16,7 @@ import pytest
 from conformance.registry import BUILTIN, machine_for
 from conformance.runner import RunResult, counterexample, run
 from refmodel.errors import PeerSpecViolation
-from suite_mutant_runs import GROUP, first_failure_runs, shared_all
+from suite_mutant_runs import first_failure_runs, shared_all
 
 MUTANTS = sorted((n, r) for (n, r), impl in BUILTIN.items() if impl.breaks)
 
@@ -88,8 +88,8 @@ def first_failures(tmp_path_factory: pytest.TempPathFactory) -> Replayed:
 
 @functools.cache
 def _first_failures(base: str) -> Replayed:
-    # Cached past the module fixture: xdist's loadgroup interleaves these tests with test_conformance's
-    # on one worker, and pytest would set a module fixture up again each time its module comes back.
+    # Cached past the module fixture: in a serial run pytest sets a module fixture up again each time
+    # its module's tests come back after another module's.
     scripts: dict[str, tuple[str, ...]] = {}
     runs = first_failure_runs(MUTANTS)  # those another worker made are loaded, not made again
     for name, role in MUTANTS:
@@ -109,7 +109,6 @@ def _first_failures(base: str) -> Replayed:
     return out
 
 
-@GROUP
 @pytest.mark.parametrize("name, role", MUTANTS, ids=[n for n, _ in MUTANTS])
 def test_the_printed_counterexample_of_every_mutant_fails_the_same_way(name, role, first_failures):
     got = first_failures[name, role]
