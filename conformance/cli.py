@@ -57,6 +57,7 @@ from refmodel.balloon.proposals.reference import RUNNABLE
 from spec.catalogue import CatalogueError, catalogue
 
 from conformance.interface import InterfaceError
+from conformance.known_deviations import KnownDeviations, parse as parse_known_deviations
 from conformance.registry import BUILTIN, RINGS, DutError, resolve, ring_of, with_proposals
 from conformance.report import print_table, write_json, write_junit
 from conformance.interrupt import EXIT_INTERRUPTED, stop_on_signals
@@ -100,21 +101,15 @@ def known_deviations_text(spec: str) -> str:
         raise DutError(f"--known-deviations {spec}: not UTF-8 text (byte {e.start})") from None
 
 
-def load_known_deviations(path: str | None) -> frozenset[str]:
-    """One requirement ID per line; ``#`` starts a comment. Unknown IDs are an error. ``path`` may
-    also name a packaged list (:data:`KNOWN_DEVIATION_LISTS`)."""
+def load_known_deviations(path: str | None) -> KnownDeviations:
+    """One requirement ID per line, optionally scoped to some builds (``SPLIT-DEV-10  qemu>10.0``; the
+    grammar: :mod:`conformance.known_deviations`); ``#`` starts a comment. Unknown IDs, components and
+    malformed conditions are an error. ``path`` may also name a packaged list (:data:`KNOWN_DEVIATION_LISTS`).
+    As a set, the result holds every ID the list names; the runner applies each entry only to the builds
+    it names."""
     if path is None:
-        return frozenset()
-    text = known_deviations_text(path)
-    ids = set()
-    for n, line in enumerate(text.splitlines(), 1):
-        req = line.split("#", 1)[0].strip()
-        if not req:
-            continue
-        if req not in catalogue():
-            raise DutError(f"--known-deviations {path}:{n}: unknown requirement {req!r}")
-        ids.add(req)
-    return frozenset(ids)
+        return KnownDeviations()
+    return parse_known_deviations(known_deviations_text(path), path)
 
 
 #: Real implementations the suite starts itself (they need a binary, so they are not in BUILTIN).

@@ -7,7 +7,8 @@ JSON shape (scripts depend on it; keys are only ever added)::
      "versions": {implementation: version or description},
      "route": {implementation: route},
      "requirements": [{"id", "verdict", "role", "section", "keyword", "text", "reason",
-                       "known_deviation", "level", "missing_capabilities": [str], "profile",
+                       "known_deviation", "known_deviation_entry": {"file", "line", "applies_to": [str]}
+                       | null, "level", "missing_capabilities": [str], "profile",
                        "counterexample"?: [str], "implementation"?: str}],
      "errors": [{"implementation", "kind", "detail", "counterexample"}],
      "observations": {topic: [str]},
@@ -24,6 +25,11 @@ interpretations or properties that held in every example (an empty list: none he
 (``run --dut reference``) also runs its split virtqueues at the virtqueue level and merges the verdicts
 (:func:`conformance.runner.merge`): a fail at either level, else a pass at either, else the balloon
 level's verdict.
+
+``known_deviation_entry`` names, for a failure a known deviation accepted (``known_deviation`` true), the
+line of the ``--known-deviations`` list that accepted it: ``file`` as given (a packaged list's name, or a
+path), ``line``, and ``applies_to``, the line's conditions on the build (``["qemu>10.0"]``; empty: every
+build). null otherwise (and for IDs passed to :func:`conformance.runner.run` as a plain set).
 
 ``missing_capabilities`` lists, for a ``skipped`` verdict, the capabilities
 (:class:`refmodel.capabilities.Capability` names) whose absence kept its check from running; empty
@@ -49,7 +55,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from conformance.runner import VERDICTS, RunResult
+from conformance.runner import VERDICTS, RunResult, implementation_version
 
 
 def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
@@ -62,6 +68,7 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
             entry: dict[str, Any] = {"id": r.id, "verdict": v.verdict, "role": r.role, "section": r.section,
                                      "keyword": r.keyword, "text": r.text, "reason": v.reason,
                                      "known_deviation": v.known_deviation,
+                                     "known_deviation_entry": v.deviation.to_json() if v.deviation else None,
                                      "implementation": res.implementation.name, "level": v.level,
                                      "missing_capabilities": [c.name for c in v.missing],
                                      "profile": r.profile}
@@ -71,8 +78,7 @@ def to_json(results: Sequence[RunResult]) -> dict[str, Any]:
     errors = [{"implementation": res.implementation.name, "kind": e.kind, "detail": e.detail,
                "counterexample": list(e.counterexample)} for res in results for e in res.errors]
     summary = Counter(e["verdict"] for e in reqs)
-    versions = {r.implementation.name: getattr(r.implementation.factory, "version", None) or r.implementation.description
-                for r in results}
+    versions = {r.implementation.name: implementation_version(r.implementation) for r in results}
     completeness = [{"implementation": r.implementation.name, "role": r.implementation.role,
                      "levels": list(r.levels), "checked": r.completeness[0], "checkable": r.completeness[1]}
                     for r in results]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -41,6 +41,7 @@ from conformance.checks import (DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, VIRTQUEUE
 from conformance.harness import ImplementationError, deadline
 from conformance.interface import (CAPABILITY_PROTOCOLS, ROLE_PROTOCOLS, Capability, InterfaceError,
                                    check_implementation)
+from conformance.known_deviations import KnownDeviation, KnownDeviations, resolve as resolve_known
 from conformance.machines.base import ConformanceMachine
 from conformance.machines.device.boot import make_device
 from conformance.machines.proposals import (DEVICE_CHECKS as PROPOSAL_DEVICE_CHECKS,
@@ -83,6 +84,9 @@ class Verdict:
     reason: str = ""
     failure: Failure | None = None
     known_deviation: bool = False
+    #: The known-deviations entry that accepted the failure (None: not accepted, or accepted from a plain
+    #: set of IDs, as the Python API takes).
+    deviation: KnownDeviation | None = None
     level: str = "balloon"  # the machine that gave it: balloon, virtqueue, or both ("balloon+virtqueue")
     missing: tuple[Capability, ...] = ()  # skipped: the capabilities the implementation lacks for the check
 
@@ -429,7 +433,8 @@ def _applicable(r: Requirement, features: int) -> bool:
     return True
 
 
-def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: frozenset[str],
+def verdicts(role: str, failures: dict[str, Failure], rec: Recorder,
+             known: frozenset[str] | Mapping[str, KnownDeviation | None],
              unobservable: dict[str, str] | None = None, scope: str = "",
              capabilities: frozenset[Capability] | None = None,
              proposals: tuple[str, ...] = ()) -> tuple[Verdict, ...]:
@@ -437,8 +442,10 @@ def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: froz
     hides from the reference peer (with why); they are not-checkable for this implementation.
     ``capabilities``: what the implementation declares (None: unknown), so a skipped check names the
     capability it lacked. ``proposals``: the proposal profiles selected (``--proposal``), whose
-    requirements are judged too (and the bit-collision rules, ``proposal-bits``)."""
+    requirements are judged too (and the bit-collision rules, ``proposal-bits``). ``known``: the known
+    deviations that apply, with the entry that accepts each (a mapping), or their IDs alone."""
     unobservable = unobservable or {}
+    entries: Mapping[str, KnownDeviation | None] = known if isinstance(known, Mapping) else {}
     checks = DEVICE_CHECKS if role == "device" else DRIVER_CHECKS
     if proposals:
         checks = {**checks, **(PROPOSAL_DEVICE_CHECKS if role == "device" else PROPOSAL_DRIVER_CHECKS)}
@@ -451,9 +458,11 @@ def verdicts(role: str, failures: dict[str, Failure], rec: Recorder, known: froz
         if scope and not r.id.startswith(scope):
             out.append(Verdict(r, "not-applicable", f"a virtqueue-level run checks {scope}* requirements only"))
         elif r.id in failures:
-            out.append(Verdict(r, "fail", failures[r.id].detail, failures[r.id], r.id in known))
+            out.append(Verdict(r, "fail", failures[r.id].detail, failures[r.id], r.id in known,
+                               entries.get(r.id)))
         elif r.id in rec.tolerated_seen:
-            out.append(Verdict(r, "fail", f"known deviation: {rec.tolerated_seen[r.id]}", None, True))
+            out.append(Verdict(r, "fail", f"known deviation: {rec.tolerated_seen[r.id]}", None, True,
+                               entries.get(r.id)))
         elif r.legacy:
             out.append(Verdict(r, "not-applicable", "transitional (legacy) interface: not modelled"))
         elif not r.checkable:
@@ -489,21 +498,35 @@ def _skipped(r: Requirement, check: str, capabilities: frozenset[Capability] | N
                                  f"capability {names}", missing=missing)
 
 
-def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: frozenset[str] = frozenset(),
+def implementation_version(impl: Implementation) -> str:
+    """What the report's ``versions`` says of ``impl``: its factory's ``version`` (QEMU's is known once it
+    has started), else its description."""
+    return getattr(impl.factory, "version", None) or impl.description
+
+
+def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: Iterable[str] = frozenset(),
         progress: Callable[[str], None] = lambda s: None, timeout: float | None = None,
         max_failures: int = 8, seed: int | None = None) -> RunResult:
     """Check the interface, then search. Raises :class:`InterfaceError` for a missing method, and
-    :class:`ProfileError` for a profile or seed that cannot be used."""
+    :class:`ProfileError` for a profile or seed that cannot be used. ``known_deviations``: a parsed list
+    (:class:`~conformance.known_deviations.KnownDeviations`; each entry applies only to the builds it names,
+    judged by :func:`implementation_version` once the implementation is built), or IDs for every build."""
     profile(profile_name, seed)  # before building anything
     start = time.perf_counter()
     broken, capabilities = _interface(impl, timeout)
+    applied = resolve_known(known_deviations, implementation_version(impl))
+    if isinstance(known_deviations, KnownDeviations):
+        idle = known_deviations.not_applying(implementation_version(impl))
+        if idle:
+            progress(f"  known deviations not applied to {implementation_version(impl)}: "
+                     + ", ".join(f"{e.req_id} ({e.scope})" for e in idle))
     failures: dict[str, Failure]
     if broken is not None:
         progress(f"  ERROR {broken.detail}")
         failures, errors, rec, searches = {}, [broken], Recorder(), 0
     else:
         try:
-            failures, errors, rec, searches = search(impl, profile_name, known_deviations=known_deviations,
+            failures, errors, rec, searches = search(impl, profile_name, known_deviations=frozenset(applied),
                                                      progress=progress, timeout=timeout,
                                                      max_failures=max_failures, seed=seed)
         finally:  # a factory that keeps processes across examples (the C library's) lets them go
@@ -512,7 +535,7 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: fro
                 close()
     cls = machine_for(impl)
     scope = getattr(cls, "scope", "")
-    judged = verdicts(impl.role, failures, rec, known_deviations, unobservable=getattr(cls, "unobservable", None),
+    judged = verdicts(impl.role, failures, rec, applied, unobservable=getattr(cls, "unobservable", None),
                       scope=scope, capabilities=capabilities, proposals=impl.proposals)
     judged = ring_scope(cls, judged)
     if rec.interrupted:  # a check not reached may only have been waiting for its example

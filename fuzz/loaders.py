@@ -1,6 +1,7 @@
 """Loader targets: the requirement catalogue (``spec.catalogue.load``) and the known-deviations list
-(``conformance.cli.load_known_deviations``) on arbitrary file bytes, written to a file each time as a
-user's would be. Allowed: ``CatalogueError`` and ``DutError``, one line naming file and field."""
+(``conformance.cli.load_known_deviations``, then applied to a few builds' versions) on arbitrary file
+bytes, written to a file each time as a user's would be. Allowed: ``CatalogueError`` and ``DutError``,
+one line naming file and field."""
 
 from __future__ import annotations
 
@@ -29,8 +30,15 @@ def catalogue(data: bytes) -> None:
     load(_file(data))
 
 
+#: Builds a parsed list is applied to, so the fuzzer reaches the scope conditions' matching too.
+VERSIONS = ("QEMU 7.2.22 Debian 1:7.2+dfsg-7+deb12u18+b3", "QEMU 11.1.3 Debian 1:11.1.3+ds-1",
+            "Linux 6.12.117+deb13-cloud-amd64 virtio_balloon (under QEMU 11.1.3 TCG)", "the reference device")
+
+
 def known_deviations(data: bytes) -> None:
-    load_known_deviations(_file(data))
+    known = load_known_deviations(_file(data))
+    for versions in VERSIONS:
+        known.applying(versions)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -178,7 +178,11 @@ def other_seeds() -> dict[str, list[bytes]]:
         "known_deviations": [b"# Known deviations of a device, one requirement ID per line.\n\n"
                              b"BAL-FPH-D5   # a reason over\n             # two comment lines\n"
                              b"SPLIT-DEV-13 # first use after reset always notified\n",
-                             b"SPLIT-DRV-1\n# a comment\nBAL-OP-D1  # trailing\n"],
+                             b"SPLIT-DRV-1\n# a comment\nBAL-OP-D1  # trailing\n",
+                             # Entries scoped to builds (conformance.known_deviations' grammar).
+                             b"PACKED-DEV-7  qemu==7.2\n             # a reason\n"
+                             b"SPLIT-DEV-10  qemu>10.0  # after the 10.0 series\n"
+                             b"SPLIT-DEV-13\tqemu >= 9.0 qemu<11 linux!=6.1.0  # every condition holds\n"],
     }
 
 

@@ -26,7 +26,7 @@ INSTRUMENT = {
     "qemu": ["conformance.adapters.qemu.qtest", "conformance.adapters.qemu.qmp", "qemu.qmp.message",
              "qemu.qmp.models"],
     "c_adapter": ["conformance.adapters.c.adapter"],
-    "loaders": ["spec.catalogue", "conformance.cli"],
+    "loaders": ["spec.catalogue", "conformance.cli", "conformance.known_deviations"],
 }
 
 

@@ -68,6 +68,36 @@ def test_known_deviations_turn_a_failure_into_an_accepted_one(tmp_path):
     assert entry["verdict"] == "fail" and entry["known_deviation"]
 
 
+def test_a_scoped_known_deviation_accepts_a_failure_only_on_the_builds_it_names(tmp_path):
+    """The same failing driver, posing as two QEMU builds (its description is what the report's versions
+    names): ``qemu>10.0`` accepts its failure on 11.1.3 and leaves it a plain FAIL on 10.0.2."""
+    import attrs
+
+    from conformance.cli import load_known_deviations
+    from conformance.report import to_json
+
+    dev = tmp_path / "known.txt"
+    dev.write_text("# after 10.0 only\nBAL-OP-DRV-11  qemu>10.0  # stale actual\n")
+    known = load_known_deviations(str(dev))
+    stale = resolve("mutant-stale-actual", "driver")
+    verdicts = {}
+    for version in ("10.0.2", "11.1.3"):
+        impl = attrs.evolve(stale, name=f"stale-actual-as-qemu-{version}",
+                            description=f"QEMU {version} (posing)")
+        res = run(impl, "dev", known_deviations=known, max_failures=1)
+        verdicts[version] = (res, res.by_id()["BAL-OP-DRV-11"], to_json([res]))
+    res, v, report = verdicts["10.0.2"]
+    assert v.verdict == "fail" and not v.known_deviation and v.deviation is None and res.failed
+    entry = next(r for r in report["requirements"] if r["id"] == "BAL-OP-DRV-11")
+    assert entry["known_deviation"] is False and entry["known_deviation_entry"] is None
+    res, v, report = verdicts["11.1.3"]
+    assert v.verdict == "fail" and v.known_deviation and not res.failed, res.verdicts
+    entry = next(r for r in report["requirements"] if r["id"] == "BAL-OP-DRV-11")
+    assert entry["known_deviation"] is True
+    assert entry["known_deviation_entry"] == {"file": str(dev), "line": 2, "applies_to": ["qemu>10.0"]}
+    assert report["versions"] == {"stale-actual-as-qemu-11.1.3": "QEMU 11.1.3 (posing)"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--dut", "no-such-thing"], "no such implementation"),
     (["run", "--dut", "nosuchmodule:factory", "--role", "device"], "cannot import 'nosuchmodule'"),
