@@ -161,6 +161,18 @@ def test_qemu_known_deviations_file_names_the_divergence():
     known = load_known_deviations(str(KNOWN))
     assert known == {"BAL-FPH-D5", "SPLIT-DEV-D3", "STATUS-DEV-1", "PACKED-DEV-7", "PACKED-DEV-D11", "SPLIT-DEV-13",
                      "PACKED-DEV-D10", "SPLIT-DEV-12", "SPLIT-DEV-10", "STATUS-DEV-3"}
+    # Scoped by the builds each was seen on: the iothread notifications are dropped after 10.0 only (their
+    # reproducers exit 0 on 10.0.2 and 10.0.13, 1 on 11.1.3), the Buffer ID from the first descriptor on 7.2.
+    assert {e.req_id: e.scope for e in known.entries if e.conditions} == {
+        "PACKED-DEV-7": "qemu==7.2", "PACKED-DEV-D10": "qemu>10.0", "SPLIT-DEV-12": "qemu>10.0",
+        "SPLIT-DEV-10": "qemu>10.0", "STATUS-DEV-3": "qemu>10.0"}
+    every = {"BAL-FPH-D5", "SPLIT-DEV-D3", "STATUS-DEV-1", "PACKED-DEV-D11", "SPLIT-DEV-13"}
+    after_10_0 = {"PACKED-DEV-D10", "SPLIT-DEV-12", "SPLIT-DEV-10", "STATUS-DEV-3"}
+    for version, applies in (("QEMU 7.2.22 Debian 1:7.2+dfsg-7+deb12u18+b3", every | {"PACKED-DEV-7"}),
+                             ("QEMU 10.0.2 Debian 1:10.0.2+ds-2+deb13u1~bpo12+1", every),
+                             ("QEMU 10.0.13 Debian 1:10.0.13+ds-0+deb13u1", every),
+                             ("QEMU 11.1.3 Debian 1:11.1.3+ds-1", every | after_10_0)):
+        assert set(known.applying(version)) == applies, version
     text = KNOWN.read_text()
     for req in known:  # each names its standalone reproducer
         entry = text[text.index(req):]
