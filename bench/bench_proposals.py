@@ -9,6 +9,10 @@
   in a migration (``predict_full_pages``, half the guest in use, the free half holding old data).
 * hint-wait-on-ack: round trips of one hinting round over the free half (4 MiB blocks), lock-free (a
   full queue per kick) against waiting for each ACK, as the RFC's driver does.
+* device-init-on-inflate: one Linux inflate buffer (256 PFNs) through the profile's device on a split ring:
+  the bitmap bytes it writes back and the pages it claims; scaled to the host taking a quarter of the guest
+  and giving it back, the descriptors and bytes the profile adds and the bytes the guest need not
+  initialize again on deflate (a device that discards every page, as QEMU does, claims them all).
 * device-init-reported: an init_on_free guest on a device without PAGE_POISON, half the guest free: the
   pages the host can reclaim by reporting under 1.4 (the driver's negotiation drops PAGE_REPORTING) and
   under the profile, the ring bytes the profile adds, and what the guest zeroes again when the device
@@ -28,7 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from refmodel.balloon.proposals import bitmap_inflate as bmp  # noqa: E402
 from refmodel.balloon.proposals import combined_vq, stats_only  # noqa: E402
+from refmodel.balloon.proposals import device_init_on_inflate as dii  # noqa: E402
 from refmodel.balloon.proposals import device_init_reported as dir_  # noqa: E402
+from refmodel.virtio.memory import GuestMemory  # noqa: E402
+from refmodel.virtio.split.device import SplitQueueDevice  # noqa: E402
+from refmodel.virtio.split.driver import SplitQueueDriver  # noqa: E402
+from refmodel.virtio.virtq import QueueAddresses  # noqa: E402
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE  # noqa: E402
 from refmodel.balloon.device import DEFAULT_OFFER  # noqa: E402
 from refmodel.balloon.queues import QueueNumbering  # noqa: E402
@@ -91,6 +100,35 @@ def device_init_reported(sizes: list[int], model_pages: int = 1024) -> dict[int,
           f"{'on' if v14.reporting else 'off'}, {v14.reported} pages; the profile reports {prof.reported}, "
           f"{prof.wire_bytes} ring bytes against 1.4's {plain.wire_bytes} (a guest without init_on_free); "
           f"used length 0: {used0.reinitialized} pages zeroed again")
+    return out
+
+
+def init_on_inflate_chain(n_pfns: int = 256) -> tuple[int, int, int]:
+    """One inflate chain of ``n_pfns`` PFNs through the profile's device, every page dropped: (readable
+    bytes, the used length the device returns, pages it claims initialized)."""
+    pages = n_pfns + 8
+    mem = GuestMemory(pages * 4096)
+    addrs = QueueAddresses.packed_at((pages - 2) * 4096, 8)
+    drv, dev = SplitQueueDriver(mem, addrs, 8), SplitQueueDevice(mem, addrs, 8)
+    pfns = list(range(n_pfns))
+    mem.write(0, b"".join(p.to_bytes(4, "little") for p in pfns))
+    drv.add([(0, 4 * n_pfns)], writable=[(4 * n_pfns, dii.bitmap_len(n_pfns))])
+    drv.publish()
+    chain = dev.pop()
+    assert chain is not None
+    got, used = dii.InitOnInflateDevice(mem, pages, initialize=lambda p: True).handle_inflate(chain)
+    claimed = dii.initialized_pfns(got, mem.read(4 * n_pfns, dii.bitmap_len(n_pfns)), used)
+    return chain.readable_len, used, len(claimed)
+
+
+def device_init_on_inflate(sizes: list[int]) -> dict[int, tuple[int, int, int]]:
+    """Per guest size, the host inflating and deflating a quarter: (descriptors added, bytes added, bytes the
+    guest need not initialize again), from one chain through the model's device."""
+    pfn_bytes, used, claimed = init_on_inflate_chain(PAGES_PER_MIB)
+    out = {}
+    for gib in sizes:
+        chains = gib * 1024 // 4  # one 256-PFN (1 MiB) chain per inflated MiB
+        out[gib] = (chains, chains * used, chains * claimed * 4096)
     return out
 
 
@@ -166,6 +204,16 @@ def main() -> None:
         r14, rp, wire, reinit, kept = init[gib]
         print(f"{gib:>6}Gi{r14:>13}{rp:>14}{wire:>9}{reinit / 2**20:>21.0f}{kept:>12}")
 
+    print("\ndevice-init-on-inflate: the host inflates a quarter of the guest, then deflates it")
+    pfn_bytes, used, claimed = init_on_inflate_chain(PAGES_PER_MIB)
+    print(f"  one Linux inflate chain: {pfn_bytes} PFN bytes, the device writes {used} bitmap bytes back "
+          f"(+1 descriptor, +{100 * used / pfn_bytes:.1f} %) and claims {claimed} of {PAGES_PER_MIB} pages")
+    dii_rows = device_init_on_inflate(sizes)
+    print(f"{'guest':>8}{'+desc':>10}{'+bytes':>12}{'not re-initialized MiB':>24}")
+    for gib in sizes:
+        desc, added, skipped = dii_rows[gib]
+        print(f"{gib:>6}Gi{desc:>10}{added:>12}{skipped / 2**20:>24.0f}")
+
     big = sizes[-1]
     pfn, dense, spread, mib = figures[big]
     print(f"guest_gib={big} pfn_bytes_per_mib={pfn.bytes / mib:.0f} "
@@ -179,7 +227,8 @@ def main() -> None:
           f"two_queue_round_trips={combined_vq.migration_round_trips(65536, combined=False)} "
           f"dir_reclaim_pages_1_4={init[big][0]} dir_reclaim_pages_profile={init[big][1]} "
           f"dir_wire_bytes_added={init[big][2]} dir_reinit_bytes_used0={init[big][3]} "
-          f"dir_kept_pages_used0={init[big][4]}")
+          f"dir_kept_pages_used0={init[big][4]} dii_bitmap_bytes_per_chain={used} "
+          f"dii_bytes_added={dii_rows[big][1]} dii_not_reinitialized_bytes={dii_rows[big][2]}")
 
 
 if __name__ == "__main__":

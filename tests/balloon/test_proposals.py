@@ -208,6 +208,21 @@ def test_init_reported_bench_figures_reclaim_nothing_under_1_4_and_the_free_half
         assert (reinit, kept) == (half * BALLOON_PAGE_SIZE, 0)  # eager zeroing takes every page back
 
 
+def test_init_on_inflate_bench_figures_come_from_the_model_device():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_proposals.py"
+    spec = importlib.util.spec_from_file_location("bench_proposals", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.init_on_inflate_chain(256) == (1024, 32, 256)  # PFN bytes, bitmap bytes back, pages claimed
+    assert bench.init_on_inflate_chain(9) == (36, 2, 9)  # ceil(9 / 8) bitmap bytes
+    desc, added, skipped = bench.device_init_on_inflate([4])[4]
+    assert (desc, added, skipped) == (1024, 1024 * 32, 1024 * 256 * BALLOON_PAGE_SIZE)  # a quarter: 1 GiB
+
+
 # -- stats-only ----------------------------------------------------------------------------------------------
 def test_stats_only_mode_is_fixed_and_keeps_the_guest_memory():
     dev = so.StatsOnlyDevice()
