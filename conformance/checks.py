@@ -69,6 +69,7 @@ DEVICE_CHECKS: dict[str, str] = {
     "PACKED-DEV-D11": "virtqueue machine (packed): no used buffer notification when not owed",
     "PACKED-DEV-D12": "virtqueue machine (packed): a pop with nothing available changes nothing",
     "PACKED-DEV-D1": "boot (--ring packed): queue sizes",
+    "PACKED-DEV-D13": "report_and_return (--ring packed): used len against the canaried report pages",
 }
 
 DRIVER_CHECKS: dict[str, str] = {

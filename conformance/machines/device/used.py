@@ -1,14 +1,22 @@
-"""Used lengths (SPLIT-DEV-15): a device that returns a chain with used len L wrote its first L bytes,
-from the first device-writable buffer on, before it moved the used idx.
+"""Used lengths (SPLIT-DEV-15; PACKED-DEV-D13 over packed rings): a device that returns a chain with used
+len L wrote its first L bytes, from the first device-writable buffer on, before it moved the used idx (or
+marked the used descriptor used).
 
 Only reporting_vq returns device-writable buffers the device may change. Without PAGE_POISON the
 suite's driver (:class:`~conformance.machines.device.canary.CanaryDriver`) fills each reported page
 with a canary before the report (a guest may write its free pages); a used len that covers a canary
 word still in place claims bytes the device never wrote. With PAGE_POISON the pages hold poison_val,
 which a conforming device may write back unchanged, so nothing can be told apart there.
+
+Over packed rings the used descriptors are read where the device wrote them, before the driver harvests
+them, and each Buffer ID leads to the device-writable elements the suite's driver made available with it
+(its own record, since the device overwrites the ring). A used descriptor without VIRTQ_DESC_F_WRITE
+claims no bytes (§2.8.4: its len is reserved; AMB-PACKED-USED-WRITE).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
@@ -48,9 +56,17 @@ class DeviceUsedLengths(DeviceOperation, DeviceReportingAndOom, DeviceReset):
             idx = nxt
         return None
 
+    def _canaried(self, bufs: Sequence[tuple[int, int]]) -> bool:
+        """``bufs`` are whole pages the suite's driver canaried and the device has not returned yet."""
+        return all(a % BALLOON_PAGE_SIZE == 0 and n == BALLOON_PAGE_SIZE
+                   and a // BALLOON_PAGE_SIZE in self.drv.canaried for a, n in bufs)
+
     def _check_used_lengths(self, name: str) -> None:
         vq = self.drv.vqs.get(name)
-        if vq is None or self.packed:  # reads split used elements and descriptors: split rings only
+        if vq is None:
+            return
+        if self.packed:
+            self._check_packed_used_lengths(name)
             return
         now = self._used_idx(name)
         seen = self.used_seen.get(name, vq.last_used_idx)
@@ -61,12 +77,24 @@ class DeviceUsedLengths(DeviceOperation, DeviceReportingAndOom, DeviceReset):
             head, length = self.os.mem.unpack(USED_ELEM_FMT, vq.addrs.used + used_ring_entry(u16(seen + i)
                                                                                            % vq.queue_size))
             bufs = self._writable(name, head) if head < vq.queue_size else None
-            if not bufs or not all(a % BALLOON_PAGE_SIZE == 0 and n == BALLOON_PAGE_SIZE
-                                   and a // BALLOON_PAGE_SIZE in self.drv.canaried for a, n in bufs):
+            if not bufs or not self._canaried(bufs):
                 continue  # not a canaried report (with PAGE_POISON, or not the suite's layout)
-            self._check_written(name, head, length, bufs)
+            self._check_written(name, f"head {head}", length, bufs, "SPLIT-DEV-15")
 
-    def _check_written(self, name: str, head: int, length: int, bufs: list[tuple[int, int]]) -> None:
+    def _check_packed_used_lengths(self, name: str) -> None:
+        """Each used descriptor not yet harvested whose buffer is a canaried report (PACKED-DEV-D13). One
+        judged is not judged again: its pages leave ``canaried``."""
+        vq = self.drv.vqs[name]
+        for buf_id, length, flags in vq.used_descs():
+            bufs = vq.writable_of(buf_id)
+            if not bufs or not self._canaried(bufs):
+                continue
+            if not flags & VIRTQ_DESC_F_WRITE and vq.used_len_needs_write:
+                length = 0  # reserved without WRITE: the device says it wrote nothing (PACKED-DRV-D3)
+            self._check_written(name, f"Buffer ID {buf_id}", length, bufs, "PACKED-DEV-D13")
+
+    def _check_written(self, name: str, which: str, length: int, bufs: Sequence[tuple[int, int]],
+                       req: str) -> None:
         """The first ``length`` bytes of ``bufs`` (whole canaried pages) no longer hold the canary."""
         off = 0
         for addr, size in bufs:
@@ -75,17 +103,17 @@ class DeviceUsedLengths(DeviceOperation, DeviceReportingAndOom, DeviceReset):
             want = canary(page)
             for w in range(0, max(0, min(size, length - off)), WORD.size):
                 if self.os.mem.read(addr + w, WORD.size) == want[w:w + WORD.size]:
-                    self.R.check("SPLIT-DEV-15", False, f"{name}: head {head} came back with used len "
+                    self.R.check(req, False, f"{name}: {which} came back with used len "
                                  f"{length}, but byte {off + w} of its device-writable buffers still holds "
                                  "the canary the driver wrote there: the device did not write it")
             off += size
-        self.R.saw("SPLIT-DEV-15")
+        self.R.saw(req)
 
     @step(when=lambda self: has(self.offered, Feature.VIRTIO_BALLOON_F_PAGE_REPORTING), poison=st.booleans())
     def report_and_return(self, poison: bool) -> None:
         """A report the device returns in the next cycle, with PAGE_POISON or without (re-probing for it
         if need be): with it the pages must come back holding poison_val (BAL-FPR-DEV-2), without it the
-        canaried pages let the used len be judged (SPLIT-DEV-15)."""
+        canaried pages let the used len be judged (SPLIT-DEV-15, PACKED-DEV-D13)."""
         self._want_feature(Feature.VIRTIO_BALLOON_F_PAGE_POISON, poison)
         self._want_feature(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING, True)
         n = self._report()

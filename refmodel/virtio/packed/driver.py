@@ -46,6 +46,7 @@ class _InFlight:
     writable_len: int
     indirect: tuple[int, int] | None  # (table addr, bytes)
     snapshot: list[tuple[int, bytes, str]] | None = None  # (addr, bytes, req) the device must leave alone
+    writable: tuple[tuple[int, int], ...] = ()  # (addr, len) of the device-writable elements, in order
 
 
 class PackedQueueDriver(DriverNotifications, Sticky):
@@ -200,7 +201,8 @@ class PackedQueueDriver(DriverNotifications, Sticky):
         self._next_avail += ndesc
         self._num_free -= ndesc
         self._pending.append(buf_id)
-        inf = _InFlight(token, ndesc, sum(n for _, n, f in bufs if f), ind)
+        wbufs = tuple((a, n) for a, n, f in bufs if f)
+        inf = _InFlight(token, ndesc, sum(n for _, n in wbufs), ind, writable=wbufs)
         if self.check_device_writes:
             inf.snapshot = [(a, mem.read(a, n), "PACKED-DEV-4") for a, n, f in bufs if not f]
             if ind is not None:
@@ -234,20 +236,32 @@ class PackedQueueDriver(DriverNotifications, Sticky):
 
     def used_ids(self) -> list[int]:
         """The Buffer IDs of the used descriptors not yet harvested, in ring order (read, not judged)."""
+        return [buf_id for buf_id, _, _ in self._peek_used()[1]]
+
+    def used_descs(self) -> list[tuple[int, int, int]]:
+        """(Buffer ID, len, flags) of the used descriptors not yet harvested, in ring order (read, not
+        judged: harvest names what is wrong with them)."""
         return self._peek_used()[1]
 
-    def _peek_used(self) -> tuple[int, list[int]]:
-        pos, qs, ids = self._used, self.queue_size, []
+    def writable_of(self, buf_id: int) -> tuple[tuple[int, int], ...] | None:
+        """The device-writable elements (addr, len) of the buffer in flight as ``buf_id``, in the order the
+        driver made them available (in the ring or in an indirect table); None if it is not in flight."""
+        inf = self._in_flight.get(buf_id)
+        return None if inf is None else inf.writable
+
+    def _peek_used(self) -> tuple[int, list[tuple[int, int, int]]]:
+        pos, qs, out, ids = self._used, self.queue_size, [], set()
         while pos < self._published:
-            _, _, buf_id, flags = self.mem.unpack(PDESC_FMT, self._slot(pos), 16)
+            _, length, buf_id, flags = self.mem.unpack(PDESC_FMT, self._slot(pos), 16)
             wrap = wrap_of(pos, qs)
             inf = self._in_flight.get(buf_id)
             if bool(flags & VIRTQ_DESC_F_USED) != wrap or bool(flags & VIRTQ_DESC_F_AVAIL) != wrap or inf is None \
                     or buf_id in ids:
                 break
-            ids.append(buf_id)
+            ids.add(buf_id)
+            out.append((buf_id, length, flags))
             pos += inf.ndesc
-        return pos, ids
+        return pos, out
 
     # -- used buffers (§2.8.22) -------------------------------------------------------------------------
     @guarded
