@@ -99,10 +99,10 @@ def _builtins() -> dict[tuple[str, str], Implementation]:
             name = f"virtq-packed-mutant-{_kebab(pcls.__name__)}"
             out[name, prole] = Implementation(name, prole, pcls, (pcls.__doc__ or "").strip(),
                                               _ids(getattr(pcls, "breaks")), machine=pmachine)
-    for dcls in mutants.DEVICE_MUTANTS:
+    for dcls in mutants.DEVICE_MUTANTS:  # over split rings, or the ring a mutant names (over_ring: packed)
         name = f"mutant-{_kebab(dcls.__name__)}"
         out[name, "device"] = Implementation(name, "device", dcls, (dcls.__doc__ or "").strip(),
-                                             _ids(dcls.breaks))
+                                             _ids(dcls.breaks), ring=getattr(dcls, "over_ring", "split"))
     for role, pgroup in (("device", proposal_mutants.DEVICE_MUTANTS), ("driver", proposal_mutants.DRIVER_MUTANTS)):
         for mcls in pgroup:  # proposal profiles' mutants: each runs under its profile (--proposal)
             name = f"mutant-{_kebab(mcls.__name__)}"
@@ -198,7 +198,10 @@ def resolve(dut: str, role: str, *, qemu_binary: str | None = None, uml_binary: 
         return Implementation(dut, role, _load_factory(dut), f"third-party {role}-side {kind} from {dut}",
                               machine=machine)
     if (dut, role) in BUILTIN:
-        return BUILTIN[dut, role]
+        impl = BUILTIN[dut, role]
+        if ring is not None and ring != impl.ring:
+            raise DutError(f"--dut {dut!r} runs over {impl.ring} rings; use --ring {impl.ring}")
+        return impl
     if dut == "qemu":
         from conformance.adapters.qemu.device import QemuFactory
         from conformance.adapters.qemu.process import QemuError
@@ -266,6 +269,8 @@ def _over_packed(impl: Implementation) -> Implementation:
         from conformance.adapters.linux.machine import NO_PACKED_RING
 
         raise DutError(f"--dut linux: --ring packed is not available on the UML route: {NO_PACKED_RING}")
+    if impl.ring == "packed":
+        return impl  # a mutant that runs over packed rings already (over_ring)
     if impl.machine is not None and impl.name != "linux-qemu":
         raise DutError(f"--dut {impl.name}: --ring packed is not available on this route yet (its transport "
                        "serves split rings only)")

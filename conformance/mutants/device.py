@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from refmodel.balloon.constants import BALLOON_PAGE_SIZE, VIRTIO_BALLOON_CMD_ID_DONE
-from refmodel.balloon.device import NEEDS_RESET_FIELD, BalloonDevice
+from refmodel.balloon.device import DEFAULT_OFFER, NEEDS_RESET_FIELD, BalloonDevice
 from refmodel.balloon.hinting import FreePageHintDevice
 from refmodel.errors import PeerSpecViolation
 from refmodel.system.guest import bits
@@ -420,6 +420,19 @@ class ReportLenUnwritten(BalloonDevice):
         return chain.writable_len
 
 
+class ReportLenUnwrittenPacked(ReportLenUnwritten):
+    """ReportLenUnwritten over packed rings (it offers VIRTIO_F_RING_PACKED and the registry runs it there):
+    each report's used descriptor has WRITE set and len over every reported byte, the pages left as they
+    were."""
+
+    breaks = "PACKED-DEV-D13"
+    over_ring = "packed"  # the ring the registry runs it over (see conformance.registry)
+
+    def __init__(self, mem: Any, offered: int = DEFAULT_OFFER | F.VIRTIO_F_RING_PACKED.mask,
+                 **kwargs: Any) -> None:
+        super().__init__(mem, offered, **kwargs)
+
+
 class DiscardsRewrittenHints(BalloonDevice):
     """Drops the contents of every page it applied as a hint, on each pass until DONE, even pages the guest
     has written since it hinted them."""
@@ -458,5 +471,5 @@ DEVICE_MUTANTS: tuple[type[BalloonDevice], ...] = (
     NoConfigNotification, StuckGeneration, ResetKeepsStatus, RejectsValidSubset, OffersUndefinedBit,
     ReportZeroUnderPoison, ModifiesReportedAfterAck, LazyDeflateDiscard, ConsumesBeforeDriverOk,
     KeepsUnknownStats, OddQueueSize, IgnoresNoInterrupt, HonoursNoInterruptWithEventIdx, HidesItsError,
-    NeedsResetUnannounced, ReportLenUnwritten, DiscardsRewrittenHints,
+    NeedsResetUnannounced, ReportLenUnwritten, ReportLenUnwrittenPacked, DiscardsRewrittenHints,
 )

@@ -55,7 +55,8 @@ def test_at_least_twenty_mutants_break_different_requirements():
     "BAL-OP-DRV-9", "BAL-OP-DRV-11", "BAL-OP-DEV-D1", "BAL-ST-DRV-1", "BAL-ST-DRV-5", "BAL-ST-DEV-1",
     "BAL-FPH-DRV-1", "BAL-FPH-DRV-3", "BAL-FPH-DRV-4", "BAL-FPH-DRV-5", "BAL-FPH-DRV-6", "BAL-FPH-DRV-9",
     "BAL-FPH-DRV-10", "BAL-FPH-DEV-2", "BAL-FPH-DEV-3", "BAL-FPH-DEV-5", "BAL-FPH-DEV-6", "BAL-FPH-D1",
-    "BAL-FPH-D3", "BAL-FPH-D4", "BAL-PP-DRV-2", "BAL-FPR-DRV-2", "BAL-FPR-DRV-3", "BAL-FPR-DEV-2", "BAL-FPR-DEV-D1")
+    "BAL-FPH-D3", "BAL-FPH-D4", "BAL-PP-DRV-2", "BAL-FPR-DRV-2", "BAL-FPR-DRV-3", "BAL-FPR-DEV-2", "BAL-FPR-DEV-D1",
+    "PACKED-DEV-D13")
 @pytest.mark.parametrize("name, role", [
     pytest.param(n, r, marks=pytest.mark.verifies(*BUILTIN[n, r].breaks), id=n) for n, r in MUTANTS])
 def test_mutant_is_caught_naming_its_requirement(name, role):

@@ -12,11 +12,15 @@ import pytest
 from conformance.checks import Recorder
 from conformance.machines.device import MALFORMED, DeviceConformance
 from conformance.machines.device.malformed import PACKED_MALFORMED
+from conformance.mutants.device import ReportLenUnwrittenPacked
 from conformance.registry import BUILTIN, machine_for, resolve
 from refmodel.balloon.device import BalloonDevice
 from refmodel.errors import PeerSpecViolation
 from refmodel.virtio.constants import DeviceStatus
 from refmodel.virtio.features import Feature
+from refmodel.virtio.packed.device import PackedQueueDevice
+from refmodel.virtio.packed.driver import PackedQueueDriver
+from refmodel.virtio.packed.layout import DESC_FLAGS, PVIRTQ_DESC_SIZE, VIRTQ_DESC_F_WRITE
 
 
 def machine(name: str, factory: type | None = None,
@@ -201,3 +205,41 @@ def test_a_used_len_over_bytes_the_device_never_wrote_fails_split_dev_15():
     m = machine("mutant-report-len-unwritten")
     err = fails_with("SPLIT-DEV-15", lambda: m.report_and_return(False))
     assert "still holds the canary" in err.detail
+
+
+class _LenWithoutWrite(PackedQueueDevice):
+    """Writes each used descriptor's len but never VIRTQ_DESC_F_WRITE, as QEMU does (AMB-PACKED-USED-WRITE)."""
+
+    def write_used_descriptor(self, pos: int, buf_id: int, length: int) -> None:
+        super().write_used_descriptor(pos, buf_id, length)
+        flags = self.addrs.desc + PVIRTQ_DESC_SIZE * (pos % self.queue_size) + DESC_FLAGS
+        self.mem.write_u16(flags, self.mem.read_u16(flags) & ~VIRTQ_DESC_F_WRITE)
+
+
+class _ClaimsWithoutWrite(ReportLenUnwrittenPacked):
+    """A report's used len over every page, the pages left as they were, and WRITE never set."""
+
+    def make_queue(self, name, *args, **kwargs):
+        return _LenWithoutWrite(*args, **kwargs)
+
+
+@pytest.mark.verifies("PACKED-DEV-D13")
+def test_a_used_len_over_bytes_the_device_never_wrote_fails_packed_dev_d13_over_packed_rings():
+    ok = cast("type[DeviceConformance]", machine_for(resolve("reference", "device", ring="packed")))
+    ok.recorder = Recorder()
+    state = ok()
+    state.boot(drop=frozenset(), queue_size=8)
+    state.report_and_return(False)
+    assert state.packed and "PACKED-DEV-D13" in state.R.exercised and not state.drv.canaried
+    m = machine("mutant-report-len-unwritten-packed")
+    assert m.packed and isinstance(m.drv.vqs["reporting_vq"], PackedQueueDriver)
+    err = fails_with("PACKED-DEV-D13", lambda: m.report_and_return(False))
+    assert "reporting_vq: Buffer ID" in err.detail and "still holds the canary" in err.detail
+    # Without WRITE a used descriptor's len is reserved (2.8.4): it claims nothing, whatever it holds.
+    cls = type("ClaimsWithoutWriteConformance", (DeviceConformance,),
+               {"factory": staticmethod(_ClaimsWithoutWrite), "ring": "packed"})
+    cls.recorder = Recorder()
+    quiet = cls()
+    quiet.boot(drop=frozenset(), queue_size=8)
+    quiet.report_and_return(False)
+    assert "PACKED-DEV-D13" in quiet.R.exercised and not quiet.drv.canaried

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conformance.cli import main
-from conformance.registry import BUILTIN, machine_for, resolve
+from conformance.registry import BUILTIN, DutError, machine_for, resolve
 from conformance.runner import run
 from refmodel.balloon.device import BalloonDevice
 from refmodel.balloon.driver import BalloonDriver
@@ -72,11 +72,21 @@ def test_packed_machine_classes_say_so_and_reproduce():
     assert machine_for(BUILTIN["reference", "device"]).ring == "split"
 
 
-#: Mutants of balloon features (hinting above all) that must fail with their own IDs over packed rings.
+def test_a_mutant_made_for_packed_rings_runs_there_and_resolves_to_itself():
+    impl = BUILTIN["mutant-report-len-unwritten-packed", "device"]
+    assert impl.ring == "packed" and machine_for(impl).ring == "packed"
+    assert resolve(impl.name, "device", ring="packed") is impl  # the counterexample's header resolves it so
+    with pytest.raises(DutError, match="use --ring packed"):
+        resolve(impl.name, "device", ring="split")
+
+
+#: Mutants of balloon features (hinting above all) that must fail with their own IDs over packed rings
+#: (the last one runs there of itself: its used lengths break PACKED-DEV-D13, not SPLIT-DEV-15).
 SAMPLE = ("mutant-reused-command-id/device", "mutant-applies-stale-hints/device",
           "mutant-publishes-reserved-id/device", "mutant-never-done/device", "mutant-double-echo/driver",
           "mutant-missing-stop/driver", "mutant-long-command-id/driver", "mutant-keeps-hinted-after-done/driver",
-          "mutant-report-zero-under-poison/device", "mutant-twelve-byte-stats/driver")
+          "mutant-report-zero-under-poison/device", "mutant-twelve-byte-stats/driver",
+          "mutant-report-len-unwritten-packed/device")
 
 
 @pytest.mark.parametrize("spec", SAMPLE)
