@@ -1,16 +1,20 @@
 """Faults injected at random steps (conformance.faults): how many the suite survives.
 
 Each point kills or stops the implementation under test at a random call of every example: the example
-C device segfaults or hangs, QEMU gets SIGKILL or SIGSTOP, the UML guest's group gets them, or the
-vhost-user connection is cut in the middle of a message. Survived means: the run reported an error (or a
+C device segfaults or hangs, QEMU gets SIGKILL or SIGSTOP, the Linux guest's process group gets them on
+either route (the UML guest, or the guest QEMU of the QEMU-guest route: TCG, Debian's cloud kernel), or
+the vhost-user connection is cut in the middle of a message. Survived means: the run reported an error (or a
 requirement's failure) naming the call and a counterexample naming the rule, went on to the next point,
-and left no process and no temporary file.
+and left no process, no temporary file or socket, and no guest RAM file in /dev/shm.
 
 The points run in a worker started in a session of its own, with its TMPDIR in a fresh directory; this
 process is a child subreaper, so whatever the worker leaves (even a QEMU in a session of its own) comes
-back here. After the worker: its process group must be empty, no process left, the directory empty.
+back here. After the worker: its process group must be empty, no process left, the directory empty, and
+no guest RAM file of the worker's left in /dev/shm.
 
-Use: bench_faults.py [--points N] [--seed S] [--kinds c-segv,qemu-kill,...]
+Use: bench_faults.py [--points N] [--seed S] [--kinds c-segv,c-hang,qemu-kill,qemu-stop,uml-kill,uml-stop,
+                                                lq-kill,lq-stop,vhost-cut]
+(default: all kinds; lq-* boot a TCG guest per example: about half a minute a kill, 4-5 minutes a stop)
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from conformance.faults import CALLS, KINDS, FaultPoint, become_subreaper, build
 
 #: Shares of the points per kind: the C faults are cheap, a guest's boot is not.
 SHARES = {"c-segv": 60, "c-hang": 10, "qemu-kill": 10, "qemu-stop": 6, "uml-kill": 5, "uml-stop": 4,
-          "vhost-cut": 5}
+          "lq-kill": 3, "lq-stop": 2, "vhost-cut": 5}
 
 
 def draw(points: int, seed: int, kinds: list[str]) -> list[FaultPoint]:
@@ -98,6 +102,7 @@ def main() -> None:
     group_left = group_alive(proc.pid)
     left = live_children()
     files = sorted(p.name for p in Path(workdir).iterdir() if p.name != "libexample_fault.so")
+    files += sorted(str(p) for p in Path("/dev/shm").glob(f"vc-ram-{proc.pid}-*"))  # the worker's guest RAM
     results = [json.loads(line) for line in Path(out).read_text().splitlines()] if os.path.exists(out) else []
     shutil.rmtree(base, ignore_errors=True)
 

@@ -7,13 +7,17 @@ it fires, so every replay of an example meets it at the same step, as Hypothesis
 * ``c-segv`` / ``c-hang``: the example C device built with ``-DFAULT_AT_CALL`` segfaults or spins at its
   N-th call (``VC_FAULT_CALL``, ``VC_FAULT_HANG``); it runs in a child process (adapters.c.isolated);
 * ``qemu-kill`` / ``qemu-stop``: SIGKILL or SIGSTOP (a hang) to the QEMU under test before its N-th call;
-* ``uml-kill`` / ``uml-stop``: the same to the UML guest's process group (the Linux driver route);
+* ``uml-kill`` / ``uml-stop``: the same to the UML guest's process group (the Linux driver's UML route);
+* ``lq-kill`` / ``lq-stop``: the same to the guest QEMU's process group on the Linux driver's QEMU-guest
+  route (``--dut linux-qemu``; the kernel is VIRTIO_CONFORMANCE_KERNEL's, else bookworm's);
 * ``vhost-cut``: the vhost-user connection to the guest is shut down after the N-th message's header,
   so the rest of that message never arrives, as when the peer closes its socket in the middle of one.
 
 :func:`run_point` runs one point and judges it (:class:`Outcome`): the run returned, it reported an error
 naming the call it met and a counterexample whose steps name the rule, and no process or temporary file
-of the point is left (the calling process is made a child subreaper, so orphans come back to it).
+of the point is left (the calling process is made a child subreaper, so orphans come back to it), nor
+a guest RAM file of this process in /dev/shm (the QEMU-guest route's ``vc-ram-PID-*``), and every process
+group a guest fault signalled is empty.
 """
 
 from __future__ import annotations
@@ -39,13 +43,19 @@ from conformance.registry import Implementation, resolve
 from conformance.runner import RunResult, run
 
 C_SOURCE = Path(__file__).resolve().parent / "adapters" / "c" / "example_device.c"
-KINDS = ("c-segv", "c-hang", "qemu-kill", "qemu-stop", "uml-kill", "uml-stop", "vhost-cut")
-#: The calls a point may pick from, per kind: every example reaches that many calls of the implementation.
+KINDS = ("c-segv", "c-hang", "qemu-kill", "qemu-stop", "uml-kill", "uml-stop", "lq-kill", "lq-stop",
+         "vhost-cut")
+#: The calls a point may pick from, per kind: every example reaches that many calls of the implementation
+#: (a Linux guest's boot: start, probe, and probe's agent commands insmod and device).
 CALLS = {"c-segv": 80, "c-hang": 80, "qemu-kill": 40, "qemu-stop": 40, "uml-kill": 4, "uml-stop": 4,
-         "vhost-cut": 8}
-#: The per-call deadline of a point's run (a hang ends there): a guest's boot is one call.
-TIMEOUT = {"c": 1.0, "qemu": 5.0, "uml": 20.0, "vhost": 20.0}
+         "lq-kill": 4, "lq-stop": 4, "vhost-cut": 8}
+#: The per-call deadline of a point's run (a hang ends there): a guest's boot is one call (a TCG guest's
+#: takes 10-20 s on the shared host, so ``lq`` allows three times that).
+TIMEOUT = {"c": 1.0, "qemu": 5.0, "uml": 20.0, "lq": 60.0, "vhost": 20.0}
+SHM = Path("/dev/shm")
 _PR_SET_CHILD_SUBREAPER = 36
+#: The process groups a group fault signalled during the current point (each must be empty after it).
+_signalled_groups: set[int] = set()
 
 
 @attrs.frozen
@@ -116,6 +126,8 @@ def _signal_pid(sig: signal.Signals, pid: Callable[[Any], int | None], group: bo
         target = pid(obj)
         if target is None:
             return False
+        if group:
+            _signalled_groups.add(target)
         with contextlib.suppress(ProcessLookupError):
             (os.killpg if group else os.kill)(target, sig)
         _settle(target, sig)
@@ -163,7 +175,8 @@ def _qemu_pid(obj: Any) -> int | None:
     return obj.q.proc.pid
 
 
-def _uml_pid(obj: Any) -> int | None:
+def _guest_pid(obj: Any) -> int | None:
+    """The Linux guest's process (UML's kernel, or the guest QEMU): the leader of its own session."""
     return obj.guest.proc.pid if getattr(obj, "guest", None) is not None else None
 
 
@@ -241,10 +254,11 @@ def inject(point: FaultPoint, workdir: str) -> Iterator[Implementation]:
         sig = signal.SIGKILL if kind == "qemu-kill" else signal.SIGSTOP
         fire = _signal_pid(sig, _qemu_pid, False)
         yield attrs.evolve(impl, factory=_Counting(impl.factory, point.at, fire))
-    elif kind.startswith("uml-"):
-        impl = resolve("linux", "driver")
-        sig = signal.SIGKILL if kind == "uml-kill" else signal.SIGSTOP
-        yield attrs.evolve(impl, factory=_Counting(impl.factory, point.at, _signal_pid(sig, _uml_pid, True)))
+    elif kind in ("uml-kill", "uml-stop", "lq-kill", "lq-stop"):  # the guest's process group, either route
+        impl = resolve("linux" if kind.startswith("uml-") else "linux-qemu", "driver")
+        sig = signal.SIGKILL if kind.endswith("-kill") else signal.SIGSTOP
+        fire = _signal_pid(sig, _guest_pid, True)
+        yield attrs.evolve(impl, factory=_Counting(impl.factory, point.at, fire))
     elif kind == "vhost-cut":
         with _cut_vhost_user(point.at):
             yield resolve("linux", "driver")
@@ -305,11 +319,37 @@ def judge(point: FaultPoint, result: RunResult) -> Outcome:
     return Outcome(point, True, first, step, rules[-1])
 
 
+def _live_groups(pgids: set[int], wait: float = 2.0) -> list[int]:
+    """Those of ``pgids`` that still have a process after ``wait`` seconds."""
+    end = time.monotonic() + wait
+    while True:
+        live = []
+        for pgid in sorted(pgids):
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass
+            live.append(pgid)
+        if not live or time.monotonic() >= end:
+            return live
+        time.sleep(0.05)
+
+
+def _ram_files() -> frozenset[str]:
+    """This process's guest RAM files in /dev/shm (the QEMU-guest route's, named by its pid)."""
+    return frozenset(p.name for p in SHM.glob(f"vc-ram-{os.getpid()}-*")) if SHM.is_dir() else frozenset()
+
+
 def run_point(point: FaultPoint, workdir: str, profile: str = "dev") -> Outcome:
     """Run the suite once with ``point`` armed; the temporary directory it uses must be empty afterwards,
-    and no child of this process left (call :func:`become_subreaper` first)."""
+    no guest RAM file of this process left in /dev/shm, and no child of this process left (call
+    :func:`become_subreaper` first)."""
     start = time.monotonic()
     before = frozenset(live_children(0))
+    rams = _ram_files()
+    _signalled_groups.clear()
     tmp = tempfile.mkdtemp(prefix="pt-", dir=workdir)  # short: the sockets in it have a 108-byte path limit
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir = os.environ["TMPDIR"] = tmp
@@ -324,11 +364,15 @@ def run_point(point: FaultPoint, workdir: str, profile: str = "dev") -> Outcome:
         os.environ.pop("TMPDIR", None) if saved[1] is None else os.environ.__setitem__("TMPDIR", saved[1])
     gc.collect()  # objects of the run that close their processes when collected
     left = live_children(before=before)
+    groups = _live_groups(_signalled_groups)
     files = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*"))
+    files += sorted(str(SHM / name) for name in _ram_files() - rams)
     shutil.rmtree(tmp, ignore_errors=True)
     why = [outcome.why] if not outcome.survived else []
     if left:
         why.append(f"processes left: {', '.join(left)}")
+    if groups:
+        why.append(f"process groups signalled and not empty: {', '.join(map(str, groups))}")
     if files:
         why.append(f"temporary files left: {', '.join(files[:5])}")
     return attrs.evolve(outcome, survived=not why, why="; ".join(why) or outcome.why,
