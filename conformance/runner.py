@@ -514,12 +514,11 @@ def run(impl: Implementation, profile_name: str = "ci", *, known_deviations: Ite
     profile(profile_name, seed)  # before building anything
     start = time.perf_counter()
     broken, capabilities = _interface(impl, timeout)
-    applied = resolve_known(known_deviations, implementation_version(impl))
-    if isinstance(known_deviations, KnownDeviations):
-        idle = known_deviations.not_applying(implementation_version(impl))
-        if idle:
-            progress(f"  known deviations not applied to {implementation_version(impl)}: "
-                     + ", ".join(f"{e.req_id} ({e.scope})" for e in idle))
+    version = implementation_version(impl)
+    applied = resolve_known(known_deviations, version)
+    if isinstance(known_deviations, KnownDeviations) and (idle := known_deviations.not_applying(version)):
+        progress(f"  known deviations not applied to {version}: "
+                 + ", ".join(f"{e.req_id} ({e.scope})" for e in idle))
     failures: dict[str, Failure]
     if broken is not None:
         progress(f"  ERROR {broken.detail}")

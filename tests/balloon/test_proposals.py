@@ -192,7 +192,7 @@ def test_init_reported_driver_that_trusts_used_length_zero_leaves_stale_free_pag
     assert run.reported and not run.zeroed_free
 
 
-def test_init_reported_bench_figures_reclaim_nothing_under_1_4_and_the_free_half_under_the_profile():
+def _bench_proposals():
     import importlib.util
     from pathlib import Path
 
@@ -201,6 +201,11 @@ def test_init_reported_bench_figures_reclaim_nothing_under_1_4_and_the_free_half
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_init_reported_bench_figures_reclaim_nothing_under_1_4_and_the_free_half_under_the_profile():
+    bench = _bench_proposals()
     figures = bench.device_init_reported([1, 4], model_pages=256)
     for gib, (v14, prof, wire, reinit, kept) in figures.items():
         half = gib << 17  # 4 KiB pages in half of the guest
@@ -209,14 +214,7 @@ def test_init_reported_bench_figures_reclaim_nothing_under_1_4_and_the_free_half
 
 
 def test_init_on_inflate_bench_figures_come_from_the_model_device():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "bench" / "bench_proposals.py"
-    spec = importlib.util.spec_from_file_location("bench_proposals", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_proposals()
     assert bench.init_on_inflate_chain(256) == (1024, 32, 256)  # PFN bytes, bitmap bytes back, pages claimed
     assert bench.init_on_inflate_chain(9) == (36, 2, 9)  # ceil(9 / 8) bitmap bytes
     desc, added, skipped = bench.device_init_on_inflate([4])[4]

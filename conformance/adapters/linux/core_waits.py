@@ -7,18 +7,22 @@ less these waits. On a kernel without schedstat the waits read 0 and the window 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
 
+def _task_delays(proc: str, out: dict[int, int]) -> None:
+    """Add run_delay (ns) of every thread of ``/proc/<proc>`` to ``out``, by thread ID."""
+    for task in os.scandir(f"/proc/{proc}/task"):
+        with open(f"/proc/{proc}/task/{task.name}/schedstat") as f:
+            out[int(task.name)] = int(f.read().split()[1])
+
+
 def _own_delays() -> dict[int, int]:
     out: dict[int, int] = {}
-    try:
-        for task in os.scandir("/proc/self/task"):
-            with open(f"/proc/self/task/{task.name}/schedstat") as f:
-                out[int(task.name)] = int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        pass
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        _task_delays("self", out)
     return out
 
 
@@ -31,11 +35,8 @@ def _group_delays(pgid: int) -> dict[int, int]:
         try:
             with open(f"/proc/{entry.name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()  # after comm, which may hold spaces
-            if int(fields[2]) != pgid:  # state, ppid, pgrp
-                continue
-            for task in os.scandir(f"/proc/{entry.name}/task"):
-                with open(f"/proc/{entry.name}/task/{task.name}/schedstat") as f:
-                    out[int(task.name)] = int(f.read().split()[1])
+            if int(fields[2]) == pgid:  # state, ppid, pgrp
+                _task_delays(entry.name, out)
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile, or no schedstat
     return out

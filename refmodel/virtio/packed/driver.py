@@ -43,10 +43,13 @@ SCRUB_ID = 0xFFFF
 class _InFlight:
     token: object
     ndesc: int  # ring descriptors the list takes (1 for an indirect one)
-    writable_len: int
+    writable: tuple[tuple[int, int], ...]  # (addr, len) of the device-writable elements, in order
     indirect: tuple[int, int] | None  # (table addr, bytes)
     snapshot: list[tuple[int, bytes, str]] | None = None  # (addr, bytes, req) the device must leave alone
-    writable: tuple[tuple[int, int], ...] = ()  # (addr, len) of the device-writable elements, in order
+
+    @property
+    def writable_len(self) -> int:
+        return sum(n for _, n in self.writable)
 
 
 class PackedQueueDriver(DriverNotifications, Sticky):
@@ -202,7 +205,7 @@ class PackedQueueDriver(DriverNotifications, Sticky):
         self._num_free -= ndesc
         self._pending.append(buf_id)
         wbufs = tuple((a, n) for a, n, f in bufs if f)
-        inf = _InFlight(token, ndesc, sum(n for _, n in wbufs), ind, writable=wbufs)
+        inf = _InFlight(token, ndesc, wbufs, ind)
         if self.check_device_writes:
             inf.snapshot = [(a, mem.read(a, n), "PACKED-DEV-4") for a, n, f in bufs if not f]
             if ind is not None:
