@@ -14,6 +14,15 @@ Use: bench_mutation.py [--per-module N] [--seed S] [--jobs J] [--modules a.py,b.
                        [--clone DIR | --tree DIR] [--json results/mutation.json] [--text results/mutation.txt]
      bench_mutation.py --again results/mutation.json --json again.json   # its survivors, after a fix
      bench_mutation.py --replay results/mutation.json [--merge again.json]  # print it again, reclassified
+     bench_mutation.py --again ci.json [ci-again.json ...] --profile nightly [--survivor-classes gap,...]
+                       [--killed-sample N] --json nightly.json    # the kill rate at nightly (below)
+
+The kill rate at nightly without running the whole sample at nightly (~13 times ci's cost): --again with
+several saved ci runs takes every mutant none of them killed (a later --again run's kill counts), runs it
+under --profile, and, with --killed-sample N, N mutants they did kill (seeded by --seed), to test the
+assumption the figure rests on: a nightly search finds what ci's does (nightly is not derandomized, so this
+is measured, not given). kill_rate_nightly counts every ci kill, and the survivors the nightly run killed;
+a survivor left out by --survivor-classes counts as surviving. The same figures come back with --replay.
 """
 
 from __future__ import annotations
@@ -91,6 +100,85 @@ def classify(m: Mutant, table: list[dict]) -> dict | None:
     return None
 
 
+def text_key(r: dict) -> tuple[str, ...]:
+    """A mutant's identity across runs and commits: its text (and its next line, which tells apart
+    mutants of equal lines), not its line number."""
+    return r["module"], r["operator"], r["before"], r["after"], r.get("following", "")
+
+
+def classify_record(r: dict, table: list[dict]) -> dict | None:
+    return next((c for c in table if (c["module"], c["operator"], c["before"], c["after"]) == text_key(r)[:4]),
+                None)
+
+
+def saved_pool(paths: list[Path]) -> dict[str, dict]:
+    """The competent mutants of saved runs, one record per text; a mutant any run killed is killed (its
+    first killing record). The union of several samples (a mutant in two samples counts once); within one
+    run, mutants of equal text saved without their next line are told apart by line number."""
+    pool: dict[str, dict] = {}
+    for path in paths:
+        rows = [r for r in json.loads(Path(path).read_text(encoding="utf-8"))["mutants"]
+                if r["killer"] != INCOMPETENT]
+        seen = collections.Counter(text_key(r) for r in rows)
+        for r in rows:
+            k = json.dumps(text_key(r) + ((r["line"],) if seen[text_key(r)] > 1 else ()))
+            if k not in pool or (r["killed"] and not pool[k]["killed"]):
+                pool[k] = r
+    return pool
+
+
+def nightly_summary(paths: list[Path], keys_of: list[str], outcomes: list[Outcome], table: list[dict],
+                    profile: str) -> tuple[list[str], str]:
+    """The kill rate of the saved (ci) runs ``paths``, and at ``profile`` with this re-run's outcomes (of
+    the saved mutants ``keys_of``, saved_pool's keys): the report's lines and the key=value pairs to append
+    to its last line."""
+    pool = saved_pool(paths)
+    rerun = {k: o for k, o in zip(keys_of, outcomes) if o.killer != INCOMPETENT}
+
+    def judged_of(killed: set) -> tuple[int, int, list[tuple[dict, str]]]:
+        """(killed, judged, killed though classified equivalent or conformant) over the pool."""
+        out_of = [k for k, r in pool.items() if k not in killed
+                  and (classify_record(r, table) or {}).get("class") in ("equivalent", "conformant")]
+        odd = [(pool[k], classify_record(pool[k], table)["class"]) for k in killed  # type: ignore[index]
+               if not pool[k]["killed"] and (classify_record(pool[k], table) or {}).get("class")
+               in ("equivalent", "conformant")]
+        return len(killed), len(pool) - len(out_of), odd
+
+    ci_killed = {k for k, r in pool.items() if r["killed"]}
+    new = {k for k, o in rerun.items() if o.killed and not pool[k]["killed"]}
+    kept = [k for k, o in rerun.items() if pool[k]["killed"]]
+    lost = [k for k in kept if not rerun[k].killed]
+    k_ci, n_ci, _ = judged_of(ci_killed)
+    k_n, n_n, odd = judged_of(ci_killed | new)
+    lo_ci, hi_ci = wilson(k_ci, n_ci)
+    lo_n, hi_n = wilson(k_n, n_n)
+    survivors = [k for k, r in pool.items() if not r["killed"]]
+    not_rerun = [k for k in survivors if k not in rerun]
+    lines = ["", f"over the saved runs ({', '.join(str(p) for p in paths)}): {len(pool)} competent mutants, "
+             f"{len(ci_killed)} killed, {len(survivors)} survivors; {len(survivors) - len(not_rerun)} survivors "
+             f"re-run at {profile}" + (f" ({len(not_rerun)} not re-run, counted as surviving)" if not_rerun else ""),
+             f"kill rate at ci: {k_ci}/{n_ci} = {k_ci / max(1, n_ci):.1%}, 95% CI (Wilson) {lo_ci:.1%} .. "
+             f"{hi_ci:.1%}",
+             f"kill rate at {profile}: {k_n}/{n_n} = {k_n / max(1, n_n):.1%}, 95% CI (Wilson) {lo_n:.1%} .. "
+             f"{hi_n:.1%}: every ci kill, and {len(new)} survivors killed at {profile}"]
+    if kept:
+        lines.append(f"the assumption (a {profile} search finds what ci's does): {len(kept) - len(lost)} of "
+                     f"{len(kept)} ci-killed mutants re-run at {profile} killed again"
+                     + (f"; not killed: {', '.join(pool[k]['key'] for k in lost)}" if lost else ""))
+        same = sum(rerun[k].killer == pool[k]["killer"] for k in kept if rerun[k].killed)
+        lines.append(f"  {same} of them by the same killer as at ci")
+    for k in sorted(new):
+        c = classify_record(pool[k], table)
+        lines.append(f"  killed at {profile}, survived ci: {pool[k]['key']}: {rerun[k].killer} in "
+                     f"{rerun[k].detect_s or 0:.1f} s (classified {c['class'] if c else 'unclassified'})")
+    for r, c in odd:
+        lines.append(f"  CHECK: {r['key']} is classified {c} but {profile} killed it")
+    keys = (f"kill_rate_{profile}={k_n / max(1, n_n):.3f} kill_rate_{profile}_ci={lo_n:.3f}-{hi_n:.3f} "
+            f"kill_rate_ci_all={k_ci / max(1, n_ci):.3f} kill_rate_ci_all_ci={lo_ci:.3f}-{hi_ci:.3f} "
+            f"{profile}_new_kills={len(new)} ci_kills_rerun={len(kept)} ci_kills_lost={len(lost)}")
+    return lines, keys
+
+
 def prepare(args: argparse.Namespace) -> Path:
     """The tree the suite runs in: --tree as it is, or --clone (cloned, else pulled), with this bench's
     loader copied in (it may be newer than the clone's commit)."""
@@ -127,13 +215,23 @@ def pick(tree: Path, args: argparse.Namespace) -> tuple[list[Mutant], dict[str, 
             sample.append(hit)
             sizes[module] = (len(found), left)
         return sample, sizes
-    if args.again:  # the survivors of a saved run, found again by their text in today's tree
-        saved = [r for r in json.loads(args.again.read_text(encoding="utf-8"))["mutants"]
-                 if not r["killed"] and r["killer"] != INCOMPETENT and r["module"] in args.modules]
-        for module in dict.fromkeys(r["module"] for r in saved):
+    if args.again:  # the survivors of saved runs, found again by their text in today's tree
+        pool = saved_pool(args.again)
+        table = classes()
+        wanted = set(args.survivor_classes) if args.survivor_classes else None
+        saved = [(k, r) for k, r in pool.items() if not r["killed"] and r["module"] in args.modules
+                 and (wanted is None or (classify_record(r, table) or {}).get("class", "unclassified")
+                      in wanted)]
+        if args.killed_sample:
+            killed = sorted(((k, r) for k, r in pool.items() if r["killed"] and r["module"] in args.modules),
+                            key=lambda kr: kr[0])
+            saved += random.Random(f"{args.seed}:killed").sample(killed, min(args.killed_sample,
+                                                                             len(killed)))
+        args.pool_keys = []
+        for module in dict.fromkeys(r["module"] for _, r in saved):
             found, left = enumerate_mutants(tree, module)
             sizes[module] = (len(found), left)
-            for r in (r for r in saved if r["module"] == module):
+            for k, r in ((k, r) for k, r in saved if r["module"] == module):
                 same = sorted((m for m in found if m.operator == r["operator"] and m.before == r["before"]),
                               key=lambda m: (m.following != r.get("following", m.following),
                                              abs(m.line - r["line"])))  # the same next line, the nearest
@@ -142,6 +240,7 @@ def pick(tree: Path, args: argparse.Namespace) -> tuple[list[Mutant], dict[str, 
                     print(f"{r['key']}: its line is gone from the tree", file=sys.stderr)
                 else:
                     sample.append(hit)
+                    args.pool_keys.append(k)
         return sample, sizes
     for module in args.modules:
         found, left = enumerate_mutants(tree, module)
@@ -165,7 +264,12 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--text", type=Path)
     ap.add_argument("--merge", type=Path, help="with --replay: a later --again run's kills count")
-    ap.add_argument("--again", type=Path, help="run the survivors of a saved --json run again")
+    ap.add_argument("--again", type=Path, nargs="+",
+                    help="run the survivors of saved --json runs again (several: their union)")
+    ap.add_argument("--survivor-classes", type=lambda s: s.split(","), default=[],
+                    help="with --again: only survivors of these classes (gap,conformant,equivalent,unclassified)")
+    ap.add_argument("--killed-sample", type=int, default=0,
+                    help="with --again: also N mutants the saved runs killed (seeded by --seed)")
     ap.add_argument("--replay", type=Path, help="print a saved --json run again, with today's classification")
     args = ap.parse_args()
     if args.replay:  # render a saved run again (after mutation_survivors.toml changed)
@@ -188,6 +292,8 @@ def main() -> int:
         if args.merge:
             saved["commit"] += f"; its survivors re-run at {json.loads(args.merge.read_text())['commit']}"
         commit, elapsed, args.jobs = saved["commit"], saved["seconds"], saved["jobs"]
+        args.again = [Path(p) for p in saved.get("again_of", [])]
+        args.pool_keys = [r.get("pool_key", "") for r in saved["mutants"]]
         args.seed, args.per_module, args.profile = saved["seed"], saved["per_module"], saved["profile"]
     else:
         tree = prepare(args)
@@ -206,6 +312,11 @@ def main() -> int:
             outcomes = list(pool.map(one, sample))
         elapsed = time.perf_counter() - start
     lines = report(sample, outcomes, sizes, classes(), args, commit, elapsed)
+    if args.again and not args.quick and args.profile not in {
+            json.loads(Path(p).read_text(encoding="utf-8"))["profile"] for p in args.again}:
+        more, keys = nightly_summary(args.again, args.pool_keys, outcomes, classes(), args.profile)
+        lines[-1:-1] = more + [""]
+        lines[-1] += " " + keys
     print("\n".join(lines))
     if args.text:
         args.text.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -213,8 +324,13 @@ def main() -> int:
         args.json.write_text(json.dumps(
             {"commit": commit, "profile": args.profile, "seed": args.seed, "per_module": args.per_module,
              "jobs": args.jobs, "seconds": round(elapsed), "sizes": sizes,
-             "mutants": [{**attrs.asdict(m), "key": m.key, **attrs.asdict(o)}
-                         for m, o in zip(sample, outcomes)]},
+             **({"again_of": [str(p) for p in args.again],
+                 "survivor_classes": args.survivor_classes, "killed_sample": args.killed_sample}
+                if args.again else {}),
+             "mutants": [{**attrs.asdict(m), "key": m.key, **attrs.asdict(o),
+                          **({"pool_key": pk} if pk is not None else {})}
+                         for m, o, pk in zip(sample, outcomes, getattr(args, "pool_keys", None)
+                                             or [None] * len(sample))]},
             indent=1) + "\n", encoding="utf-8")
     if args.quick:
         for (*_, want), m, o in zip(QUICK, sample, outcomes):
