@@ -70,6 +70,12 @@ DEVICE_CHECKS: dict[str, str] = {
     "PACKED-DEV-D12": "virtqueue machine (packed): a pop with nothing available changes nothing",
     "PACKED-DEV-D1": "boot (--ring packed): queue sizes",
     "PACKED-DEV-D13": "report_and_return (--ring packed): used len against the canaried report pages",
+    "STATUS-DEV-2": "malformed input: the device ignores it or sets DEVICE_NEEDS_RESET, and stays usable",
+    "STATUS-DEV-3": "malformed input: DEVICE_NEEDS_RESET after DRIVER_OK comes with a configuration change "
+                    "notification",
+    "SPLIT-DEV-11": "cycle (EVENT_IDX): a stray NO_INTERRUPT bit in avail flags does not suppress an owed notification",
+    "SPLIT-DEV-15": "canaries: a used len claims no byte of the device-writable buffers left unwritten",
+    "BAL-FPH-D4": "invariant: a page the guest wrote after hinting it keeps what the guest wrote",
 }
 
 DRIVER_CHECKS: dict[str, str] = {
@@ -120,6 +126,15 @@ DRIVER_CHECKS: dict[str, str] = {
     "PACKED-DRV-1": "reference device (--ring packed): queue placement",
     "PACKED-DRV-D1": "reference device (--ring packed): queue placement",
     "RSV-DRV-4": "boot (--ring packed): the device offers VIRTIO_F_RING_PACKED",
+    "RESET-DRV-1": "reference device: no transport call after writing 0 before status reads 0",
+    "SPLIT-DRV-3": "reference device: no zero-length descriptor beside others, no buffer split inside a page",
+    "SPLIT-DRV-18": "reference device: the used ring's flags are 0 when the driver enables the queue",
+    "INIT-DRV-6": "boot (device refuses FEATURES_OK): the driver sets FAILED and makes no further set-up call",
+    "BAL-FB-DRV-3": "boot: with init_on_free in the guest, PAGE_REPORTING is accepted only with "
+                    "PAGE_POISON",
+    "BAL-FPH-DRV-4": "hint rounds / settle: a driver with free blocks hints them before it ends a round",
+    "BAL-FPH-DRV-5": "hint rounds: no hint made available after the driver read STOP or DONE",
+    "BAL-FPH-DRV-9": "pages: a hinted page released before DONE is initialized before its reuse",
 }
 
 #: Checks only the virtqueue-level machines make (a balloon-level run skips them; see runner.merge).
@@ -129,24 +144,11 @@ VIRTQUEUE_ONLY = frozenset(r for r, where in {**DEVICE_CHECKS, **DRIVER_CHECKS}.
 #: Checkable requirements the suite does not check yet, and why. A test keeps this honest: every
 #: checkable requirement is in a CHECKS table or here.
 NOT_YET: dict[str, str] = {
-    "STATUS-DEV-2": "needs a way to make the device hit an internal error; no adapter offers one yet",
-    "STATUS-DEV-3": "as STATUS-DEV-2",
-    "RESET-DRV-1": "needs the reference device to count status reads after a reset",
     "VQ-DEV-1": "VIRTIO_F_IN_ORDER is not modelled yet",
     "RSV-DEV-3": "VIRTIO_F_IN_ORDER is not modelled yet",
     "SPLIT-DRV-5": "VIRTIO_F_IN_ORDER is not modelled yet",
     "SPLIT-DRV-10": "VIRTIO_F_IN_ORDER is not modelled yet",
-    "SPLIT-DEV-11": "testing it needs the reference driver to break SPLIT-DRV-14",
-    "SPLIT-DEV-15": "no balloon queue returns data in device-writable buffers with a non-zero len",
-    "SPLIT-DRV-3": "'excessive' has no threshold in the spec",
-    "SPLIT-DRV-18": "the used ring is zeroed at setup by our own memory model before the driver runs",
     "SPLIT-DRV-22": "needs the reference device to set the lower used flag with EVENT_IDX",
-    "INIT-DRV-6": "needs a reference device option that refuses FEATURES_OK",
-    "BAL-FB-DRV-3": "whether the guest expects free pages to keep their contents is not observable",
-    "BAL-FPH-DRV-4": "a SHOULD about pace; needs a bound on how soon the driver must supply pages",
-    "BAL-FPH-DRV-5": "a SHOULD; hints already queued when STOP arrives are legal, so it needs a time bound",
-    "BAL-FPH-DRV-9": "initialization of a reused hinted page happens inside the guest",
-    "BAL-FPH-D4": "the reference device never modifies hinted pages; needs a device that does (FPH-DEV-4)",
     # The proposal's statements (profile "proposal") that no check or test covers yet.
     "PROP-FPH-7": "a SHOULD with no time bound, so observed rather than judged: the report's observation "
                   "round_ended_by_device says whether the driver closed every round the device ended with a STOP",

@@ -88,6 +88,10 @@ class KnownDeviation:
     def applies_to(self, versions: str) -> bool:
         return all(c.holds(versions) for c in self.conditions)
 
+    def cite(self) -> str:
+        """Where the entry is, for messages: ``qemu line 12 (qemu>10.0)``."""
+        return f"{self.source} line {self.line} ({self.scope})"
+
     def to_json(self) -> dict[str, object]:
         return {"file": self.source, "line": self.line, "applies_to": [str(c) for c in self.conditions]}
 

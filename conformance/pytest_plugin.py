@@ -47,7 +47,7 @@ class RequirementItem(pytest.Item):
         v = self.verdict
         if v.verdict == "fail":
             if v.known_deviation:
-                pytest.xfail(f"known deviation: {v.reason}")
+                pytest.xfail(f"{v.accepted_by}: {v.reason.removeprefix('known deviation: ')}")
             raise RequirementFailed(v)
         if v.verdict != "pass":
             pytest.skip(f"{v.verdict}: {v.reason}")

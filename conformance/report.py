@@ -165,7 +165,7 @@ def print_table(results: Sequence[RunResult], out: TextIO) -> None:
         merged = len(res.levels) > 1
         for v in res.verdicts:
             r = v.requirement
-            mark = _MARK[v.verdict] + (" (known deviation)" if v.known_deviation else "")
+            mark = _MARK[v.verdict] + (f" ({v.accepted_by})" if v.known_deviation else "")
             if merged and v.verdict in ("pass", "fail") and v.level != res.levels[0]:
                 mark += f" [{v.level}]"
             why = f"  {v.reason}" if v.verdict == "fail" else \

@@ -91,6 +91,14 @@ class Verdict:
     missing: tuple[Capability, ...] = ()  # skipped: the capabilities the implementation lacks for the check
 
     @property
+    def accepted_by(self) -> str:
+        """For a failure a known deviation accepted: ``known deviation`` and, when known, the list entry
+        that accepted it (``known deviation, qemu line 12 (qemu>10.0)``); else empty."""
+        if not self.known_deviation:
+            return ""
+        return "known deviation" + (f", {self.deviation.cite()}" if self.deviation else "")
+
+    @property
     def checkable(self) -> bool:
         """Applicable to the features in play and checkable per the catalogue (whether or not checked)."""
         return self.verdict in (*CHECKED, "skipped")

@@ -2,6 +2,7 @@
 one-line errors for bad input. A hanging, crashing or garbage-returning implementation becomes a
 reported failure, never a hung or crashed suite."""
 
+import io
 import json
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_a_scoped_known_deviation_accepts_a_failure_only_on_the_builds_it_names(
     import attrs
 
     from conformance.cli import load_known_deviations
-    from conformance.report import to_json
+    from conformance.report import print_table, to_json
 
     dev = tmp_path / "known.txt"
     dev.write_text("# after 10.0 only\nBAL-OP-DRV-11  qemu>10.0  # stale actual\n")
@@ -96,6 +97,11 @@ def test_a_scoped_known_deviation_accepts_a_failure_only_on_the_builds_it_names(
     assert entry["known_deviation"] is True
     assert entry["known_deviation_entry"] == {"file": str(dev), "line": 2, "applies_to": ["qemu>10.0"]}
     assert report["versions"] == {"stale-actual-as-qemu-11.1.3": "QEMU 11.1.3 (posing)"}
+    # The text table names the accepting line too, as the JSON does.
+    table = io.StringIO()
+    print_table([res], table)
+    row = next(line for line in table.getvalue().splitlines() if line.startswith("BAL-OP-DRV-11 "))
+    assert f"(known deviation, {dev} line 2 (qemu>10.0))" in row, row
 
 
 @pytest.mark.parametrize("args, message", [

@@ -14,9 +14,12 @@ def test_plugin_reports_the_broken_requirement(pytester):
 def test_plugin_known_deviation_is_an_xfail(pytester):
     known = pytester.makefile(".txt", known="BAL-OP-DRV-11\n")
     result = pytester.runpytest("--virtio-dut", "mutant-stale-actual", "--virtio-known-deviations", str(known),
-                                "-q", "-p", "no:cacheprovider")
+                                "-q", "-rx", "-p", "no:cacheprovider")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes["xfailed"] == 1
+    # The xfail names the list line that accepted the failure, once.
+    result.stdout.fnmatch_lines([f"XFAIL*BAL-OP-DRV-11*known deviation, {known} line 1 (every build): *"])
+    assert "known deviation: known deviation" not in result.stdout.str()
 
 
 def test_plugin_bad_dut_is_a_usage_error(pytester):
