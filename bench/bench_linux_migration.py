@@ -240,11 +240,45 @@ def ring_pages(qmp: QmpClient) -> set[int]:
     return pages
 
 
+def classify(src, dst, before) -> dict:
+    """Compare the stopped source's RAM with the destination's, page by page (``src``, ``dst`` and
+    ``before``, the destination before the stream, are binary files). A page that differs is:
+
+    - ``unsent_free``: zero at the destination and not at the source: never sent (a free page hinted or
+      reported that the guest left as it was): allowed;
+    - ``discarded_after_send``: zero at the source and not at the destination: the source discarded it
+      after sending it (QEMU discards a reported page, ``ram_block_discard_range``, and the dirty log does
+      not see a discard), so the destination keeps the copy the guest gave up: allowed, the guest holds
+      no data there (free page reporting, §5.5.6.7);
+    - ``lost``: neither side zero: the destination holds a stale copy of a page the source changed after
+      sending it. ``differing`` lists the first 20 (page, bytes that differ), ``never_written_by_stream``
+      counts those the destination still holds as it was before the stream."""
+    zero = bytes(PAGE)
+    unsent, discarded, differ, untouched = 0, 0, [], 0
+    base = 0
+    while True:
+        a, b, c = src.read(1 << 24), dst.read(1 << 24), before.read(1 << 24)
+        if not a:
+            break
+        if a != b:
+            for off in range(0, len(a), PAGE):
+                pa, pb = a[off:off + PAGE], b[off:off + PAGE]
+                if pa != pb:
+                    if pb == zero:
+                        unsent += 1
+                    elif pa == zero:
+                        discarded += 1
+                    else:  # which page, and how many bytes differ (a ring index is a few)
+                        differ.append(((base + off) // PAGE, sum(x != y for x, y in zip(pa, pb))))
+                        untouched += pb == c[off:off + PAGE]
+        base += len(a)
+    return {"lost": len(differ), "differing": differ[:20], "unsent_free": unsent,
+            "discarded_after_send": discarded, "never_written_by_stream": untouched}
+
+
 def compare(qemu: str, mem_mib: int, g: Guest, src_ram: Path, stream: Path, workdir: Path) -> dict:
     """Load the migration stream into a destination QEMU (paused, -S) and compare its RAM with the
-    source's (paused after the migration), page by page. A page that differs and is not zero on the
-    destination was lost; one zero there and not on the source was never sent (a free page hinted or
-    reported that the guest left as it was: allowed)."""
+    source's (paused after the migration), page by page (:func:`classify`)."""
     dst_ram, before_ram = workdir / "dst.ram", workdir / "dst.before"
     qmp_path = str(workdir / "dst.qmp")
     args = [*machine_args(qemu, mem_mib, dst_ram), "-S", "-serial", "null", *g.boot, "-device", g.dev,
@@ -272,28 +306,8 @@ def compare(qemu: str, mem_mib: int, g: Guest, src_ram: Path, stream: Path, work
                 raise RuntimeError(f"destination load {status}")
             time.sleep(0.05)
         qmp.close()
-        zero = bytes(PAGE)
-        unsent, differ, untouched = 0, [], 0
         with open(src_ram, "rb") as fs, open(dst_ram, "rb") as fd, open(before_ram, "rb") as fb:
-            base = 0
-            while True:
-                a, b, c = fs.read(1 << 24), fd.read(1 << 24), fb.read(1 << 24)
-                if not a:
-                    break
-                if a != b:
-                    for off in range(0, len(a), PAGE):
-                        pa, pb = a[off:off + PAGE], b[off:off + PAGE]
-                        if pa != pb:
-                            if pb == zero:
-                                unsent += 1
-                            else:  # which page, and how many bytes differ (a ring index is a few)
-                                differ.append(((base + off) // PAGE, sum(x != y for x, y in zip(pa, pb))))
-                                untouched += pb == c[off:off + PAGE]
-                base += len(a)
-        # lost: differing and not zero at the destination (a guest page in use there, as far as the
-        # compare can tell); of them, never_written_by_stream still hold the destination's own boot contents.
-        return {"lost": len(differ), "differing": differ[:20], "unsent_free": unsent,
-                "never_written_by_stream": untouched}
+            return classify(fs, fd, fb)
     finally:
         if proc.poll() is None:
             proc.kill()
