@@ -16,6 +16,7 @@ Use: bench_mutation.py [--per-module N] [--seed S] [--jobs J] [--modules a.py,b.
      bench_mutation.py --replay results/mutation.json [--merge again.json]  # print it again, reclassified
      bench_mutation.py --again ci.json [ci-again.json ...] --profile nightly [--survivor-classes gap,...]
                        [--killed-sample N] --json nightly.json    # the kill rate at nightly (below)
+     bench_mutation.py --replay nightly.json --add nightly-more.json   # re-runs done in parts, as one
 
 The kill rate at nightly without running the whole sample at nightly (~13 times ci's cost): --again with
 several saved ci runs takes every mutant none of them killed (a later --again run's kill counts), runs it
@@ -271,9 +272,21 @@ def main() -> int:
     ap.add_argument("--killed-sample", type=int, default=0,
                     help="with --again: also N mutants the saved runs killed (seeded by --seed)")
     ap.add_argument("--replay", type=Path, help="print a saved --json run again, with today's classification")
+    ap.add_argument("--add", type=Path, nargs="+", default=[],
+                    help="with --replay of an --again run: more re-runs of the same saved runs, added to it")
     args = ap.parse_args()
     if args.replay:  # render a saved run again (after mutation_survivors.toml changed)
         saved = json.loads(args.replay.read_text(encoding="utf-8"))
+        for more in args.add:  # further re-runs of the same saved runs: their mutants join this one's
+            extra = json.loads(more.read_text(encoding="utf-8"))
+            if extra.get("again_of") != saved.get("again_of") or extra["profile"] != saved["profile"]:
+                raise SystemExit(f"bench_mutation --add {more}: not a re-run of the same saved runs at the "
+                                 f"same profile as {args.replay}")
+            saved["mutants"] += extra["mutants"]
+            saved["sizes"] = {**saved["sizes"], **extra["sizes"]}
+            saved["seconds"] += extra["seconds"]
+            if extra["commit"] != saved["commit"].split(" ")[0]:
+                saved["commit"] += f" and {extra['commit']}"
         fields = {f.name for f in attrs.fields(Mutant)}
         sample = [Mutant(**{k: (tuple(v) if k == "sides" else v) for k, v in r.items() if k in fields})
                   for r in saved["mutants"]]
