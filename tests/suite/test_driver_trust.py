@@ -14,6 +14,7 @@ import pytest
 from conformance.adapters.linux.machine import LinuxDriverConformance
 from conformance.checks import Recorder
 from conformance.machines.driver import DriverConformance
+from conformance.machines.driver.boot import N_PAGES
 from conformance.machines.driver.device import needless
 from conformance.mutants import driver as mutants
 from conformance.registry import BUILTIN, machine_for
@@ -223,6 +224,19 @@ def test_the_aimed_moments_catch_early_reuse_in_one_step(mutant, call):
     breaks(mutant.breaks, mutant, call)
     state = machine()
     steps(state, call, ("settle", {}))
+
+
+def test_the_balloon_grown_to_the_end_of_memory_takes_the_last_page_and_gives_it_back():
+    state = machine()
+    top = state.os.pages.free.bit_length()  # the highest free page, + 1
+    steps(state, ("balloon_to_memory_end", dict(spare=0, back=False)))
+    assert not state.os.pages.free and state.ref.ballooned.bit_length() == top > N_PAGES // 2
+    steps(state, ("balloon_to_memory_end", dict(spare=2, back=True)), ("settle", {}))
+    assert not state.ref.ballooned
+
+
+def test_a_bitmap_bound_off_at_the_end_of_memory_is_caught_in_one_step():
+    breaks("PROP-BMP-DRV-3", "mutant-bitmap-past-memory", ("balloon_to_memory_end", dict(spare=0, back=False)))
 
 
 # -- replayable counterexamples ------------------------------------------------------------------------------

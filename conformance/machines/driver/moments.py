@@ -3,7 +3,8 @@ that finding a driver that gets them wrong does not wait on a lucky sequence of 
 
 * the balloon grows, shrinks, and the guest takes the deflated pages at once (BAL-OP-DRV-7, BAL-PP-DRV-1);
 * the driver reports free pages and the guest allocates at once (BAL-FPR-DRV-3);
-* a hinting round left to run its course, to the end of free memory (BAL-FPH-DRV-6, -10).
+* a hinting round left to run its course, to the end of free memory (BAL-FPH-DRV-6, -10);
+* the balloon grown to the last pages of guest memory (the PFN bounds, PROP-BMP-DRV-3), then maybe emptied.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from conformance.machines.driver.settle import DriverSettle
 
 #: Cycles the balloon gets to reach its target before it is asked to shrink.
 GROW_CYCLES = 12
+#: Cycles the balloon gets to take (or give back) nearly all of the guest's free memory.
+FILL_CYCLES = 40
 
 
 class DriverMoments(DriverHinting, DriverSettle, DriverReportingAndOom):
@@ -36,6 +39,28 @@ class DriverMoments(DriverHinting, DriverSettle, DriverReportingAndOom):
         self.workload_alloc_write(count, top)
         self._cycle()
         note(f"balloon to {grow} pages, then down to {keep}; the guest allocates {count} page(s) at once")
+
+    @step(spare=st.integers(0, 4), back=st.booleans())
+    def balloon_to_memory_end(self, spare: int, back: bool) -> None:
+        """The host asks for every free page of the guest but ``spare``: the driver allocates lowest first,
+        so only a balloon this large reaches the last pages of memory, in buffers whose lowest PFN is far
+        from page 0: a PFN or bitmap bound that is off near the end of memory shows here (set_target
+        asks for at most 40 pages); then maybe back to empty."""
+        target = self.ref.ballooned.bit_count() + self.os.pages.free.bit_count() - spare
+        self._host("set_target", max(0, target))
+        for _ in range(FILL_CYCLES):
+            if self.ref.ballooned.bit_count() >= target:
+                break
+            self._cycle()
+        top = self.ref.ballooned.bit_length() - 1
+        if back:
+            self._host("set_target", 0)
+            for _ in range(FILL_CYCLES):
+                if not self.ref.ballooned:
+                    break
+                self._cycle()
+        note(f"balloon to {max(0, target)} pages (all free memory but {spare}; its highest page {top})"
+             + (f", then back to {self.ref.ballooned.bit_count()}" if back else ""))
 
     @step(needs=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
           and Capability.REPORT in self.caps, count=st.integers(1, 8))
