@@ -18,7 +18,9 @@ import mmap
 import os
 import re
 import stat
+import struct
 import subprocess
+import zlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +48,14 @@ TRANSPORT = ("virtio_pci",)
 _LOAD = 'for m in $(cat /lib/order); do insmod /lib/$m || echo "insmod $m failed"; done\n'
 #: The UML route's agent, with the virtio-pci transport loaded first.
 QEMU_AGENT = AGENT.replace('echo "@@READY', _LOAD + 'echo "@@READY', 1)
+#: Kernel options that only shorten the boot (``bench/bench_routes.py --compare`` measures them against a
+#: plain boot); none reaches the virtio core, virtio_pci or virtio_balloon, nor the devices QEMU emulates.
+#: ``cryptomgr.notests``: skip the crypto API's self-tests of every algorithm the kernel registers
+#: (crypto_algapi_init and the per-algorithm test threads, the largest initcall cost under TCG); the
+#: balloon driver uses no crypto. Measured and left out, as no gain showed under TCG: ``mitigations=off``,
+#: ``no_timer_check``, ``i8042.noaux i8042.nokbd i8042.nopnp``, ``-machine hpet=off`` and qboot for SeaBIOS;
+#: the delay loop is already skipped (lpj from the timer's frequency) and the console already quiet.
+FAST_APPEND = ("cryptomgr.notests",)
 
 
 def _module_bytes(path: Path) -> bytes:
@@ -116,15 +126,80 @@ def build_initrd(modules_root: Path, release: str) -> Path:
     return out
 
 
+#: Decompressors of a bzImage's payload, by its magic: (magic, command or None for Python's own).
+_PAYLOADS = ((b"\x1f\x8b", None), (b"\xfd7zXZ\x00", None), (b"\x28\xb5\x2f\xfd", ("zstd", "-dcq")),
+             (b"\x02\x21\x4c\x18", ("lz4", "-dcq")))
+_XEN_ELFNOTE_PHYS32_ENTRY = 18
+
+
+def _pvh_entry(elf: bytes) -> bool:
+    """Whether a 64-bit ELF kernel carries the PVH entry note QEMU boots it by."""
+    if elf[:5] != b"\x7fELF\x02":
+        return False
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        kind, _, off, _, _, size = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+        pos, end = off, off + size
+        while kind == 4 and pos + 12 <= end:  # PT_NOTE: (namesz, descsz, type, name, desc), 4-aligned
+            namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and ntype == _XEN_ELFNOTE_PHYS32_ENTRY:
+                return True
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
+
+
+def pvh_kernel(image: Path) -> Path | None:
+    """The ELF ``vmlinux`` inside bzImage ``image``, cached, if it has a PVH entry; else None.
+
+    QEMU boots such an ELF directly (its PVH option ROM after SeaBIOS), so the guest skips the bzImage's
+    decompressor: unpacking some 50 MB under TCG is the largest single cost of the boot. It is the same
+    kernel, byte for byte what the decompressor would have unpacked; the decompressor's KASLR is all it
+    does not do, so the kernel sits at its link address (the balloon's pages come from the page
+    allocator either way). Firmware, ACPI tables and PCI setup are SeaBIOS's as before."""
+    data = image.read_bytes()
+    out = cache_dir() / "qemu-route" / f"vmlinux-{hashlib.sha256(data).hexdigest()[:16]}"
+    if out.exists():
+        return out
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        return None
+    setup = ((data[0x1F1] or 4) + 1) * 512
+    offset, length = struct.unpack_from("<II", data, 0x248)
+    payload = data[setup + offset:setup + offset + length]
+    elf = b""
+    try:
+        for magic, cmd in _PAYLOADS:
+            if not payload.startswith(magic):
+                continue
+            if cmd:
+                elf = subprocess.run(cmd, input=payload, capture_output=True, timeout=120).stdout
+            elif magic == b"\x1f\x8b":
+                elf = zlib.decompressobj(wbits=31).decompress(payload)
+            else:
+                elf = lzma.LZMADecompressor().decompress(payload)
+    except (OSError, subprocess.SubprocessError, zlib.error, lzma.LZMAError):
+        return None
+    if not _pvh_entry(elf):
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    tmp.write_bytes(elf)
+    tmp.replace(out)
+    return out
+
+
 class QemuGuest(Guest):
     """One QEMU process: console on its stdout/stdin (the agent), trace on its stderr (the backend's)."""
 
     def __init__(self, workdir: str, socket_path: str, ram_path: str, *, qemu: str, kernel: str, initrd: str,
-                 mem_mib: int = MEM_MIB, init_on_free: bool = False) -> None:
+                 mem_mib: int = MEM_MIB, init_on_free: bool = False,
+                 extra_append: tuple[str, ...] = ()) -> None:
         self.workdir, self.mem_mib = workdir, mem_mib
         self.log_path = os.path.join(workdir, "console.log")
         self.log = open(self.log_path, "wb")
-        append = "console=ttyS0 loglevel=4 panic=-1 rdinit=/init" + (" init_on_free=1" if init_on_free else "")
+        append = " ".join(("console=ttyS0 loglevel=4 panic=-1 rdinit=/init", *extra_append)) \
+            + (" init_on_free=1" if init_on_free else "")
         args = [qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                 "-machine", "q35,memory-backend=ram0", "-accel", "tcg", "-smp", "1", "-m", f"{mem_mib}M",
                 "-object", f"memory-backend-file,id=ram0,size={mem_mib}M,mem-path={ram_path},share=on",
@@ -168,9 +243,10 @@ class QemuLinuxDriver(LinuxDriver):
 
     route = ROUTE
 
-    def __init__(self, *, qemu: str, kernel: str, initrd: str, mem_mib: int = MEM_MIB, **kwargs) -> None:
+    def __init__(self, *, qemu: str, kernel: str, initrd: str, mem_mib: int = MEM_MIB,
+                 extra_append: tuple[str, ...] = FAST_APPEND, **kwargs) -> None:
         super().__init__(mem_mib=mem_mib, **kwargs)
-        self.qemu, self.kernel, self.initrd = qemu, kernel, initrd
+        self.qemu, self.kernel, self.initrd, self.extra_append = qemu, kernel, initrd, extra_append
         self._ram: mmap.mmap | None = None
         self.boot_seconds = 0.0
 
@@ -196,7 +272,8 @@ class QemuLinuxDriver(LinuxDriver):
                                                   protocol_features=protocol_features)
         try:
             self.guest = guest = QemuGuest(self.workdir, sock, ram_path, qemu=self.qemu, kernel=self.kernel,
-                                           initrd=self.initrd, mem_mib=self.mem_mib, init_on_free=init_on_free)
+                                           initrd=self.initrd, mem_mib=self.mem_mib, init_on_free=init_on_free,
+                                           extra_append=self.extra_append)
         except GuestError as e:
             raise ImplementationError("start", str(e)) from None
         backend.trace_fd = guest.trace_fd
@@ -266,16 +343,24 @@ class QemuLinuxFactory:
     """A fresh QEMU guest per example; kernel, initramfs and QEMU are prepared once, up front."""
 
     route = ROUTE
-    #: Every example boots a TCG guest (about 4 s to the agent, more on a loaded host).
+    #: Every example boots a TCG guest (a few seconds to the agent, more on a loaded host).
     profiles = {"dev": {"max_examples": 2, "stateful_step_count": 8},
                 "ci": {"max_examples": 6, "stateful_step_count": 10},
                 "nightly": {"max_examples": 30, "stateful_step_count": 20},
                 "soak": {"max_examples": 80, "stateful_step_count": 25}}
 
-    def __init__(self, kernel: str | None = None, qemu: str | None = None) -> None:
+    def __init__(self, kernel: str | None = None, qemu: str | None = None, *, fast_boot: bool = True) -> None:
+        """``fast_boot=False`` boots as before the boot was shortened (the bzImage, without
+        :data:`FAST_APPEND`), for ``bench/bench_routes.py --compare``."""
         kernel = kernel or os.environ.get("VIRTIO_CONFORMANCE_KERNEL") or DEFAULT_KERNEL
         image, modules, self.release = kernel_build(kernel)
         self.kernel = str(image)
+        self.extra_append = FAST_APPEND if fast_boot else ()
+        try:  # boot the unpacked kernel where it can be (pvh_kernel); the bzImage where not
+            pvh = pvh_kernel(image) if fast_boot else None
+        except (OSError, struct.error):
+            pvh = None
+        self.boot_image = str(pvh or image)
         self.qemu, qemu_version = qemu_build(qemu or QEMU_BUILD)
         try:
             self.initrd = str(build_initrd(modules, self.release))
@@ -285,7 +370,8 @@ class QemuLinuxFactory:
                         f"QEMU {qemu_version} TCG, vhost-user-test-device-pci)")
 
     def __call__(self) -> QemuLinuxDriver:
-        return QemuLinuxDriver(qemu=self.qemu, kernel=self.kernel, initrd=self.initrd)
+        return QemuLinuxDriver(qemu=self.qemu, kernel=self.boot_image, initrd=self.initrd,
+                               extra_append=self.extra_append)
 
 
 def reproduce(kernel: str = DEFAULT_KERNEL) -> int:
