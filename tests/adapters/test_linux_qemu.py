@@ -93,3 +93,20 @@ def test_a_missing_build_is_one_line_naming_it() -> None:
     with pytest.raises(DutError) as e:
         resolve("linux-qemu", "driver", kernel="potato")
     assert "'potato'" in str(e.value) and "kernel:bookworm" in str(e.value)
+
+
+def test_the_guest_boots_the_bzimages_own_kernel_by_its_pvh_entry(factory) -> None:
+    from conformance.adapters.linux.qemu_route import FAST_APPEND, QemuLinuxFactory, _pvh_entry, pvh_kernel
+
+    elf = Path(factory.boot_image).read_bytes()
+    assert factory.boot_image != factory.kernel and _pvh_entry(elf)
+    assert pvh_kernel(Path(factory.kernel)) == Path(factory.boot_image)  # cached, by the bzImage's bytes
+    assert not _pvh_entry(elf[:len(elf) // 2]) and not _pvh_entry(Path(factory.initrd).read_bytes()[:4096])
+    assert pvh_kernel(Path(factory.initrd)) is None  # not a bzImage: booted as it is
+    drv, plain = factory(), QemuLinuxFactory(KERNEL, fast_boot=False)()
+    try:
+        assert drv.kernel == factory.boot_image and drv.extra_append == FAST_APPEND
+        assert plain.kernel == factory.kernel and plain.extra_append == ()
+    finally:
+        drv.close()
+        plain.close()

@@ -133,13 +133,16 @@ _XEN_ELFNOTE_PHYS32_ENTRY = 18
 
 
 def _pvh_entry(elf: bytes) -> bool:
-    """Whether a 64-bit ELF kernel carries the PVH entry note QEMU boots it by."""
+    """Whether a whole 64-bit ELF kernel (every segment's bytes there) carries the PVH entry note QEMU
+    boots it by."""
     if elf[:5] != b"\x7fELF\x02":
         return False
     phoff, = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
-    for i in range(phnum):
-        kind, _, off, _, _, size = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
+    headers = [struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize) for i in range(phnum)]
+    if any(off + size > len(elf) for _, _, off, _, _, size in headers):
+        return False  # cut short: a decompressor that stopped early
+    for kind, _, off, _, _, size in headers:
         pos, end = off, off + size
         while kind == 4 and pos + 12 <= end:  # PT_NOTE: (namesz, descsz, type, name, desc), 4-aligned
             namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
