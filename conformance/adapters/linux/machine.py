@@ -242,7 +242,9 @@ class LinuxDriverConformance(DriverConformance):
         self._verify_workload()
 
     # -- rules that differ -------------------------------------------------------------------------------
-    @step(num_pages=st.integers(0, 6144), cycles=CYCLES)
+    set_target_max = 6144
+
+    @step(num_pages=st.integers(0, set_target_max), cycles=CYCLES)
     def set_target(self, num_pages: int, cycles: int) -> None:
         self._host("set_target", num_pages, cycles=cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")

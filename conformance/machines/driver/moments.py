@@ -44,13 +44,17 @@ class DriverMoments(DriverHinting, DriverSettle, DriverReportingAndOom):
     def balloon_to_memory_end(self, spare: int, back: bool) -> None:
         """The host asks for every free page of the guest but ``spare``: the driver allocates lowest first,
         so only a balloon this large reaches the last pages of memory, in buffers whose lowest PFN is far
-        from page 0: a PFN or bitmap bound that is off near the end of memory shows here (set_target
-        asks for at most 40 pages); then maybe back to empty."""
-        target = self.ref.ballooned.bit_count() + self.os.pages.free.bit_count() - spare
-        self._host("set_target", max(0, target))
+        from page 0: a PFN or bitmap bound that is off near the end of memory shows here. The host raises
+        num_pages set_target_max pages at a time, as the set_target step asks, so each driver turn
+        has no more to send than set_target gives it; then maybe back to empty."""
+        target = max(0, self.ref.ballooned.bit_count() + self._free_pages() - spare)
+        asked = -1
         for _ in range(FILL_CYCLES):
             if self.ref.ballooned.bit_count() >= target:
                 break
+            if self.ref.ballooned.bit_count() >= asked:
+                asked = min(target, self.ref.ballooned.bit_count() + self.set_target_max)
+                self._host("set_target", asked)
             self._cycle()
         top = self.ref.ballooned.bit_length() - 1
         if back:
@@ -59,7 +63,7 @@ class DriverMoments(DriverHinting, DriverSettle, DriverReportingAndOom):
                 if not self.ref.ballooned:
                     break
                 self._cycle()
-        note(f"balloon to {max(0, target)} pages (all free memory but {spare}; its highest page {top})"
+        note(f"balloon to {target} pages (all free memory but {spare}; its highest page {top})"
              + (f", then back to {self.ref.ballooned.bit_count()}" if back else ""))
 
     @step(needs=lambda self: self.has(Feature.VIRTIO_BALLOON_F_PAGE_REPORTING)
