@@ -10,7 +10,6 @@ the counters are read on both sides over QMP (``xp``) once both are stopped.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 from conformance.adapters.qemu.qmp import QmpClient
-from conformance.adapters.qemu.reproducers import Reproduction
+from conformance.adapters.qemu.reproducers import Reproduction, reproducer_main
 
 PAGES = 16
 BASE = 0x10000  # the counters: the first dword of each page from 64 KiB
@@ -150,7 +149,7 @@ def tcg_dirty_tlb(binary: str | None = None, run_s: float = 1.0, converge_s: flo
     ver = ".".join(str(version.get(k, "?")) for k in ("major", "minor", "micro"))
     behind = [source[k] - dest[k] for k in lost]
     return Reproduction(
-        name="tcg-dirty-tlb", requirement="(migration, not virtio)",
+        name="tcg-dirty-tlb", requirement="migration, not virtio",
         expected=f"the destination's {PAGES} counters equal the stopped source's",
         observed=(f"QEMU {ver}: {len(lost)} of {PAGES} pages differ at the destination"
                   + (f" (behind the source by {min(behind)}..{max(behind)} increments)" if lost else "")
@@ -163,14 +162,7 @@ REPRODUCERS = {"tcg-dirty-tlb": tcg_dirty_tlb}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=sorted(REPRODUCERS))
-    p.add_argument("--qemu-binary")
-    args = p.parse_args(argv)
-    r = REPRODUCERS[args.name](args.qemu_binary)
-    print(f"{r.name} {r.requirement}\n  expected: {r.expected}\n  observed: {r.observed}")
-    print("QEMU loses writes in the migration" if r.diverges else "QEMU agrees with the model")
-    return 1 if r.diverges else 0
+    return reproducer_main(__doc__.splitlines()[0], REPRODUCERS, argv, diverged="QEMU loses writes in the migration")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ status is 1 when QEMU diverges from the model. The docstrings name the QEMU code
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from refmodel.balloon.driver import SUPPORTED, BalloonDriver
@@ -14,7 +13,7 @@ from refmodel.system.guest_os import GuestOS
 from refmodel.virtio.features import Feature
 
 from conformance.adapters.qemu.device import QemuFactory
-from conformance.adapters.qemu.reproducers import Reproduction
+from conformance.adapters.qemu.reproducers import Reproduction, reproducer_main
 
 F = Feature
 #: Only inflateq and deflateq: no statsq, hinting or reporting buffer can be used meanwhile.
@@ -64,14 +63,7 @@ REPRODUCERS = {"first-use-notified": first_use_notified}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=sorted(REPRODUCERS))
-    p.add_argument("--qemu-binary")
-    args = p.parse_args(argv)
-    r = REPRODUCERS[args.name](args.qemu_binary)
-    print(f"{r.name} ({r.requirement})\n  expected: {r.expected}\n  observed: {r.observed}")
-    print("QEMU diverges from the model" if r.diverges else "QEMU agrees with the model")
-    return 1 if r.diverges else 0
+    return reproducer_main(__doc__.splitlines()[0], REPRODUCERS, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ status is 1 when QEMU diverges from the model. The docstrings name the QEMU code
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from refmodel.virtio.packed.layout import PDESC_FMT, PVIRTQ_DESC_SIZE, wrap_of
 
 from conformance.adapters.qemu.device import QemuFactory
 from conformance.adapters.qemu.process import QemuError
-from conformance.adapters.qemu.reproducers import Reproduction
+from conformance.adapters.qemu.reproducers import Reproduction, reproducer_main
 
 #: What a NEXT-ed descriptor carries in its id field here; §2.8.6 puts the Buffer ID in the list's last.
 FIRST_ID = 0x5A5
@@ -296,14 +295,7 @@ REPRODUCERS: dict[str, Callable[..., Reproduction]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=sorted(REPRODUCERS))
-    p.add_argument("--qemu-binary")
-    args = p.parse_args(argv)
-    r = REPRODUCERS[args.name](args.qemu_binary)
-    print(f"{r.name} ({r.requirement})\n  expected: {r.expected}\n  observed: {r.observed}")
-    print("QEMU diverges from the model" if r.diverges else "QEMU agrees with the model")
-    return 1 if r.diverges else 0
+    return reproducer_main(__doc__.splitlines()[0], REPRODUCERS, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -37,6 +37,19 @@ class Reproduction:
     expected: str  # what the model (and the proposal) says
     observed: str
     diverges: bool
+
+
+def reproducer_main(description: str, table: Mapping[str, Callable[[str | None], Reproduction]],
+                    argv: list[str] | None = None, *, diverged: str = "QEMU diverges from the model") -> int:
+    """The command line of a reproducer module: run one by name, print what it saw; exit 1 on divergence."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("name", choices=sorted(table))
+    p.add_argument("--qemu-binary")
+    args = p.parse_args(argv)
+    r = table[args.name](args.qemu_binary)
+    print(f"{r.name} ({r.requirement})\n  expected: {r.expected}\n  observed: {r.observed}")
+    print(diverged if r.diverges else "QEMU agrees with the model")
+    return 1 if r.diverges else 0
 
 
 def _hinting_pair(binary: str | None, ram_mib: int, bandwidth: int, *,
