@@ -211,7 +211,7 @@ class CombinedUsesInflateq(_driver(P.COMBINED_VQ)):  # type: ignore[misc]
     def send_combined(self, inflate: list[int], deflate: list[int]) -> int:
         # a plain inflation goes the 1.4 way, on inflateq, while inflateq has room (its one bug: not also
         # a crash when a turn has more batches than inflateq has buffer slots)
-        if inflate and not deflate and self.vqs["inflateq"].num_free and self._slots["inflateq"]:
+        if inflate and not deflate and self.can_send("inflateq"):
             return self.send_pfns("inflateq", inflate)
         return super().send_combined(inflate, deflate)
 

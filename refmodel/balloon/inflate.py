@@ -161,6 +161,10 @@ class InflateDriver(Sticky):
         elif target < len(self.balloon) and not self.inflating:
             self._deflate(len(self.balloon) - target)
 
+    def can_send(self, name: str) -> bool:
+        """Whether ``name`` has a free descriptor and a free PFN-array buffer for :meth:`send_pfns`."""
+        return bool(self.vqs[name].num_free and self._slots[name])
+
     def send_pfns(self, name: str, pfns: list[int]) -> int:
         """Make one PFN array available on ``name`` and kick; returns its head. Override point."""
         vq = self.vqs[name]
@@ -172,8 +176,7 @@ class InflateDriver(Sticky):
 
     def _inflate(self, count: int) -> None:
         assert self.os is not None
-        vq = self.vqs["inflateq"]
-        while count > 0 and vq.num_free and self._slots["inflateq"]:
+        while count > 0 and self.can_send("inflateq"):
             pfns: list[int] = []
             while len(pfns) < min(count, self.batch) and (p := self.os.alloc_page()) is not None:
                 pfns.append(p)
