@@ -221,8 +221,9 @@ class MigrationPair:
         if status in ("completed", "failed", "cancelled"):
             return None
         if status == "pre-switchover":
-            self.switching = True  # the final dirty-log sync follows: no guest write may come after this
-            self.src.qmp.execute("migrate-continue", state="pre-switchover")
+            if not self.switching:  # once: a poll may still read pre-switchover after the continue
+                self.switching = True  # the final dirty-log sync follows: no guest write may come after this
+                self.src.qmp.execute("migrate-continue", state="pre-switchover")
         elif time.monotonic() - self.started > timeout:
             raise QemuError(f"migration still {status} after {timeout:g} s")
         return info
