@@ -34,6 +34,7 @@ class DeviceMachine(GuestMachine):
     last_signalled: dict[str, int]  # queue -> used idx at the last interrupt collection
     notified_at: dict[str, int]  # queue -> used idx when its last notification was seen
     owed: dict[str, tuple[int, int, int]]  # queue -> (used idx then, now, looks so far)
+    moved_last: bool  # the last interrupt collection saw some queue's used idx move
     _pending_config: bool  # a configuration change notification not yet matched to a config change
     stray_flag: set[str]  # queues whose avail flags carry NO_INTERRUPT under EVENT_IDX (SPLIT-DEV-11)
     # hinting

@@ -118,6 +118,7 @@ class DeviceBoot(DeviceMachine):
         self.last_signalled = {name: 0 for name in self.drv.vqs}
         self.notified_at = {name: 0 for name in self.drv.vqs}
         self.owed = {}
+        self.moved_last = False
         self.stray_flag = set()
         self.ids_since_stop = set()
         self.stops_seen = 0

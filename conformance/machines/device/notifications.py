@@ -31,15 +31,20 @@ class DeviceNotifications(DeviceMachine):
         """Take the device's interrupts, check them against §2.7.7/2.7.10, deliver them to the driver.
 
         With per-queue interrupts every queue is judged. With one shared interrupt (INTx/ISR) a queue is
-        judged only when it alone moved, nothing was owed from before and no config change came with it:
-        the interrupt, if any, can then only be its own (a notification follows its used buffers). Otherwise a due notification is only
+        judged only when it alone moved, nothing was owed from before, no config change came with it and,
+        on a lagging device, the look before saw nothing move: the interrupt, if any, can then only be its
+        own (a notification follows its used buffers). Otherwise a due notification is only
         awaited (:meth:`_owed_check`)."""
         irq = self.dev.take_interrupts()
         if not isinstance(irq, Interrupts):
             raise ImplementationError("device.take_interrupts", f"returned {irq!r}, expected Interrupts")
         moved = [n for n in self.drv.vqs if self._used_idx(n) != self.last_signalled[n]]
-        # Not with a config interrupt: QEMU's ISR reads 0x3 for a config change, the queue bit too.
-        sole = moved[0] if len(moved) == 1 and not self.owed and not irq.config else None
+        # Not with a config interrupt: QEMU's ISR reads 0x3 for a config change, the queue bit too. Nor
+        # after a look that saw a queue move on a lagging device: its interrupt may come only now (QEMU
+        # signals free_page_vq from an iothread), and the shared bit cannot say whose it is.
+        late = self.irq_lag and self.moved_last
+        sole = moved[0] if len(moved) == 1 and not self.owed and not irq.config and not late else None
+        self.moved_last = bool(moved)
         for name, vq in self.drv.vqs.items():
             new, old = self._used_idx(name), self.last_signalled[name]
             if self.per_queue_irq:
