@@ -3,7 +3,8 @@ free page reporting, side by side in one run, beside the model's prediction for 
 
 The guest (Debian's cloud kernel, built by conformance.adapters.linux.qemu_guest) keeps KEEP MiB in use and
 writes then frees FILL MiB, so its free memory is non-zero. Each migration goes to ``exec:cat`` with
-no bandwidth cap. Figures: MB sent, pages sent in full, seconds; the ideal is the pages the guest had
+no bandwidth cap, or at ``--link-mbps`` in every mode (a network's rate, against which the time an
+ordering spends waiting for hints is weighed). Figures: MB sent, pages sent in full, seconds; the ideal is the pages the guest had
 in use (RAM size - MemFree). The model (``refmodel.system.migration.Migration``) predicts the full pages
 for the same workload with no hints and with every page the driver held as a hint applied before the
 bulk pass; the gap between that and the measured hint run is the freed memory whose hint came after
@@ -42,7 +43,7 @@ from conformance.adapters.linux.qemu_guest import INIT, MODULES, build  # noqa: 
 from conformance.adapters.qemu.migration import OrderedStart  # noqa: E402
 from conformance.adapters.qemu.qmp import QmpClient  # noqa: E402
 from refmodel.system.migration import HonestIdeal, predict_full_pages  # noqa: E402
-from refmodel.system.orderings import CapThenLift, Paced, parse  # noqa: E402
+from refmodel.system.orderings import UNCAPPED_BPS, CapThenLift, Paced, parse  # noqa: E402
 from refmodel.system.real_runs import measured_load, modelled  # noqa: E402
 
 PAGE = 4096
@@ -317,7 +318,8 @@ def compare(qemu: str, mem_mib: int, g: Guest, src_ram: Path, stream: Path, work
 
 
 def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: Path, settle: float,
-            ordering: CapThenLift | Paced | None = None, check: bool = False) -> dict:
+            ordering: CapThenLift | Paced | None = None, check: bool = False,
+            link_bps: int = UNCAPPED_BPS) -> dict:
     src_ram, stream = workdir / "src.ram", workdir / "stream"
     for attempt in range(3):
         g = Guest(qemu, mode, mem_mib, keep, fill, workdir, src_ram if check else None)
@@ -336,9 +338,9 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
         qmp = QmpClient(g.qmp_path)
         mem_total = mem_mib << 20
         free_before = g.free[-1][1]
-        qmp.execute("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+        qmp.execute("migrate-set-parameters", **{"max-bandwidth": link_bps})  # the network, every mode alike
         rings = ring_pages(qmp)
-        ordered = (OrderedStart(ordering, qmp.execute, guest_clock=guest_clock(g.proc.pid))
+        ordered = (OrderedStart(ordering, qmp.execute, lift_to=link_bps, guest_clock=guest_clock(g.proc.pid))
                    if ordering is not None and mode in ORDERED else None)
         if ordered is not None:
             ordered.begin()
@@ -451,6 +453,9 @@ def main() -> None:
                         "less the vCPUs' waits for a core)")
     p.add_argument("--kernel", metavar="RELEASE",
                    help="a kernel of conformance.provision (bookworm, trixie, sid); default: apt's newest cloud kernel")
+    p.add_argument("--link-mbps", type=float, default=0.0,
+                   help="max-bandwidth in MB/s for every mode, a network's rate (an ordering never goes above "
+                        "it and lifts to it); 0: uncapped, as fast as exec:cat takes the stream")
     p.add_argument("--check", action="store_true",
                    help="load each stream into a destination QEMU and compare every page (RAM in /dev/shm)")
     args = p.parse_args()
@@ -466,8 +471,9 @@ def main() -> None:
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="vc-migr-", dir="/dev/shm" if args.check else None))
     try:
+        link = int(args.link_mbps * 1e6) if args.link_mbps > 0 else UNCAPPED_BPS
         runs = [migrate(args.qemu, mode, args.mem_mib, args.keep_mib, args.fill_mib, work, args.settle,
-                        ordering, args.check) for mode in modes]
+                        ordering, args.check, link) for mode in modes]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n_pages = (args.mem_mib << 20) // PAGE

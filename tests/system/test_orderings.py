@@ -150,3 +150,19 @@ def test_an_ordering_loses_nothing_while_the_guest_keeps_writing(sched, actions,
     out = s.switchover()
     assert out.lost == () and out.corrupted == ()
     assert out.pages_sent >= s.migration.stats.honest_ideal
+
+
+def test_an_ordered_start_never_sets_more_than_the_link_and_lifts_to_it():
+    from conformance.adapters.qemu.migration import OrderedStart
+
+    sets: list[int] = []
+    link = 1_250_000_000  # 10 Gbit/s
+    o = OrderedStart(Paced(share=4.0, start_bps=5e9), lambda _cmd, **kw: sets.append(kw["max-bandwidth"]),
+                     lift_to=link)
+    o.begin()
+    o.started()
+    ram = {"total": 1 << 30, "remaining": (1 << 30) - (200_000 << 12), "normal": 0, "duplicate": 0,
+           "page-size": 4096, "dirty-sync-count": 1}
+    o.poll({"status": "active", "ram": ram})  # 200,000 pages hinted at once: a pace far above the link
+    o.poll({"status": "active", "ram": ram | {"dirty-sync-count": 2}})
+    assert sets and max(sets) == link and sets[-1] == link and o.lifted_s is not None

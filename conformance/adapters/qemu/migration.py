@@ -90,7 +90,7 @@ class OrderedStart:
         self._set(self.schedule.cap(0.0, 0, None) or self.lift_to)
 
     def _set(self, bps: float) -> None:
-        self.cap_now = max(1, int(bps))
+        self.cap_now = max(1, int(min(bps, self.lift_to)))  # never above the link the host lifts to
         self.cap_changes += 1
         self.execute("migrate-set-parameters", **{"max-bandwidth": self.cap_now})
 
