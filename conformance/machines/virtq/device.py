@@ -146,6 +146,18 @@ class DeviceQueueConformance(QueueMachine):
             used += 1
         self.harvest()
 
+    @step(ask=st.booleans(), n_read=st.integers(1, 3), n_write=st.integers(0, 3), indirect=st.booleans(),
+          write_flag=st.booleans(), payload=PAYLOADS, cuts=CUTS, uses=USES)
+    def exchange(self, ask: bool, n_read: int, n_write: int, indirect: bool, write_flag: bool, payload: bytes,
+                 cuts: list[int], uses: list[tuple[int, int]]) -> None:
+        """The driver asks for (or advises against) used buffer notifications, adds a buffer, and both
+        sides run a round trip: a read of the buffer and a notification decision in every example this
+        rule is in, whichever other rules Hypothesis's swarm leaves out of it (an example of device_pop
+        alone reaches nothing)."""
+        self.driver_suppress(ask)
+        self.add(n_read, n_write, indirect, write_flag, payload, cuts)
+        self.round_trip(uses)
+
     @step(enabled=st.booleans())
     def device_suppress(self, enabled: bool) -> None:
         self.dut.set_avail_notifications(enabled)
