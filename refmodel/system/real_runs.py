@@ -6,6 +6,8 @@ waiting for a core)."""
 
 from __future__ import annotations
 
+import attrs
+
 from refmodel.system.orderings import from_dict
 from refmodel.system.timing import (IDLE, DriverTiming, GuestMix, HostTiming, Load, ReportingDuring,
                                     ReportingTiming, Run, Uncapped, simulate)
@@ -67,4 +69,6 @@ def modelled(args: dict, run: dict, driver: DriverTiming = DriverTiming(), host:
         mix = mix.reported(rep.reported(mix.free, since))
     sched = from_dict(run["ordering"]) if run.get("ordering") else Uncapped()
     load = (measured_load(run) or IDLE) if loaded else IDLE
+    if args.get("link_mbps"):
+        host = attrs.evolve(host, link_bps=args["link_mbps"] * 1e6)
     return simulate(mix, host, guest, sched, load=load)

@@ -123,6 +123,7 @@ class HostTiming:
     sync_s: float = 0.005  # a dirty-log sync between rounds
     tail_s: float = 0.0  # switchover: final sync, device state, completion
     background_per_s: float = 480.0  # non-zero pages a running guest dirties per second
+    link_bps: float = float("inf")  # the network: max-bandwidth in every mode, bytes per second
 
 
 @attrs.frozen
@@ -296,7 +297,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
                 dh -= take
         cap = None if lifted else schedule.cap(t, skipped, last_skip, guest_clock(t, last_skip))
         lifted = cap is None
-        time_left, bytes_left = dt, (cap * dt if cap is not None else float("inf"))
+        time_left, bytes_left = dt, min(cap if cap is not None else float("inf"), host.link_bps) * dt
         while p < n and time_left > 1e-12 and bytes_left > 1e-9:
             if p < use_end:
                 seg, c, b, kind = use_end, host.full_s, float(FULL_BYTES), "full"
@@ -342,7 +343,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
             raise ValueError(f"timing model: the second round did not end within {t_max:g} s")
         cap = None if lifted else schedule.cap(t, skipped, last_skip, guest_clock(t, last_skip))
         lifted = cap is None
-        time_left, bytes_left = dt, (cap * dt if cap is not None else float("inf"))
+        time_left, bytes_left = dt, min(cap if cap is not None else float("inf"), host.link_bps) * dt
         for kind, c, b in (("full", host.full_s, FULL_BYTES), ("zero", host.zero_s, ZERO_BYTES)):
             left = left_full if kind == "full" else left_zero
             pages = min(left, time_left / c if c > 0 else left, bytes_left / b)

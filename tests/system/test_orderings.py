@@ -15,7 +15,7 @@ import pytest
 from refmodel.system.orderings import (GATE_BPS, CapThenLift, Paced, SettleReporting, best, compare,
                                        from_dict, gate_until_stop, parse, to_dict)
 from refmodel.system.scenario import HintingSystem
-from refmodel.system.timing import DriverTiming, GuestMix, HostTiming, ReportingTiming, Uncapped, simulate
+from refmodel.system.timing import PAGE, DriverTiming, GuestMix, HostTiming, ReportingTiming, Uncapped, simulate
 
 MIX = GuestMix(65536, 12000, 45000, 8536)
 HOST = HostTiming()
@@ -166,3 +166,11 @@ def test_an_ordered_start_never_sets_more_than_the_link_and_lifts_to_it():
     o.poll({"status": "active", "ram": ram})  # 200,000 pages hinted at once: a pace far above the link
     o.poll({"status": "active", "ram": ram | {"dirty-sync-count": 2}})
     assert sets and max(sets) == link and sets[-1] == link and o.lifted_s is not None
+
+
+def test_the_timing_model_sends_no_faster_than_the_link():
+    link = 2.5e8  # 2 Gbit/s
+    free = simulate(MIX, HOST)
+    capped = simulate(MIX, attrs.evolve(HOST, link_bps=link))
+    assert capped.full_pages >= free.full_pages  # a longer pass: more of what the guest dirties is resent
+    assert capped.wall_s >= capped.full_pages * PAGE / link > free.wall_s
