@@ -82,6 +82,7 @@ class LinuxDriverConformance(DriverConformance):
     watch_status = False  # the transport replays status (vhost-user on UML); a route that carries it sets True
     release_wait, release_still = RELEASE_WAIT, RELEASE_STILL  # a slower route (TCG) waits longer
     route_device: type[WatchedDevice] = WatchedDevice  # the reference device as this route's transport shows it
+    inband_notifications = True  # the route's frontend carries VRING_CALL on the backend channel (virtio_uml)
 
     @initialize(drop=st.frozensets(st.sampled_from(OPTIONAL), max_size=3), undefined_bit=st.booleans(),
                 init_on_free=st.booleans(), inband=st.booleans(), reply_ack=st.booleans())
@@ -91,7 +92,7 @@ class LinuxDriverConformance(DriverConformance):
         if self.ring == "packed":  # --ring packed: the device offers packed rings (RSV-DRV-4)
             offered |= F.VIRTIO_F_RING_PACKED.mask
         proto = DEFAULT_PROTOCOL_FEATURES & ~(0 if reply_ack else ProtocolFeature.REPLY_ACK)
-        proto |= ProtocolFeature.INBAND_NOTIFICATIONS if inband else 0
+        proto |= ProtocolFeature.INBAND_NOTIFICATIONS if inband and self.inband_notifications else 0
         self.ref = None
         self.files: dict[str, int] = {}
         self._fresh()
