@@ -243,3 +243,22 @@ def test_a_used_len_over_bytes_the_device_never_wrote_fails_packed_dev_d13_over_
     quiet.boot(drop=frozenset(), queue_size=8)
     quiet.report_and_return(False)
     assert "PACKED-DEV-D13" in quiet.R.exercised and not quiet.drv.canaried
+
+
+@pytest.mark.verifies("BAL-FPR-DEV-2")
+def test_a_reported_page_inflated_in_the_turn_of_its_ack_is_not_charged_to_the_device():
+    """Found by the soak profile (seed 2): the driver took the ack of a reported page and inflated the
+    same page before the device's next look; the device discarded it, as an inflated page may be, and the
+    machine read it as a reported page that lost poison_val."""
+    m = machine("reference")
+    m.hint_start(cycles=3)
+    for _ in range(6):
+        m.request_stats()
+    for turns in (1, 1, 1, 2, 2):
+        m.guest_reuses_hinted(device_turns=turns, pick=0)
+    m.request_stats()
+    m.report()
+    m.report()
+    m.inflate_laid_out(count=8, layout="split")
+    m.workload_pages_intact()
+    assert "BAL-FPR-DEV-2" in m.R.exercised

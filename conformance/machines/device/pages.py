@@ -69,7 +69,9 @@ class DevicePages(DeviceMachine):
         history.record(bits(pages.isolated & ~held.isolated), Origin.REPORTED)
         poison = self.drv.poison_val if self.has(Feature.VIRTIO_BALLOON_F_PAGE_POISON) else None
         for p in bits(held.isolated & ~pages.isolated):
-            if poison is not None:
+            # A page the driver took again in the same turn (an inflation after the ack: the device may
+            # discard it) is no longer the device's to leave holding poison_val.
+            if poison is not None and pages.free >> p & 1:
                 self.R.check("BAL-FPR-DEV-2", self.os.holds(p, poison_pattern(poison)),
                              f"reported page {p} does not hold poison_val {poison:#010x} after the ack")
             history.record([p], Origin.REPORT_ACKED)
