@@ -54,7 +54,7 @@ ORDERED = {"hint-ordered": "hint", "off-ordered": "off"}  # mode -> the device i
 
 def thread_cpu(pid: int, seen: dict[str, tuple[str, float, float]]) -> dict[str, float]:
     """CPU seconds QEMU's threads have run (``/proc/PID/task/TID/schedstat``, ns), by role: ``vcpu0``,
-    ``vcpu1``.. (named ``CPU n/TCG`` with ``-name debug-threads=on``), ``migration`` (``live_migration``),
+    ``vcpu1``.. (named ``CPU n/TCG`` with ``-name debug-threads=on``), ``migration`` (``live_migration``; ``mig/src/main`` from QEMU 9.0),
     ``io``, ``other`` and the ``process`` as a whole; and ``ROLE_wait``: seconds each was runnable but
     waiting for a core (what a loaded host takes away). ``seen`` (thread id: role, run, wait) carries a
     thread's last figures past its exit (the migration thread ends with the migration). A share is the
@@ -70,7 +70,7 @@ def thread_cpu(pid: int, seen: dict[str, tuple[str, float, float]]) -> dict[str,
         except (OSError, ValueError):
             continue
         role = (f"vcpu{comm.split()[1].split('/')[0]}" if comm.startswith("CPU ") else
-                "migration" if comm.startswith("live_migration") else "io" if comm.startswith("IO ") else "other")
+                "migration" if comm.startswith(("live_migration", "mig/src/main")) else "io" if comm.startswith("IO ") else "other")
         seen[tid] = (role, int(run_ns) / 1e9, int(wait_ns) / 1e9)
     out: dict[str, float] = {}
     for role, run, wait in seen.values():
