@@ -218,8 +218,9 @@ class PackedDriverQueueConformance(PackedQueueMachine):
               uses: list[tuple[int, int]]) -> None:
         """Both sides say what notifications they want, then add a few lists (the same payload, cut at its
         first bytes) and send them round."""
-        self.driver_suppress(asks[0])
+        # The device's wish first: a driver that writes into the device area then overwrites it (PACKED-DRV-D9).
         self.device_suppress(asks[1])
+        self.driver_suppress(asks[0])
         for n_read, n_write, indirect, _ in burst:
             self.add(n_read, n_write, indirect, payload, [])
         if self.tokens:
