@@ -4,8 +4,8 @@ free page reporting, side by side in one run, beside the model's prediction for 
 The guest (Debian's cloud kernel, built by conformance.adapters.linux.qemu_guest) keeps KEEP MiB in use and
 writes then frees FILL MiB, so its free memory is non-zero. Each migration goes to ``exec:cat`` with
 no bandwidth cap, or at ``--link-mbps`` in every mode (a network's rate, against which the time an
-ordering spends waiting for hints is weighed). Figures: MB sent, pages sent in full, seconds; the ideal is the pages the guest had
-in use (RAM size - MemFree). The model (``refmodel.system.migration.Migration``) predicts the full pages
+ordering spends waiting for hints is weighed). Figures: MB sent, pages sent in full, seconds; the ideal
+is the pages the guest had in use (RAM size - MemFree). The model (``refmodel.system.migration.Migration``) predicts the full pages
 for the same workload with no hints and with every page the driver held as a hint applied before the
 bulk pass; the gap between that and the measured hint run is the freed memory whose hint came after
 the bulk pass had sent it. The timing model (``refmodel.system.timing``, calibrated by
@@ -50,12 +50,13 @@ PAGE = 4096
 BLOCK = 1 << 10  # Linux hints order-10 blocks (4 MiB)
 MODES = {"hint": "free-page-hint=on,iothread=io0", "off": "", "report": "free-page-reporting=on"}
 ORDERED = {"hint-ordered": "hint", "off-ordered": "off"}  # mode -> the device it runs with
+MIGRATION_THREADS = ("live_migration", "mig/src/main")  # QEMU's migration thread, before and from 9.0
 
 
 def thread_cpu(pid: int, seen: dict[str, tuple[str, float, float]]) -> dict[str, float]:
     """CPU seconds QEMU's threads have run (``/proc/PID/task/TID/schedstat``, ns), by role: ``vcpu0``,
-    ``vcpu1``.. (named ``CPU n/TCG`` with ``-name debug-threads=on``), ``migration`` (``live_migration``; ``mig/src/main`` from QEMU 9.0),
-    ``io``, ``other`` and the ``process`` as a whole; and ``ROLE_wait``: seconds each was runnable but
+    ``vcpu1``.. (named ``CPU n/TCG`` with ``-name debug-threads=on``), ``migration`` (``live_migration``;
+    ``mig/src/main`` from QEMU 9.0), ``io``, ``other`` and the ``process`` as a whole; and ``ROLE_wait``: seconds each was runnable but
     waiting for a core (what a loaded host takes away). ``seen`` (thread id: role, run, wait) carries a
     thread's last figures past its exit (the migration thread ends with the migration). A share is the
     growth of one of these over the wall time between two samples."""
@@ -70,7 +71,7 @@ def thread_cpu(pid: int, seen: dict[str, tuple[str, float, float]]) -> dict[str,
         except (OSError, ValueError):
             continue
         role = (f"vcpu{comm.split()[1].split('/')[0]}" if comm.startswith("CPU ") else
-                "migration" if comm.startswith(("live_migration", "mig/src/main")) else "io" if comm.startswith("IO ") else "other")
+                "migration" if comm.startswith(MIGRATION_THREADS) else "io" if comm.startswith("IO ") else "other")
         seen[tid] = (role, int(run_ns) / 1e9, int(wait_ns) / 1e9)
     out: dict[str, float] = {}
     for role, run, wait in seen.values():

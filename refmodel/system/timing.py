@@ -249,6 +249,11 @@ def _racing(driver: DriverTiming | ReportingDuring, t: float, hinted: float, bud
     return name == "recent" or front["recent"] >= region["recent"][1]
 
 
+def _sendable(cap: float | None, host: HostTiming, dt: float) -> float:
+    """Bytes the host may send in ``dt``: under the schedule's cap (None: lifted) and the link."""
+    return min(float("inf") if cap is None else cap, host.link_bps) * dt
+
+
 def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDuring | None = None,
              schedule: HostSchedule = Uncapped(), *, load: Load = IDLE, dt: float = 5e-4,
              t_max: float = 600.0) -> Run:
@@ -297,7 +302,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
                 dh -= take
         cap = None if lifted else schedule.cap(t, skipped, last_skip, guest_clock(t, last_skip))
         lifted = cap is None
-        time_left, bytes_left = dt, min(cap if cap is not None else float("inf"), host.link_bps) * dt
+        time_left, bytes_left = dt, _sendable(cap, host, dt)
         while p < n and time_left > 1e-12 and bytes_left > 1e-9:
             if p < use_end:
                 seg, c, b, kind = use_end, host.full_s, float(FULL_BYTES), "full"
@@ -343,7 +348,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
             raise ValueError(f"timing model: the second round did not end within {t_max:g} s")
         cap = None if lifted else schedule.cap(t, skipped, last_skip, guest_clock(t, last_skip))
         lifted = cap is None
-        time_left, bytes_left = dt, min(cap if cap is not None else float("inf"), host.link_bps) * dt
+        time_left, bytes_left = dt, _sendable(cap, host, dt)
         for kind, c, b in (("full", host.full_s, FULL_BYTES), ("zero", host.zero_s, ZERO_BYTES)):
             left = left_full if kind == "full" else left_zero
             pages = min(left, time_left / c if c > 0 else left, bytes_left / b)

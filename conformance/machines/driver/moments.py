@@ -50,10 +50,11 @@ class DriverMoments(DriverHinting, DriverSettle, DriverReportingAndOom):
         target = max(0, self.ref.ballooned.bit_count() + self._free_pages() - spare)
         asked = -1
         for _ in range(FILL_CYCLES):
-            if self.ref.ballooned.bit_count() >= target:
+            have = self.ref.ballooned.bit_count()
+            if have >= target:
                 break
-            if self.ref.ballooned.bit_count() >= asked:
-                asked = min(target, self.ref.ballooned.bit_count() + self.set_target_max)
+            if have >= asked:
+                asked = min(target, have + self.set_target_max)
                 self._host("set_target", asked)
             self._cycle()
         top = self.ref.ballooned.bit_length() - 1

@@ -13,13 +13,10 @@ from conformance.checks import PACKED_RING_DRIVER_CHECKS, RING_DRIVER_CHECKS
 from conformance.machines.base import CYCLES, note, step
 from conformance.machines.driver.base import DriverMachine
 
-#: The most pages the host asks for in one set_target step (num_pages).
-SET_TARGET_MAX = 40
-
 
 class DriverOperation(DriverMachine):
     #: The most pages one set_target step asks for; a route whose guest is larger raises it.
-    set_target_max = SET_TARGET_MAX
+    set_target_max = 40
 
     def _cycle(self) -> None:
         self._device_run()
@@ -110,7 +107,7 @@ class DriverOperation(DriverMachine):
         self.R.saw("SPLIT-DRV-16")
         note(f"spurious interrupt for every queue{' and config' if config else ''}")
 
-    @step(num_pages=st.integers(0, SET_TARGET_MAX), cycles=CYCLES)
+    @step(num_pages=st.integers(0, set_target_max), cycles=CYCLES)
     def set_target(self, num_pages: int, cycles: int) -> None:
         self._host("set_target", num_pages, cycles=cycles)
         note(f"host sets num_pages = {num_pages}, then {cycles} cycle(s)")
