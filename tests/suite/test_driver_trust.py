@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from conformance.adapters.linux import machine as linux_machine
 from conformance.adapters.linux.machine import LinuxDriverConformance
 from conformance.checks import Recorder
 from conformance.machines.driver import DriverConformance
@@ -245,3 +246,31 @@ def test_no_driver_rule_draws_from_data(cls):
     for r in cls.setup_state().rules:
         assert all(repr(s) != "data()" for s in r.arguments.values()), r.function.__name__
 
+
+
+def test_a_route_with_a_kick_grace_judges_the_snapshot_it_waited_on(monkeypatch):
+    """A real guest runs beside the suite: it may publish again between the read that found its last entry
+    announced and the judgment. The judgment is that read's, and the new entry is the next check's (the
+    UML route's in-band test failed SPLIT-DRV-21 on reporting_vq under load, its kick 0.2-0.5 s behind)."""
+    cls = type("Racing", (LinuxDriverConformance,), {"factory": staticmethod(BUILTIN["reference", "driver"].factory),
+                                                     "recorder": Recorder()})
+    state = cls()
+    DriverConformance.boot(state, **{**BOOT, "event_idx": False})
+    reads = []
+    published = {"inflateq": [1, 2, 2, 2]}  # the guest publishes its second entry right after the first read
+
+    def avail(q: Any) -> int:
+        name = next(n for n, v in state.ref.queues.items() if v is q)
+        if name in published:
+            reads.append(name)
+            return published[name][min(reads.count(name) - 1, 3)]
+        return state.avail_seen.get(name, 0)
+
+    state._avail_idx = avail
+    state.avail_seen = {"inflateq": 0}
+    state.ref.kicked_at["inflateq"] = 1  # the first entry's kick
+    state._check_kicks()
+    assert state.avail_seen["inflateq"] == 1 and reads == ["inflateq"]
+    monkeypatch.setattr(linux_machine, "KICK_GRACE", 0.0)  # the next check: its kick never comes
+    with pytest.raises(PeerSpecViolation, match=r"SPLIT-DRV-21.*inflateq: avail idx 1->2"):
+        state._check_kicks()
