@@ -132,3 +132,14 @@ def test_used_buffer_notifications_reach_the_guest_when_in_band_ones_are_drawn(f
     finally:
         state.teardown()
     assert not _our_qemus()
+
+
+def test_the_in_band_call_defect_reproduces_standalone(factory, capsys) -> None:
+    """Why the route never offers INBAND_NOTIFICATIONS, without a guest: QEMU acks the bit, then answers the
+    VRING_CALL the bit allows with an error (the reproducer's exit status 1). If a QEMU build fixes it,
+    this fails, and the route may offer the bit again."""
+    from conformance.adapters.linux.qemu_route import reproduce_inband_call
+
+    assert reproduce_inband_call(factory.qemu) == 1
+    out = capsys.readouterr().out
+    assert "INBAND_NOTIFICATIONS acked" in out and "reply 1" in out and "unexpected msg type: 4" in out

@@ -401,17 +401,101 @@ def reproduce(kernel: str = DEFAULT_KERNEL) -> int:
         drv.close()
 
 
+def reproduce_inband_call(qemu: str | None = None, timeout: float = 20.0) -> int:
+    """QEMU's vhost-user frontend acks VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS and then refuses the
+    VHOST_USER_BACKEND_VRING_CALL that the feature lets a back-end send instead of writing the call fd
+    (docs/interop/vhost-user.rst). No guest: QEMU starts paused with one vhost-user-test-device-pci, the
+    reference backend offers the bit, and once the backend channel is up it sends one VRING_CALL for
+    vring 0 with NEED_REPLY. QEMU's ``vhost_user_backend_init`` masks the offer only by the bits it knows
+    (``VHOST_USER_PROTOCOL_FEATURE_MASK``); ``backend_read`` has no VRING_CALL case and answers 1. A guest
+    then never hears of a used buffer: on the QEMU-guest route Linux waited forever for its stats and
+    inflate acks. Exit status 1 when QEMU acks the bit and refuses the message (the defect), 0 if not."""
+    import select
+    import socket
+    import tempfile
+
+    from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
+
+    from conformance.adapters.vhost_user import protocol as P
+
+    binary, version = qemu_build() if qemu is None else (qemu, qemu)
+    with tempfile.TemporaryDirectory(prefix="vc-inband-") as work:
+        sock, ram_path = os.path.join(work, "balloon.sock"), os.path.join(work, "ram")
+        size = MEM_MIB << 20
+        with open(ram_path, "wb") as f:
+            f.truncate(size)
+        with open(ram_path, "r+b") as f:
+            ram = mmap.mmap(f.fileno(), size)
+        offer = DEFAULT_PROTOCOL_FEATURES | ProtocolFeature.REPLY_ACK | ProtocolFeature.INBAND_NOTIFICATIONS
+        backend = QemuVhostBackend(sock, DEFAULT_OFFER, BalloonDevice, GuestMemory(buffer=ram, base=0),
+                                   protocol_features=offer)
+        args = [binary, "-nodefaults", "-no-user-config", "-display", "none", "-S", "-machine",
+                "q35,memory-backend=ram0", "-accel", "tcg", "-m", f"{MEM_MIB}M", "-object",
+                f"memory-backend-file,id=ram0,size={MEM_MIB}M,mem-path={ram_path},share=on",
+                "-chardev", f"socket,id=vu0,path={sock}", "-device",
+                f"vhost-user-test-device-pci,chardev=vu0,virtio-id=5,num_vqs={NUM_VQS},config_size=16"]
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            end = time.monotonic() + timeout
+            while backend.channel is None or not backend.protocol_features:
+                if time.monotonic() > end or proc.poll() is not None:
+                    print(f"QEMU ({version}) never set up the backend channel; trace: {list(backend.trace)[-5:]}")
+                    return 2
+                backend.poll(0.1)
+            acked = bool(backend.protocol_features & ProtocolFeature.INBAND_NOTIFICATIONS)
+            print(f"{version}: offered protocol features {int(offer):#x}, QEMU set {backend.protocol_features:#x} "
+                  f"(INBAND_NOTIFICATIONS {'acked' if acked else 'not acked'})")
+            channel, backend.channel = backend.channel, None  # read here: QEMU's reply must not reach the backend
+            channel.sendall(P.message(P.BackendRequest.VRING_CALL, P.VRING_STATE.pack(0, 0),
+                                      flags=P.VERSION | P.FLAG_NEED_REPLY))
+            reply = b""
+            while len(reply) < P.HEADER.size + 8 and time.monotonic() < end:
+                backend.poll(0.05)  # QEMU may still be realizing the device, waiting on its messages
+                if select.select([channel], [], [], 0.05)[0]:
+                    try:
+                        chunk = channel.recv(64)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        break
+                    reply += chunk
+            status = int.from_bytes(reply[P.HEADER.size:P.HEADER.size + 8], "little") \
+                if len(reply) >= P.HEADER.size + 8 else None
+            proc.terminate()
+            try:
+                err = proc.communicate(timeout=10)[1].decode(errors="replace").strip().splitlines()
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                err = []
+            said = next((ln for ln in err if "unexpected" in ln.lower()), err[-1] if err else "nothing")
+            refused = status is None or status != 0
+            print(f"VHOST_USER_BACKEND_VRING_CALL (vring 0, NEED_REPLY): "
+                  f"{'reply ' + str(status) if status is not None else 'no reply'}; QEMU said: {said}")
+            if acked and refused:
+                print("INBAND_NOTIFICATIONS is acked but VRING_CALL is refused: a back-end that uses it is never "
+                      "heard (QEMU defect)")
+            return 1 if acked and refused else 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            backend.close()
+            del backend  # the reference device holds a view of the RAM until it goes
+
+
 if __name__ == "__main__":  # pragma: no cover
     import argparse
     import sys
 
     ap = argparse.ArgumentParser(prog="python -m conformance.adapters.linux.qemu_route",
                                  description="Boot Linux on the QEMU-guest route once and show what QEMU traced.")
-    ap.add_argument("--reproduce", choices=("init-drv-5",), default="init-drv-5")
+    ap.add_argument("--reproduce", choices=("init-drv-5", "inband-call"), default="init-drv-5",
+                    help="inband-call: QEMU acks INBAND_NOTIFICATIONS and refuses VRING_CALL (no guest)")
     ap.add_argument("kernel", nargs="?", default=DEFAULT_KERNEL, help="bookworm (6.1), trixie (6.12), sid (7.2)")
     a = ap.parse_args()
     try:
-        sys.exit(reproduce(a.kernel))
+        sys.exit(reproduce_inband_call() if a.reproduce == "inband-call" else reproduce(a.kernel))
     except (GuestError, ImplementationError) as e:
         print(f"qemu_route: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
