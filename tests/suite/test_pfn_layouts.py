@@ -31,7 +31,9 @@ def test_the_reference_device_passes_the_layout_checks_at_the_balloon_level():
 
 @pytest.mark.verifies(*LAYOUT_IDS)
 def test_a_device_reading_only_the_first_descriptor_is_caught_at_the_balloon_level():
-    res = run(Implementation("first-only", "device", FirstDescriptorOnly, "reads one descriptor"), "dev",
+    # ci, derandomized: a random dev run reached the WRITE-flagged indirect layout with a discard in 6 of
+    # 10 seeds (SPLIT-DEV-6 then passes), and failed a fresh clone's full run once.
+    res = run(Implementation("first-only", "device", FirstDescriptorOnly, "reads one descriptor"), "ci",
               max_failures=3)
     by_id = res.by_id()
     for i in LAYOUT_IDS:  # the indirect tables hold two descriptors too
