@@ -193,8 +193,16 @@ def test_plots_are_byte_for_byte_repeatable(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()
-    vcdocs.migration_page(first)
-    vcdocs.migration_page(second)
+    # Every kind of plot, not every results file (the docs build renders them all): the qtest figures, an
+    # old real run and a paced one with its destination compare, and the orderings across runs.
+    root = DOCS.parent / "results"
+    runs = [root / "migration-linux-qemu-7.2.json",
+            root / "migration-linux-qemu-11.1-linux-7.2-2048-link10g-quiet200.json"]
+    for out in (first, second):
+        text = [*vcdocs._qtest_migrations(root, out), *vcdocs._real_orderings(root, out)]
+        for path in runs:
+            text += vcdocs._real_run(path, out)
+        assert text
     names = sorted(p.name for p in first.glob("*.svg"))
     assert names and names == sorted(p.name for p in second.glob("*.svg"))
     assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)
