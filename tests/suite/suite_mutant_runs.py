@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from conformance.registry import BUILTIN
-from conformance.runner import RunResult, run
+from conformance.runner import RunResult, run, run_levels
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -27,6 +27,12 @@ SHARED: Path | None = None
 
 def _make(name: str, role: str) -> RunResult:
     return run(BUILTIN[name, role], "ci", max_failures=0)
+
+
+@functools.cache
+def reference_ci_run(role: str) -> RunResult:
+    """The reference ``role``'s ci run at both levels, made once for all workers (two tests judge it)."""
+    return shared(f"reference-ci@{role}", lambda: run_levels(BUILTIN["reference", role], "ci"), block=True)
 
 
 @functools.cache

@@ -8,9 +8,9 @@ import pytest
 
 from conformance.checks import DEVICE_CHECKS, DRIVER_CHECKS, NOT_YET, VIRTQUEUE_ONLY
 from conformance.registry import BUILTIN, ring_of
-from conformance.runner import VERDICTS, run, run_levels
+from conformance.runner import VERDICTS, run
 from spec.catalogue import catalogue
-from suite_mutant_runs import first_failure_run
+from suite_mutant_runs import first_failure_run, reference_ci_run
 
 #: The packed ring's mutants have their own test (tests/virtio/test_packed_conformance.py).
 #: The proposal profiles' mutants too (tests/suite/test_proposal_profiles.py, each under its profile).
@@ -20,7 +20,7 @@ MUTANTS = sorted((n, r) for (n, r), impl in BUILTIN.items()
 
 @pytest.mark.parametrize("role", ["device", "driver"])
 def test_reference_passes_everything_it_checks(role):
-    res = run_levels(BUILTIN["reference", role], "ci")  # balloon level, merged with its split queues' run
+    res = reference_ci_run(role)  # run_levels at ci: the balloon level, merged with its split queues' run
     assert res.levels == ("balloon", "virtqueue")  # the split ring's run and the packed ring's
     assert not res.errors, res.errors
     fails = [v for v in res.verdicts if v.verdict == "fail"]
