@@ -20,26 +20,28 @@ MIN_WINDOW_S = 0.03  # two samples closer than this give no share worth the name
 
 def share(samples: list, role: str, t_from: float, t_to: float) -> float | None:
     """CPU seconds per wall second of ``role`` (``vcpu``: the busiest vCPU) between the samples nearest
-    ``t_from`` and ``t_to``; None if they are under MIN_WINDOW_S apart."""
+    ``t_from`` and ``t_to``; None if they are under MIN_WINDOW_S apart, or the samples never name the
+    role (a run recorded before its thread was found: QEMU 9.0 renamed the migration thread)."""
     if not samples:
         return None
     a = min(samples, key=lambda s: abs(s[0] - t_from))
     b = min(samples, key=lambda s: abs(s[0] - t_to))
     if b[0] - a[0] < MIN_WINDOW_S:
         return None
-    roles = [k for k in b[1] if k.startswith("vcpu") and "_" not in k] if role == "vcpu" else [role]
+    roles = [k for k in b[1] if k.startswith("vcpu") and "_" not in k] if role == "vcpu" else \
+        [role] if role in b[1] else []
     return max(((b[1].get(k, 0.0) - a[1].get(k, 0.0)) / (b[0] - a[0]) for k in roles), default=None)
 
 
 def measured_load(run: dict) -> Load | None:
-    """The shares one run got, None for a run recorded without samples. The driver's vCPU: the busiest
+    """The shares one run got, None for a run recorded without samples of both. The driver's vCPU: the busiest
     vCPU from ``migrate`` until the driver stopped hinting (its hint curve's top) or the bulk pass ended,
     whichever came first; hinting is most of what that vCPU does then. The migration thread: over the
     bulk pass while uncapped (after an ordering lifted its cap), when it sends as fast as it is let run.
     Each clamped to [0.05, 1] (one thread, one core)."""
     samples = run.get("cpu")
-    if not samples:
-        return None
+    if not samples or not any("migration" in s for _, s in samples):
+        return None  # no record, or one made before the migration thread was found (QEMU 9.0 renamed it)
     end = run.get("bulk_end_s") or run["wall"]
     vcpu = None
     if run["mode"] in HINTING:

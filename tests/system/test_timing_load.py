@@ -66,3 +66,17 @@ def test_reporting_goes_on_while_a_slow_migration_runs():
     assert going.full_pages < frozen.full_pages - 0.5 * rep.pages_per_pass(free)
     fast = simulate(before, HOST, ReportingDuring(rep, free, since))
     assert fast.wall_s < 0.8 and fast.full_pages == pytest.approx(simulate(before, HOST).full_pages, rel=1e-3)
+
+
+def test_a_run_recorded_without_the_migration_thread_is_not_taken_as_a_starved_one():
+    """Runs on QEMU 11.1 made before the migration thread was found under its 9.0 name carry no
+    ``migration`` samples: their load is unknown (no record), not a migration share of 0 (clamped to 0.05,
+    a host 20 times slower)."""
+    from refmodel.system.real_runs import measured_load
+
+    samples = [(0.0, {"vcpu0": 1.0, "vcpu1": 1.0}), (1.0, {"vcpu0": 1.5, "vcpu1": 1.2})]
+    run = {"mode": "off", "wall": 1.0, "cpu": samples}
+    assert measured_load(run) is None
+    run["cpu"] = [(0.0, {**s, "migration": s["vcpu0"]}) if t == 0 else (t, {**s, "migration": 1.25})
+                  for t, s in samples]
+    assert measured_load(run).migration == pytest.approx(0.25)
