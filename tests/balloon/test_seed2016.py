@@ -9,6 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from refmodel.errors import BrokenSide, LocalSpecViolation, PeerSpecViolation
 from refmodel.system.guest import bits
 from refmodel.system.scenario import SeedSystem
+from conformance.search import pinned_constants
 
 
 def stale_bitmap(s):
@@ -111,7 +112,7 @@ TestOrderedSeedHost = SeedNothingLost.TestCase
 @pytest.mark.verifies("SEED-DEV-1")
 def test_unordered_seed_host_is_caught_with_a_short_trace():
     machine = type("UnorderedSeedHost", (SeedNothingLost,), {"ordered": False})
-    with pytest.raises(AssertionError) as exc:
+    with pytest.raises(AssertionError) as exc, pinned_constants():  # as test_hinting_invariant
         run_state_machine_as_test(machine, settings=settings(
             max_examples=4000, stateful_step_count=12, deadline=None, database=None,
             suppress_health_check=list(HealthCheck), derandomize=True))

@@ -10,6 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from refmodel.system.guest import bits
 from refmodel.system.migration import SAFE, UNSAFE_REPORTING_POLICIES, HostPolicy
 from refmodel.system.scenario import ReportingSystem
+from conformance.search import pinned_constants
 
 
 class ReportingNothingLost(RuleBasedStateMachine):
@@ -90,7 +91,7 @@ TestSafeReportingHost = ReportingNothingLost.TestCase
 def test_unsafe_reporting_policy_is_caught_with_a_short_trace(name):
     machine = type(f"{name.title().replace('_', '')}Host", (ReportingNothingLost,),
                    {"policy": UNSAFE_REPORTING_POLICIES[name]})
-    with pytest.raises(AssertionError) as exc:
+    with pytest.raises(AssertionError) as exc, pinned_constants():  # as test_hinting_invariant
         run_state_machine_as_test(machine, settings=settings(
             max_examples=2000, stateful_step_count=20, deadline=None, database=None,
             suppress_health_check=list(HealthCheck), derandomize=True, report_multiple_bugs=False))
