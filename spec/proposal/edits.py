@@ -326,9 +326,9 @@ COMMITS = [
             "    Linux 6.1      paced 1.37 (1.56 s)  unpaced 2.17 (1.76 s)  off 4.90 (2.35 s)\n"
             "Paced, five of six were faster than without hints; 7.2 at 2 GiB was 0.28 s\n"
             "slower. At 0.5 times the rate the 2 GiB guests stayed at 1.46 (7.2), 1.58\n"
-            "(6.12) and 1.87 (6.1). A guest that never hints, under the same pacing, took up\n"
-            "to 1 s longer than the run without hints on a loaded host. Every page\n"
-            "matched at the destination in every run.\n"),
+            "(6.12) and 1.87 (6.1). A guest that never hints, under the same pacing,\n"
+            "took up to 1 s longer than the run without hints on a loaded host. Every\n"
+            "page matched at the destination in every run.\n"),
         "edits": [(DESC,
                    "the device uses the buffer, so the device can discard them.\n",
                    "the device uses the buffer, so the device can discard them.\n\n"
