@@ -20,16 +20,14 @@ MIN_WINDOW_S = 0.03  # two samples closer than this give no share worth the name
 
 def share(samples: list, role: str, t_from: float, t_to: float) -> float | None:
     """CPU seconds per wall second of ``role`` (``vcpu``: the busiest vCPU) between the samples nearest
-    ``t_from`` and ``t_to``; None if they are under MIN_WINDOW_S apart, or the samples never name the
-    role (a run recorded before its thread was found: QEMU 9.0 renamed the migration thread)."""
+    ``t_from`` and ``t_to``; None if they are under MIN_WINDOW_S apart."""
     if not samples:
         return None
     a = min(samples, key=lambda s: abs(s[0] - t_from))
     b = min(samples, key=lambda s: abs(s[0] - t_to))
     if b[0] - a[0] < MIN_WINDOW_S:
         return None
-    roles = [k for k in b[1] if k.startswith("vcpu") and "_" not in k] if role == "vcpu" else \
-        [role] if role in b[1] else []
+    roles = [k for k in b[1] if k.startswith("vcpu") and "_" not in k] if role == "vcpu" else [role]
     return max(((b[1].get(k, 0.0) - a[1].get(k, 0.0)) / (b[0] - a[0]) for k in roles), default=None)
 
 

@@ -247,7 +247,6 @@ def test_no_driver_rule_draws_from_data(cls):
         assert all(repr(s) != "data()" for s in r.arguments.values()), r.function.__name__
 
 
-
 def test_a_route_with_a_kick_grace_judges_the_snapshot_it_waited_on(monkeypatch):
     """A real guest runs beside the suite: it may publish again between the read that found its last entry
     announced and the judgment. The judgment is that read's, and the new entry is the next check's (the

@@ -141,26 +141,26 @@ class LinuxDriverConformance(DriverConformance):
         self.R.narrow("queue_numbering", fits)
         note(f"vrings {sorted(used)} fit queue numbering {sorted(fits)}")
 
-    def _check_kicks(self, pubs: dict[str, tuple[int, int, bool]] | None = None) -> None:
-        """As the base check, but a real driver writes avail idx and kicks in two steps: give a kick that
-        is on its way up to KICK_GRACE seconds before calling it missing. The guest runs meanwhile, so
-        what is judged is the last snapshot the wait took, never a later read."""
-        pubs = self._publications()
-        if self._unannounced(pubs):
-            clock = self._guest_clock()  # the grace is the guest's time: a loaded host delays the kick
-            while True:
-                wall, guest = clock()
-                if guest >= KICK_GRACE or wall > KICK_CAP:
-                    break
-                self._step(self.drv.serve, 0.05)
-                pubs = self._publications()
-                if not self._unannounced(pubs):
-                    break
-            if wall >= KICK_LATE:
-                missing = self._unannounced(pubs)
-                note(f"waited {wall:.2f} s ({guest:.2f} s of the guest's time) for a notification: "
-                     f"{'missing on ' + ', '.join(missing) if missing else 'it came'}")
-        super()._check_kicks(pubs)
+    def _await_kicks(self, pubs: dict[str, tuple[int, int, bool]]) -> dict[str, tuple[int, int, bool]]:
+        """A real driver writes avail idx and kicks in two steps: give a kick that is on its way up to
+        KICK_GRACE seconds before calling it missing. The guest runs meanwhile, so what is judged is the
+        last snapshot the wait took, never a later read."""
+        if not self._unannounced(pubs):
+            return pubs
+        clock = self._guest_clock()  # the grace is the guest's time: a loaded host delays the kick
+        while True:
+            wall, guest = clock()
+            if guest >= KICK_GRACE or wall > KICK_CAP:
+                break
+            self._step(self.drv.serve, 0.05)
+            pubs = self._publications()
+            if not self._unannounced(pubs):
+                break
+        if wall >= KICK_LATE:
+            missing = self._unannounced(pubs)
+            note(f"waited {wall:.2f} s ({guest:.2f} s of the guest's time) for a notification: "
+                 f"{'missing on ' + ', '.join(missing) if missing else 'it came'}")
+        return pubs
 
     # -- what a real guest can tell ----------------------------------------------------------------
     def _settle_state(self) -> tuple[Any, ...]:

@@ -411,7 +411,6 @@ def reproduce_inband_call(qemu: str | None = None, timeout: float = 20.0) -> int
     then never hears of a used buffer: on the QEMU-guest route Linux waited forever for its stats and
     inflate acks. Exit status 1 when QEMU acks the bit and refuses the message (the defect), 0 if not."""
     import select
-    import socket
     import tempfile
 
     from refmodel.balloon.device import DEFAULT_OFFER, BalloonDevice
@@ -469,7 +468,7 @@ def reproduce_inband_call(qemu: str | None = None, timeout: float = 20.0) -> int
                 proc.kill()
                 err = []
             said = next((ln for ln in err if "unexpected" in ln.lower()), err[-1] if err else "nothing")
-            refused = status is None or status != 0
+            refused = status != 0  # an error, or no reply at all
             print(f"VHOST_USER_BACKEND_VRING_CALL (vring 0, NEED_REPLY): "
                   f"{'reply ' + str(status) if status is not None else 'no reply'}; QEMU said: {said}")
             if acked and refused:
