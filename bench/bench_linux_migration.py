@@ -332,10 +332,20 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
             print(f"{mode}: {e}; booting again", file=sys.stderr)
             if attempt == 2:
                 raise
+    resident: list[tuple[float, int]] = []  # (host time, bytes of guest RAM the host holds)
+
+    def held() -> None:
+        if check:  # reporting's discards punch holes in the RAM file: its allocated size is what the host holds
+            try:
+                resident.append((time.monotonic(), os.stat(src_ram).st_blocks * 512))
+            except OSError:
+                pass
+
     try:
         end = time.monotonic() + settle  # reporting reports 2 s after the free; let every mode wait alike
         while time.monotonic() < end:
             g.pump(0.1)
+            held()
         qmp = QmpClient(g.qmp_path)
         mem_total = mem_mib << 20
         free_before = g.free[-1][1]
@@ -353,6 +363,7 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
         if ordered is not None:
             ordered.started()
         progress: list[tuple[float, int]] = []
+        ram_curve: list[tuple[float, int, int, int]] = []  # (time, normal, duplicate, remaining bytes)
         bulk_end: float | None = None
         while True:
             g.pump(0.005 if ordered is not None else 0.05)
@@ -362,6 +373,10 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
             ram = info.get("ram", {})
             now = time.monotonic()
             progress.append((now, int(ram.get("normal", 0))))
+            ram_curve.append((now, int(ram.get("normal", 0)), int(ram.get("duplicate", 0)),
+                              int(ram.get("remaining", 0))))
+            if len(ram_curve) % 4 == 0:
+                held()
             cpu.append((now, thread_cpu(g.proc.pid, threads)))
             if bulk_end is None and int(ram.get("dirty-sync-count", 0)) > 1:
                 bulk_end = now - t0
@@ -385,6 +400,9 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
                "load_avg_1min": load_avg,
                # On the guest's clock, from its first MemFree line (within a tick of the free) to migrate.
                "since_free_s": round(t0 - offset - g.free_guest[0][1], 3) if g.free_guest else None}
+        # QEMU's side of the hints: pages that left the bitmap unsent (n - remaining - sent) until the first sync.
+        out["ram_curve"] = [(round(t - t0, 4), a, b, c) for t, a, b, c in ram_curve]
+        out["resident_curve"] = [(round(t - t0, 3), b) for t, b in resident]
         rel = [(t - t0, c) for t, c in cpu if c]
         out["cpu_shares"] = {"bulk": shares(rel, 0.0, bulk_end or wall), "migration": shares(rel, 0.0, wall)}
         step = max(1, len(rel) // 100)  # about every 1% of the run, and the last
@@ -457,6 +475,8 @@ def main() -> None:
     p.add_argument("--link-mbps", type=float, default=0.0,
                    help="max-bandwidth in MB/s for every mode, a network's rate (an ordering never goes above "
                         "it and lifts to it); 0: uncapped, as fast as exec:cat takes the stream")
+    p.add_argument("--modes", metavar="MODE,..", help=f"only these of {', '.join([*MODES, *ORDERED])} (an "
+                   "experiment: the summary needs hint, off and report)")
     p.add_argument("--check", action="store_true",
                    help="load each stream into a destination QEMU and compare every page (RAM in /dev/shm)")
     args = p.parse_args()
@@ -467,6 +487,11 @@ def main() -> None:
     except ValueError as e:
         p.error(str(e))
     modes = [*MODES, *(ORDERED if ordering is not None else ())]
+    if args.modes:
+        wanted = args.modes.split(",")
+        if bad := [m for m in wanted if m not in modes]:
+            p.error(f"--modes: {', '.join(bad)} not among {', '.join(modes)} (ordered modes need --ordering)")
+        modes = wanted
     global KERNEL
     KERNEL = args.kernel
     load_start = os.getloadavg()
@@ -478,12 +503,23 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n_pages = (args.mem_mib << 20) // PAGE
+    ver = subprocess.run([args.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    if not {"hint", "off", "report"} <= set(modes):  # an experiment: the figures, no comparison
+        for r in runs:
+            got = measured_load(r)
+            r["load"] = None if got is None else attrs.asdict(got)
+            print(f"{r['mode']}: {r['full_pages']} full pages, {r['zero_pages']} zero, {r['mb']:.1f} MB, "
+                  f"{r['wall']:.2f} s, {r['dirty_syncs']} dirty-log syncs, first at {r['bulk_end_s']}")
+        if args.json:
+            args.json.write_text(json.dumps({"runs": runs, "qemu": ver, "partial": True,
+                                             "args": vars(args) | {"json": str(args.json)}}, indent=1))
+        print(" ".join(f"{r['mode']}_pages={r['full_pages']} {r['mode']}_s={r['wall']:.2f}" for r in runs))
+        return
     hint = runs[0]
     fill = (args.fill_mib << 20) // PAGE
     held = hint["hinted_max"]
     model_hint = predict(n_pages, hint["ideal"], fill, held)
     model_off = predict(n_pages, hint["ideal"], fill, 0)
-    ver = subprocess.run([args.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     by = {r["mode"]: r for r in runs}
     off = by["off"]
     for r in runs:
