@@ -11,10 +11,11 @@ bottom up (:func:`simulate` says why in that order):
 * free and never written pages: zero pages, which QEMU sends as a flag.
 
 The host's schedule (:class:`HostSchedule`) may cap the bandwidth as it goes, seeing only what QMP
-shows: hinted pages leave ``ram.remaining`` without being sent. The round ends when the pass is
-done (QEMU's next dirty-log sync, with hinting STOP before it); the second round resends what the
-guest dirtied; then switchover. Calibrated from the committed real runs by
-``bench/bench_timing_model.py``; the defaults are that calibration.
+shows: hinted pages leave ``ram.remaining`` without being sent. QEMU syncs the dirty log (hinting
+STOPs before it) when what is left would go within its downtime limit, which hints bring forward,
+and switches over when what the sync leaves still would (:func:`simulate`). Calibrated from the
+committed real runs by ``bench/bench_timing_model.py``; the defaults are the median of its
+calibrations on the QEMU 11.1 runs (``results/timing-model.txt``).
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ ZERO_BYTES = 9  # a zero page: header and flag (measured: 1,003.6 MB for 243,791
 class DriverTiming:
     """Linux's free page hinting driver, as seen from the host."""
 
-    first_hint_s: float = 0.0289  # from START (a new command ID) to the first hint reaching QEMU
-    blocks_per_s: float = 788.1  # blocks of 2^order pages hinted per second, while free blocks last
+    first_hint_s: float = 0.0256  # from START (a new command ID) to the first hint reaching QEMU
+    blocks_per_s: float = 531.0  # blocks of 2^order pages hinted per second, while free blocks last
     order: int = 10  # Linux hints MAX_ORDER - 1 blocks (4 MiB) and only those
     hintable: float = 1.0  # share of free memory that lies in free blocks of that order
     #: Non-zero pages the guest dirties per page it hints (resent next round); fitted, cause not isolated.
-    dirty_per_hint: float = 0.0775
+    dirty_per_hint: float = 0.0887
     #: init_on_alloc: allocating a block to hint zeroes it, so it is dirtied, but resent as a flag.
     zeroes_hinted: bool = True
+    #: Linux hints at its rate until this share of free memory, then at ``tail_ratio`` of it: the last free
+    #: blocks come slower (measured: the MemFree curve bends at 60-97% of MemFree in the real runs).
+    taper_at: float = 1.0
+    tail_ratio: float = 1.0
     #: Hint the highest free blocks first (what Linux's LIFO free lists hand out after a sequential free);
     #: False: lowest first, the order QEMU's pass walks in. Driver-side guidance, not a measured choice.
     top_down: bool = True
@@ -64,31 +69,50 @@ class DriverTiming:
 
 @attrs.frozen
 class ReportingTiming:
-    """Linux's free page reporting (mm/page_reporting.c): a pass one delay after a free, each reporting at
-    most (ceil(free blocks / (capacity * 16)) + 1) chunks of ``capacity`` blocks per order, then another
-    pass one delay later while any are left."""
+    """Linux's free page reporting (mm/page_reporting.c): passes ``delay_s`` apart (plus the pass itself),
+    each reporting at most (ceil(free blocks / (capacity * 16)) + 1) chunks of ``capacity`` blocks per order.
+
+    Reporting is already at work when a workload frees: a fresh guest's free memory takes it many passes, so
+    the free falls somewhere in a period and the first pass after it comes ``first_pass_s`` later (measured
+    on QEMU 11.1 with Linux 7.2: four drops of 240-260 MiB in the host's RAM file, 2.08-2.11 s apart, the
+    first within 0.25 s of the free). The model takes the middle of a period unless told."""
 
     delay_s: float = 2.0  # PAGE_REPORTING_DELAY
     capacity: int = 32  # PAGE_REPORTING_CAPACITY: blocks per report
     budget_divisor: int = 16
     order: int = 10  # free memory of a freshly freed workload lies in MAX_ORDER - 1 blocks
+    pass_s: float = 0.09  # one pass: the reports and the host's discards, before the next delay starts
+    first_pass_s: float | None = None  # after the free; None: half a period
+
+    @property
+    def period_s(self) -> float:
+        return self.delay_s + self.pass_s
+
+    @property
+    def first_s(self) -> float:
+        return self.period_s / 2 if self.first_pass_s is None else self.first_pass_s
 
     def pages_per_pass(self, free_pages: int) -> int:
         blocks = free_pages >> self.order
         calls = -(-blocks // (self.capacity * self.budget_divisor)) + 1
         return calls * self.capacity << self.order
 
+    def passes_by(self, since_free_s: float) -> int:
+        """Passes done ``since_free_s`` after the free."""
+        if since_free_s < self.first_s:
+            return 0
+        return int((since_free_s - self.first_s) // self.period_s) + 1
+
     def reported(self, free_pages: int, since_free_s: float) -> int:
         """Pages reported (and discarded by the host) ``since_free_s`` after ``free_pages`` were freed."""
-        done, passes = 0, int(since_free_s // self.delay_s)
-        for _ in range(passes):
-            done = min(free_pages, done + self.pages_per_pass(free_pages))
-        return done
+        return min(free_pages, self.passes_by(since_free_s) * self.pages_per_pass(free_pages))
 
     def settled_after(self, free_pages: int) -> float:
         """Seconds after the free until every free block is reported."""
         per = self.pages_per_pass(free_pages)
-        return self.delay_s * -(-free_pages // per) if per else 0.0
+        if not per or not free_pages:
+            return 0.0
+        return self.first_s + self.period_s * (-(-free_pages // per) - 1)
 
 
 @attrs.frozen
@@ -102,6 +126,8 @@ class ReportingDuring:
     since_s: float
     first_hint_s = 0.0
     hintable = 1.0
+    taper_at = 1.0
+    tail_ratio = 1.0
     top_down = True  # as hinting: the freed memory at the free lists' heads first
     dirty_per_hint = 0.0
     zeroes_hinted = False
@@ -117,13 +143,15 @@ class ReportingDuring:
 class HostTiming:
     """QEMU's migration thread to ``exec:cat``, uncapped unless a schedule caps it."""
 
-    full_s: float = 1.43e-6  # seconds per page sent in full
-    zero_s: float = 0.216e-6  # seconds per zero page (read, compare, flag)
+    full_s: float = 1.582e-6  # seconds per page sent in full
+    zero_s: float = 0.329e-6  # seconds per zero page (read, compare, flag)
     skip_s: float = 0.0  # seconds per page a hint cleared from the bitmap
     sync_s: float = 0.005  # a dirty-log sync between rounds
+    downtime_s: float = 0.3  # QEMU's downtime-limit: switch over when what is left goes in this long
+    window_s: float = 0.1  # BUFFER_DELAY: QEMU measures its bandwidth over windows this long
     tail_s: float = 0.0  # switchover: final sync, device state, completion
-    background_per_s: float = 480.0  # non-zero pages a running guest dirties per second
-    link_bps: float = float("inf")  # the network: max-bandwidth in every mode, bytes per second
+    background_per_s: float = 340.0  # non-zero pages a running guest dirties per second
+    link_bps: float = float("inf")  # the network, bytes per second (the bench: max-bandwidth in every mode)
 
 
 @attrs.frozen
@@ -257,14 +285,22 @@ def _sendable(cap: float | None, host: HostTiming, dt: float) -> float:
 def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDuring | None = None,
              schedule: HostSchedule = Uncapped(), *, load: Load = IDLE, dt: float = 5e-4,
              t_max: float = 600.0) -> Run:
-    """One precopy migration of ``mix``: the bulk pass with hints landing as they come, one more round
-    for what the guest dirtied, switchover; the driver and the host at the CPU shares of ``load``.
+    """One precopy migration of ``mix``: the pass with hints landing as they come, QEMU's dirty-log syncs
+    and switchover as QEMU decides them, the driver and the host at the CPU shares of ``load``.
 
     RAM as Linux lays it out after boot (free lists fill from the bottom, so allocations do too): in use
     at the bottom, the freed workload above it, never-written memory at the top. The freed workload went
     back to the free lists' heads in address order, so the driver takes it from the top down (then the
     never-written top); the pass walks up. A hint lands ahead of the pass until they meet; after that
     every hint is for a page already sent.
+
+    QEMU (migration_iteration_run) syncs the dirty log once the pages left in its bitmap, at 4 KiB each,
+    fall below ``threshold``: the bytes it sent over the last ``window_s``, per second, times
+    ``downtime_s``. Hints leave the bitmap, so they bring the sync forward, before the pass is done. The
+    sync STOPs hinting and, the guest running, STARTs a new command (the driver answers after its latency);
+    what the guest wrote since (every block hinted was zeroed when allocated: init_on_alloc) joins the
+    bitmap. If what is left is within the threshold QEMU stops the guest and sends the rest unthrottled
+    (switchover, at the link's rate); otherwise the pass goes on and the next sync decides again.
     """
     host, driver = load.host(host), (None if driver is None else load.driver(driver))
 
@@ -277,17 +313,46 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
     down = driver is None or driver.top_down
     # The driver's next block per region; it has hinted [front, top) going down, [bottom, front) going up.
     front = {k: (hi if down else lo) for k, (lo, hi) in region.items()}
+    clears = driver is not None and not driver.skipped_as_zero  # hints leave QEMU's bitmap
+
+    def hinted_from(x: float, name: str) -> float:
+        """Pages of region ``name`` at or above ``x`` that the driver has hinted."""
+        bottom, top = region[name]
+        lo, hi = (front[name], top) if down else (bottom, front[name])
+        lo, hi = max(lo, bottom), min(hi, top)
+        return max(0.0, hi - max(lo, x))
+
+    def unpassed(x: float) -> tuple[float, float, float]:
+        """Above the pass at ``x``: pages it would send in full, as zero pages, and hinted (skipped)."""
+        ahead = {k: hinted_from(x, k) for k in region}
+        full = max(0.0, use_end - x) + max(0.0, recent_end - max(x, use_end)) - ahead["recent"]
+        zero = max(0.0, n - max(x, recent_end)) - ahead["zero"]
+        if not clears:  # reported pages: the host dropped them, they read as zero
+            full, zero = full, zero + ahead["recent"] + ahead["zero"]
+            return full, zero, 0.0
+        return full, zero, ahead["recent"] + ahead["zero"]
+
     budget = driver.hintable * mix.free if driver else 0.0
     t = p = full = zero = hinted = skipped = sent_bytes = 0.0
     last_skip: float | None = None
     lifted = False
     curve, progress = [], []
-    while p < n:
+    resume = driver.first_hint_s if driver is not None else 0.0  # the driver answers a START after this
+    threshold, win_t0, win_bytes = 0.0, 0.0, 0.0
+    pool = [0.0, 0.0]  # in QEMU's bitmap from a sync, not yet resent: full, zero
+    since = [0.0, 0.0]  # written by the guest since the last sync: full, zero
+    bulk_end: float | None = None
+    while True:
         if t > t_max:
-            raise ValueError(f"timing model: the bulk pass did not end within {t_max:g} s (a cap of 0?)")
-        if driver is not None and t >= driver.first_hint_s and hinted < budget:
-            dh = min(driver.step(t, dt), budget - hinted)
+            raise ValueError(f"timing model: the migration did not converge within {t_max:g} s (a cap of 0?)")
+        since[0] += host.background_per_s * dt
+        if driver is not None and t >= resume and hinted < budget:
+            dh = driver.step(t, dt) * (driver.tail_ratio if hinted >= driver.taper_at * mix.free else 1.0)
+            dh = min(dh, budget - hinted)
             hinted += dh
+            since[0] += driver.dirty_per_hint * dh
+            if driver.zeroes_hinted:
+                since[1] += dh
             for kind in ("recent", "zero"):  # Linux hands out the recently freed blocks first
                 bottom, top = region[kind]
                 take = min(dh, front[kind] - bottom if down else top - front[kind])
@@ -303,6 +368,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
         cap = None if lifted else schedule.cap(t, skipped, last_skip, guest_clock(t, last_skip))
         lifted = cap is None
         time_left, bytes_left = dt, _sendable(cap, host, dt)
+        before = sent_bytes
         while p < n and time_left > 1e-12 and bytes_left > 1e-9:
             if p < use_end:
                 seg, c, b, kind = use_end, host.full_s, float(FULL_BYTES), "full"
@@ -334,35 +400,46 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
                 full += pages
             elif kind == "zero":
                 zero += pages
+        for i, (c, b) in enumerate(((host.full_s, FULL_BYTES), (host.zero_s, ZERO_BYTES))):
+            if p >= n and pool[i] > 0:  # the pass wrapped: what the last sync found dirty
+                pages = min(pool[i], time_left / c if c > 0 else pool[i], bytes_left / b)
+                pool[i] -= pages
+                time_left -= pages * c
+                bytes_left -= pages * b
+                sent_bytes += pages * b
+                if i == 0:
+                    full += pages
+                else:
+                    zero += pages
         t += dt
+        win_bytes += sent_bytes - before
+        if t - win_t0 >= host.window_s - 1e-9:  # migration_update_counters
+            threshold = win_bytes / (t - win_t0) * host.downtime_s
+            win_t0, win_bytes = t, 0.0
         curve.append((t, hinted))
         progress.append((t, full))
-    bulk_end = t
-    # The second round: what the guest dirtied while the first ran. Hints held stay held until DONE.
-    again_full = host.background_per_s * bulk_end + (driver.dirty_per_hint * hinted if driver else 0.0)
-    again_zero = hinted if driver is not None and driver.zeroes_hinted else 0.0
-    t += host.sync_s
-    left_full, left_zero = again_full, again_zero
-    while left_full + left_zero > 0.5:  # at the cap while it lasts (no hint lands: STOP came before the sync)
-        if t > t_max:
-            raise ValueError(f"timing model: the second round did not end within {t_max:g} s")
-        cap = None if lifted else schedule.cap(t, skipped, last_skip, guest_clock(t, last_skip))
-        lifted = cap is None
-        time_left, bytes_left = dt, _sendable(cap, host, dt)
-        for kind, c, b in (("full", host.full_s, FULL_BYTES), ("zero", host.zero_s, ZERO_BYTES)):
-            left = left_full if kind == "full" else left_zero
-            pages = min(left, time_left / c if c > 0 else left, bytes_left / b)
-            time_left -= pages * c
-            bytes_left -= pages * b
-            if kind == "full":
-                left_full -= pages
-            else:
-                left_zero -= pages
-        t += dt
-    again_s = t - bulk_end - host.sync_s
-    last = host.background_per_s * (host.sync_s + again_s)  # written after the pass: resent at switchover
-    wall = bulk_end + host.sync_s + again_s + host.tail_s
+        f_left, z_left, _ = unpassed(p)
+        estimate = (f_left + z_left + pool[0] + pool[1]) * PAGE
+        if estimate < threshold or estimate == 0:
+            t += host.sync_s  # the sync: STOP, the dirty log in, then START while the guest runs
+            if bulk_end is None:
+                bulk_end = t
+            pool = [pool[0] + since[0], pool[1] + since[1]]
+            since = [0.0, 0.0]
+            if (f_left + z_left + pool[0] + pool[1]) * PAGE <= threshold:  # the exact pending
+                break
+            resume = t + (driver.first_hint_s if driver is not None else 0.0)
+    # Switchover: the guest stopped, the rest at once (QEMU ignores max-bandwidth here; a network does not).
+    f_left, z_left, _ = unpassed(p)
+    rest_full, rest_zero = f_left + pool[0] + since[0], z_left + pool[1] + since[1]
+    full += rest_full
+    zero += rest_zero
+    down_s = max(rest_full * host.full_s + rest_zero * host.zero_s,
+                 (rest_full * FULL_BYTES + rest_zero * ZERO_BYTES) / host.link_bps) + host.tail_s
+    wall = t + down_s
+    assert bulk_end is not None
+    written = host.background_per_s * (wall - bulk_end)  # after the first sync: resent, no ordering avoids it
     step = max(1, len(curve) // 200)
-    return Run(full + again_full + last, zero + again_zero, hinted, skipped, bulk_end, wall,
+    return Run(full, zero, hinted, skipped, bulk_end, wall,
                schedule.start_delay_s, tuple(curve[::step]), tuple(progress[::step]),
-               HonestIdeal(mix.in_use, min(mix.in_use, round(last))))
+               HonestIdeal(mix.in_use, min(mix.in_use, round(written))))

@@ -13,16 +13,17 @@ HOST, DRIVER = HostTiming(), DriverTiming()
 
 
 def test_a_starved_vcpu_hints_as_a_slower_driver():
-    half = simulate(MIX, HOST, DRIVER, load=Load(vcpu=0.5))
+    shared = Load(migration=0.5)  # a race worth the name: QEMU does not switch over at its first check
+    half = simulate(MIX, HOST, DRIVER, load=Load(vcpu=0.5, migration=0.5))
     slower = simulate(MIX, HOST, attrs.evolve(DRIVER, blocks_per_s=DRIVER.blocks_per_s / 2,
-                                              first_hint_s=DRIVER.first_hint_s * 2))
+                                              first_hint_s=DRIVER.first_hint_s * 2), load=shared)
     assert half.full_pages == pytest.approx(slower.full_pages)
-    assert half.full_pages > simulate(MIX, HOST, DRIVER).full_pages * 1.2  # the race is lost further
+    assert half.full_pages > simulate(MIX, HOST, DRIVER, load=shared).full_pages * 1.2  # the race lost further
 
 
 def test_a_starved_migration_thread_sends_slower_and_hints_win_more():
     idle, slow = (simulate(MIX, HOST, None, load=load) for load in (IDLE, Load(migration=0.25)))
-    assert slow.bulk_end_s == pytest.approx(4 * idle.bulk_end_s, rel=0.02)
+    assert slow.wall_s == pytest.approx(4 * idle.wall_s, rel=0.03)
     idle, slow = (simulate(MIX, HOST, DRIVER, load=load) for load in (IDLE, Load(migration=0.25)))
     assert slow.full_pages < 0.7 * idle.full_pages
     # Without hints the pages are about the same whatever the load (a longer run: a few more resends).
@@ -57,7 +58,8 @@ def test_the_guest_clock_is_named_and_checked():
 def test_reporting_goes_on_while_a_slow_migration_runs():
     """A pass every 2 s: a migration that lasts past the next one sends fewer pages in full; one that ends
     before it sends the same as with reporting frozen at migrate."""
-    rep, mix = ReportingTiming(), GuestMix(524288, 91478, 384000, 48810)  # the 2 GiB guest: seven passes
+    rep = ReportingTiming(first_pass_s=2.0, pass_s=0.0)  # passes at 2, 4, 6 and 8 s after the free
+    mix = GuestMix(524288, 91478, 384000, 48810)  # the 2 GiB guest: seven passes
     free = mix.free
     since = 7.2  # three passes done, the fourth due 0.8 s into the migration
     before = mix.reported(rep.reported(free, since))
