@@ -103,15 +103,16 @@ def _sse(pts: list[tuple[float, float]], slope: float, latency: float) -> float:
 
 
 def _line(pts: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """Slope and x-intercept of the least-squares line, if there are three moments and both are positive."""
+    """Slope and x-intercept of the least-squares line, if there are three moments, the slope is positive
+    and the intercept is not before START by more than a MemFree sample or two."""
     if len({t for t, _ in pts}) < 3:
         return None
     n = len(pts)
     mt, mh = sum(t for t, _ in pts) / n, sum(h for _, h in pts) / n
     slope = sum((t - mt) * (h - mh) for t, h in pts) / sum((t - mt) ** 2 for t, _ in pts)
-    if slope <= 0 or mt - mh / slope < 0:
+    if slope <= 0 or mt - mh / slope < -0.05:
         return None
-    return slope, mt - mh / slope
+    return slope, max(0.0, mt - mh / slope)  # a first hint within a sample of START: latency 0
 
 
 def mix_of(d: dict, run: dict) -> GuestMix:
@@ -234,6 +235,36 @@ def qemu_of(path: Path) -> str:
     return m.group(1) if m else path.stem.split("-")[3]
 
 
+def host_side(paths: list[Path]) -> None:
+    """What the runs with the host's curves (``--modes``, ``results/curves-*.json``) show: reporting's passes
+    as falls of the RAM file's allocated size before ``migrate``, and for hinting the driver's fitted
+    rate and bend, its first sync, and how far QEMU's count of skipped pages trails MemFree before it."""
+    for path in paths:
+        d = json.loads(path.read_text())
+        n = (d["args"]["mem_mib"] << 20) // PAGE
+        by = {r["mode"]: r for r in d["runs"]}
+        print(f"  {path.name} ({by[next(iter(by))]['kernel']}):")
+        if "report" in by and by["report"].get("resident_curve"):
+            r, falls = by["report"], []
+            for (_, b0), (t1, b1) in zip(r["resident_curve"], r["resident_curve"][1:]):
+                if b0 - b1 > 64 << 20 and t1 < 0:
+                    falls.append(f"{t1:.2f} s: {(b0 - b1) >> 20} MiB")
+            print(f"    reporting: the free at {-r['since_free_s']:.2f} s, the RAM file falls at "
+                  + (", ".join(falls) or "no moment sampled"))
+        if "hint" in by and by["hint"].get("ram_curve"):
+            r = by["hint"]
+            end, _ = bulk_end(r)
+            drv = fit_driver(r, end)
+            guest = [(t, b // PAGE) for t, b in r["hint_curve_guest"]]
+            trail = sorted(next((h for t2, h in reversed(guest) if t2 <= t), 0) - (n - c // PAGE - a - b)
+                           for t, a, b, c in r["ram_curve"] if 0.1 < t < end)
+            rate = "no rate" if drv is None else (
+                f"{drv.blocks_per_s:.0f} blocks/s after {drv.first_hint_s * 1e3:.0f} ms"
+                + ("" if drv.taper_at >= 1 else f", {drv.tail_ratio:.2f} of that after {drv.taper_at:.0%}"))
+            print(f"    hinting: {r['full_pages']:,} full pages, first sync {end:.2f} s, driver {rate}; "
+                  f"MemFree leads QEMU's skipped pages by {trail[len(trail) // 2] if trail else 0:,} (median)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     paths = sorted(RESULTS.glob("migration-linux-*.json"))
@@ -263,6 +294,10 @@ def main() -> None:
                    if isinstance(getattr(a, f.name), float))
         print(f"  the model's defaults {'are' if same else 'differ from'} that median (to 0.5%)")
         driver, host = median
+        curves = sorted(RESULTS.glob("curves-linux-*.json"))
+        if curves:
+            print("the host's side, where recorded:")
+            host_side(curves)
         errors, idle_errors, own_errors, sizes_loaded = _table(args, loo, driver, host)
         _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded)
         return

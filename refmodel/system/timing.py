@@ -35,12 +35,12 @@ ZERO_BYTES = 9  # a zero page: header and flag (measured: 1,003.6 MB for 243,791
 class DriverTiming:
     """Linux's free page hinting driver, as seen from the host."""
 
-    first_hint_s: float = 0.0256  # from START (a new command ID) to the first hint reaching QEMU
-    blocks_per_s: float = 531.0  # blocks of 2^order pages hinted per second, while free blocks last
+    first_hint_s: float = 0.0223  # from START (a new command ID) to the first hint reaching QEMU
+    blocks_per_s: float = 532.5  # blocks of 2^order pages hinted per second, while free blocks last
     order: int = 10  # Linux hints MAX_ORDER - 1 blocks (4 MiB) and only those
     hintable: float = 1.0  # share of free memory that lies in free blocks of that order
     #: Non-zero pages the guest dirties per page it hints (resent next round); fitted, cause not isolated.
-    dirty_per_hint: float = 0.0887
+    dirty_per_hint: float = 0.0926
     #: init_on_alloc: allocating a block to hint zeroes it, so it is dirtied, but resent as a flag.
     zeroes_hinted: bool = True
     #: Linux hints at its rate until this share of free memory, then at ``tail_ratio`` of it: the last free
@@ -143,14 +143,14 @@ class ReportingDuring:
 class HostTiming:
     """QEMU's migration thread to ``exec:cat``, uncapped unless a schedule caps it."""
 
-    full_s: float = 1.582e-6  # seconds per page sent in full
-    zero_s: float = 0.329e-6  # seconds per zero page (read, compare, flag)
+    full_s: float = 1.607e-6  # seconds per page sent in full
+    zero_s: float = 0.336e-6  # seconds per zero page (read, compare, flag)
     skip_s: float = 0.0  # seconds per page a hint cleared from the bitmap
     sync_s: float = 0.005  # a dirty-log sync between rounds
     downtime_s: float = 0.3  # QEMU's downtime-limit: switch over when what is left goes in this long
     window_s: float = 0.1  # BUFFER_DELAY: QEMU measures its bandwidth over windows this long
     tail_s: float = 0.0  # switchover: final sync, device state, completion
-    background_per_s: float = 340.0  # non-zero pages a running guest dirties per second
+    background_per_s: float = 360.0  # non-zero pages a running guest dirties per second
     link_bps: float = float("inf")  # the network, bytes per second (the bench: max-bandwidth in every mode)
 
 
