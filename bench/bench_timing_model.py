@@ -12,6 +12,7 @@ capacity and budget, and the time between the free and the migration. Every othe
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -33,6 +34,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 READY_S = 0.1  # from the free to the bench's settle timer: @@READY and three MemFree lines at 0.02 s
 
 
+@functools.cache  # read once: the leave-one-out pass asks for each file's QEMU and size many times
 def runs_of(path: Path) -> tuple[dict, dict]:
     d = json.loads(path.read_text())
     return d, {r["mode"]: r for r in d["runs"]}
@@ -123,7 +125,7 @@ def mix_of(d: dict, run: dict) -> GuestMix:
 def fit_host(d: dict, hint: dict, off: dict, driver: DriverTiming) -> HostTiming:
     """Per-page costs: a full page's and a zero page's, as the best fit to the hinting run's progress (full
     pages sent) up to its first dirty-log sync, the moment of that sync, and its wall time."""
-    end, plateau = bulk_end(hint)
+    end, _ = bulk_end(hint)
     samples = [(t, n) for t, n in hint["progress"] if t <= end]
     mix = mix_of(d, hint)
     n_pages = mix.n_pages
@@ -203,17 +205,22 @@ def own_rates(d: dict, by: dict, run: dict) -> float | None:
     return simulate(mix_of(d, run), host, driver, sched).full_pages
 
 
-def calibration(path: Path) -> tuple[DriverTiming, HostTiming] | None:
-    """The driver's and host's per-CPU rates and the resends fitted to one committed run (its hinting mode),
-    or None if that run has no CPU record or its hint curve gives no rate."""
+def calibrated(path: Path, load: Load) -> tuple[DriverTiming, HostTiming] | None:
+    """The driver's and host's per-CPU rates (the run's own taken at ``load``) and the resends fitted to one
+    committed run's hinting mode; None if its hint curve gives no rate."""
     d, by = runs_of(path)
-    load = measured_load(by["hint"])
-    end, _ = bulk_end(by["hint"])
-    fitted = fit_driver(by["hint"], end)
-    if load is None or fitted is None or "off" not in by:
+    fitted = fit_driver(by["hint"], bulk_end(by["hint"])[0])
+    if fitted is None:
         return None
     driver, host = per_cpu(fitted, fit_host(d, by["hint"], by["off"], fitted), load)
     return fit_resends(d, by["hint"], driver, host), host
+
+
+def calibration(path: Path) -> tuple[DriverTiming, HostTiming] | None:
+    """:func:`calibrated` at the CPU shares the run recorded; None without a record or a rate."""
+    by = runs_of(path)[1]
+    load = measured_load(by["hint"])
+    return None if load is None or "off" not in by else calibrated(path, load)
 
 
 def pooled(cals: list[tuple[DriverTiming, HostTiming]]) -> tuple[DriverTiming, HostTiming]:
@@ -240,10 +247,9 @@ def host_side(paths: list[Path]) -> None:
     as falls of the RAM file's allocated size before ``migrate``, and for hinting the driver's fitted
     rate and bend, its first sync, and how far QEMU's count of skipped pages trails MemFree before it."""
     for path in paths:
-        d = json.loads(path.read_text())
+        d, by = runs_of(path)
         n = (d["args"]["mem_mib"] << 20) // PAGE
-        by = {r["mode"]: r for r in d["runs"]}
-        print(f"  {path.name} ({by[next(iter(by))]['kernel']}):")
+        print(f"  {path.name} ({d['runs'][0]['kernel']}):")
         if "report" in by and by["report"].get("resident_curve"):
             r, falls = by["report"], []
             for (_, b0), (t1, b1) in zip(r["resident_curve"], r["resident_curve"][1:]):
@@ -276,12 +282,12 @@ def main() -> None:
     if args.calibrate is None:
         cals = {path: calibration(path) for path in args.results}
         good = {k: v for k, v in cals.items() if v is not None}
+        if not good:
+            p.error("no run among --results has a CPU record and a hint curve to calibrate on")
         for path in args.results:
             peers = [v for k, v in good.items() if k != path and qemu_of(k) == qemu_of(path)]
             peers = peers if len(peers) >= 2 else [v for k, v in good.items() if k != path]
             loo[path] = pooled(peers) if peers else (DriverTiming(), HostTiming())  # none: the defaults
-        if not good:
-            p.error("no run among --results has a CPU record and a hint curve to calibrate on")
         newest = max(good, key=lambda k: (tuple(map(int, qemu_of(k).split('.'))), k.name))
         on = [k for k in good if qemu_of(k) == qemu_of(newest)]
         median = pooled([good[k] for k in on])
@@ -303,12 +309,11 @@ def main() -> None:
         return
     d, by = runs_of(args.calibrate)
     end, plateau = bulk_end(by["hint"])
-    fitted = fit_driver(by["hint"], end)
-    if fitted is None:
-        p.error(f"{args.calibrate.name}: its hint curve gives no driver rate")
     cal_load = measured_load(by["hint"]) or IDLE
-    driver, host = per_cpu(fitted, fit_host(d, by["hint"], by["off"], fitted), cal_load)
-    driver = fit_resends(d, by["hint"], driver, host)
+    got = calibrated(args.calibrate, cal_load)
+    if got is None:
+        p.error(f"{args.calibrate.name}: its hint curve gives no driver rate")
+    driver, host = got
     print(f"calibrated on {args.calibrate.name} ({d['args']['mem_mib']} MiB guest, {by['hint']['kernel']}), "
           + ("at its measured CPU shares: " if cal_load != IDLE or "cpu" in by["hint"] else
              "with no CPU record (taken as a core each): ")

@@ -322,15 +322,14 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
         lo, hi = max(lo, bottom), min(hi, top)
         return max(0.0, hi - max(lo, x))
 
-    def unpassed(x: float) -> tuple[float, float, float]:
-        """Above the pass at ``x``: pages it would send in full, as zero pages, and hinted (skipped)."""
+    def unpassed(x: float) -> tuple[float, float]:
+        """Above the pass at ``x``, still in QEMU's bitmap: pages it would send in full and as zero pages."""
         ahead = {k: hinted_from(x, k) for k in region}
         full = max(0.0, use_end - x) + max(0.0, recent_end - max(x, use_end)) - ahead["recent"]
         zero = max(0.0, n - max(x, recent_end)) - ahead["zero"]
-        if not clears:  # reported pages: the host dropped them, they read as zero
-            full, zero = full, zero + ahead["recent"] + ahead["zero"]
-            return full, zero, 0.0
-        return full, zero, ahead["recent"] + ahead["zero"]
+        if not clears:  # reported pages stay in the bitmap: the host dropped them, they read as zero
+            zero += ahead["recent"] + ahead["zero"]
+        return full, zero
 
     budget = driver.hintable * mix.free if driver else 0.0
     t = p = full = zero = hinted = skipped = sent_bytes = 0.0
@@ -418,7 +417,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
             win_t0, win_bytes = t, 0.0
         curve.append((t, hinted))
         progress.append((t, full))
-        f_left, z_left, _ = unpassed(p)
+        f_left, z_left = unpassed(p)
         estimate = (f_left + z_left + pool[0] + pool[1]) * PAGE
         if estimate < threshold or estimate == 0:
             t += host.sync_s  # the sync: STOP, the dirty log in, then START while the guest runs
@@ -430,7 +429,7 @@ def simulate(mix: GuestMix, host: HostTiming, driver: DriverTiming | ReportingDu
                 break
             resume = t + (driver.first_hint_s if driver is not None else 0.0)
     # Switchover: the guest stopped, the rest at once (QEMU ignores max-bandwidth here; a network does not).
-    f_left, z_left, _ = unpassed(p)
+    f_left, z_left = unpassed(p)
     rest_full, rest_zero = f_left + pool[0] + since[0], z_left + pool[1] + since[1]
     full += rest_full
     zero += rest_zero
