@@ -1,12 +1,13 @@
 """Calibrate the migration timing model (refmodel.system.timing) from the committed real-guest runs, then
 show how well it predicts the pages sent in full with hinting on, off and with reporting.
 
-Calibration uses one run (``--calibrate``, the first committed by default): the driver's rate and
-latency from its hint curve (MemFree sampled in the guest), the host's per-page costs from the hinting
-run's progress (ram.normal polled over QMP), the second round's resends from the same run, the
-background dirtying from the run without hints. Reporting has no fitted parameter: Linux's delay,
-capacity and budget, and the time between the free and the migration. Every other committed run
-(another guest size) is predicted out of sample. Ends with one key=value line.
+Each run with a CPU record is calibrated on its hinting mode: the driver's rate, latency and bend from its
+hint curve (MemFree sampled in the guest), the host's per-page costs from its progress (ram.normal polled
+over QMP), both per CPU second at the shares the run got, and the resends fitted to its bytes. By default
+every run is predicted from the median of the other runs' calibrations on its QEMU (leave one out);
+``--calibrate F`` predicts every run from one. Reporting has no fitted parameter. Before the table: what the
+runs with the host's curves show (reporting's passes, QEMU's intake of hints) and the pass's speed with and
+without hints side by side. Ends with one key=value line.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from refmodel.system.real_runs import measured_load, modelled  # noqa: E402
 from refmodel.system.orderings import from_dict  # noqa: E402
-from refmodel.system.timing import (IDLE, PAGE, DriverTiming, GuestMix, HostTiming, Load,  # noqa: E402
-                                    ReportingTiming, Uncapped, simulate)
+from refmodel.system.timing import (IDLE, PAGE, DriverTiming, GuestMix, HostSchedule, HostTiming,  # noqa: E402
+                                    Load, ReportingTiming, Uncapped, simulate)
 
 ORDERED = {"hint-ordered": "hint", "off-ordered": "off"}  # as bench_linux_migration
 
@@ -122,10 +123,16 @@ def mix_of(d: dict, run: dict) -> GuestMix:
     return GuestMix.measured(a["mem_mib"], run["free_before"], a["fill_mib"])
 
 
+def schedule_of(run: dict) -> HostSchedule:
+    return from_dict(run["ordering"]) if run.get("ordering") else Uncapped()
+
+
 def fit_host(d: dict, hint: dict, off: dict, driver: DriverTiming) -> HostTiming:
     """Per-page costs: a full page's and a zero page's, as the best fit to the hinting run's progress (full
-    pages sent) up to its first dirty-log sync, the moment of that sync, and its wall time."""
+    pages sent) up to its first dirty-log sync, the moment of that sync, and its wall time, under the
+    run's own ordering."""
     end, _ = bulk_end(hint)
+    sched = schedule_of(hint)
     samples = [(t, n) for t, n in hint["progress"] if t <= end]
     mix = mix_of(d, hint)
     n_pages = mix.n_pages
@@ -135,7 +142,7 @@ def fit_host(d: dict, hint: dict, off: dict, driver: DriverTiming) -> HostTiming
         base = attrs.evolve(base, link_bps=d["args"]["link_mbps"] * 1e6)
 
     def err_of(host: HostTiming) -> float:
-        run = simulate(mix, host, driver)
+        run = simulate(mix, host, driver, sched)
         err = sum((_at(run.progress, t) - n) ** 2 for t, n in samples) / n_pages ** 2
         return err + ((run.bulk_end_s - end) / end) ** 2 + ((run.wall_s - hint["wall"]) / hint["wall"]) ** 2
 
@@ -201,8 +208,7 @@ def own_rates(d: dict, by: dict, run: dict) -> float | None:
     if driver is None:
         return None
     host = fit_host(d, run, by["off"], driver)
-    sched = from_dict(run["ordering"]) if "ordering" in run else Uncapped()
-    return simulate(mix_of(d, run), host, driver, sched).full_pages
+    return simulate(mix_of(d, run), host, driver, schedule_of(run)).full_pages
 
 
 def calibrated(path: Path, load: Load) -> tuple[DriverTiming, HostTiming] | None:
@@ -269,6 +275,81 @@ def host_side(paths: list[Path]) -> None:
                 + ("" if drv.taper_at >= 1 else f", {drv.tail_ratio:.2f} of that after {drv.taper_at:.0%}"))
             print(f"    hinting: {r['full_pages']:,} full pages, first sync {end:.2f} s, driver {rate}; "
                   f"MemFree leads QEMU's skipped pages by {trail[len(trail) // 2] if trail else 0:,} (median)")
+            got = intake(r, n)
+            print("    QEMU's intake: " + ("no poll of the pass within 0.1 s before the sync" if got is None else
+                  f"{got[0]} of the {got[1]} blocks the driver held had reached its bitmap {got[4]:.2f} s before "
+                  f"the sync; while some waited it took {got[2]:.0f} blocks/s on average, in bursts "
+                  f"({got[3]:.0%} of those polls saw none taken)"))
+
+
+IN_USE_SHARE = 0.7  # the pass's speed is taken over this much of the memory in use: sent in full whatever hints do
+
+
+def pass_rate(d: dict, run: dict) -> float | None:
+    """Full pages per wall second the bulk pass sent over the first IN_USE_SHARE of the memory in use (after
+    any cap was lifted): the host's speed at that moment, before the race with the driver decides anything.
+    None under three samples."""
+    in_use = (d["args"]["mem_mib"] << 20) // PAGE - run["free_before"] // PAGE
+    lifted = (run.get("ordering") or {}).get("lifted_s") or 0.0
+    pts = [(t, x) for t, x in run["progress"] if t >= lifted and 0 < x < IN_USE_SHARE * in_use]
+    if len({t for t, _ in pts}) < 3:
+        return None
+    mt, mx = sum(t for t, _ in pts) / len(pts), sum(x for _, x in pts) / len(pts)
+    rate = sum((t - mt) * (x - mx) for t, x in pts) / sum((t - mt) ** 2 for t, _ in pts)
+    return rate if rate > 0 else None
+
+
+def pass_speeds(paths: list[Path]) -> list[float]:
+    """Per experiment: the pass's speed with the driver hinting against the same experiment's run without
+    hints, in wall time and per CPU second of the migration thread. Returns the per-CPU ratios."""
+    ratios = []
+    for path in paths:
+        d, by = runs_of(path)
+        if "hint" not in by or "off" not in by:
+            continue
+        rh, ro = pass_rate(d, by["hint"]), pass_rate(d, by["off"])
+        lh, lo = measured_load(by["hint"]), measured_load(by["off"])
+        if rh is None or ro is None:
+            continue
+        ratio = None if lh is None or lo is None else rh / lh.migration / (ro / lo.migration)
+        per_cpu = "" if ratio is None else f", per CPU second {ratio:.2f}x"
+        if ratio is not None:
+            ratios.append(ratio)
+        print(f"  {path.stem[len('migration-linux-'):]}: {rh / 1e3:.0f}k full pages/s with hints against "
+              f"{ro / 1e3:.0f}k/s without, {rh / ro:.2f}x" + per_cpu)
+    return ratios
+
+
+def intake(r: dict, n: int) -> tuple[int, int, float, float, float] | None:
+    """QEMU's side of one hinting run (``ram_curve``), at its last poll before the first sync: the blocks it had
+    cleared from its bitmap, the blocks the driver held by then (MemFree), its mean rate of taking them while
+    some waited, the share of those polls that saw none taken, and how long before the sync that poll came.
+    The iothread applies a hint under the bitmap mutex, which the migration thread has taken once per
+    ram_save_iterate (up to 50 ms) since QEMU 6.1 moved it out of migration_bitmap_clear_dirty(): so QEMU
+    takes hints in bursts, and what the driver held but QEMU had not taken at the STOP is lost. None
+    without a poll of the pass within 0.1 s before the sync."""
+    guest = [(t, b // PAGE) for t, b in r["hint_curve_guest"]]
+
+    def held(t: float) -> int:
+        return max((h for x, h in guest if x <= t), default=0)
+
+    pts = []
+    for t, a, b, c in r["ram_curve"]:
+        skipped = n - c // PAGE - a - b
+        if c > 0 and skipped < -256 and pts:  # the sync: what the guest wrote joined ``remaining``
+            sync = t
+            break
+        if c > 0:
+            pts.append((t, max(0, skipped)))
+    else:
+        return None
+    if sync - pts[-1][0] > 0.1:
+        return None
+    waited = [(t1, s1, t2, s2) for (t1, s1), (t2, s2) in zip(pts, pts[1:]) if held(t1) - s1 > 2048 and t2 > t1]
+    took, span = sum(s2 - s1 for _, s1, _, s2 in waited), sum(t2 - t1 for t1, _, t2, _ in waited)
+    idle = sum(s2 == s1 for _, s1, _, s2 in waited) / len(waited) if waited else 0.0
+    t_last, applied = pts[-1]
+    return applied >> 10, held(t_last) >> 10, (took / span / 1024 if span else 0.0), idle, sync - t_last
 
 
 def main() -> None:
@@ -304,8 +385,16 @@ def main() -> None:
         if curves:
             print("the host's side, where recorded:")
             host_side(curves)
+        print(f"the bulk pass over memory in use (the first {IN_USE_SHARE:.0%} of it), with the driver hinting and "
+              "without hints, in the same experiment:")
+        ratios = sorted(pass_speeds(args.results))
+        if ratios:
+            print(f"  per CPU second of the migration thread, the pass with hints ran {ratios[0]:.2f}-{ratios[-1]:.2f}x "
+                  f"as fast as without (median {ratios[len(ratios) // 2]:.2f}x, {len(ratios)} experiments): its "
+                  "CPU share is not what sets its speed, so the shares carry the host's speed only in part")
         errors, idle_errors, own_errors, sizes_loaded = _table(args, loo, driver, host)
-        _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded)
+        extra = f"pass_per_cpu_ratio_median={ratios[len(ratios) // 2]:.3f} " if ratios else ""
+        _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded, extra)
         return
     d, by = runs_of(args.calibrate)
     end, plateau = bulk_end(by["hint"])
@@ -375,7 +464,7 @@ def _table(args, loo: dict, driver: DriverTiming, host: HostTiming):
     return errors, idle_errors, own_errors, sizes_loaded
 
 
-def _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded) -> None:
+def _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded, extra: str = "") -> None:
     sizes = len({runs_of(pp)[0]["args"]["mem_mib"] for pp in args.results})
     worst = {k: max((abs(e) for e in v), default=0.0) for k, v in errors.items()}
     worst_idle = {k: max((abs(e) for e in v), default=0.0) for k, v in idle_errors.items()}
@@ -391,8 +480,8 @@ def _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded) 
     with_cpu = len({m for _, m in sizes_loaded})
     print(f"guest sizes with committed runs: {sizes}, with CPU records: {with_cpu}; the target is within "
           "10% on two. Bytes without hints (off) do not depend on timing; with hints they depend on how fast "
-          "the driver hints against how fast the pass runs, which the CPU shares carry; with reporting, on "
-          "how many passes land before the pass reaches the reported blocks.")
+          "the driver hints against how fast the pass runs, which the CPU shares carry only in part (above); "
+          "with reporting, on how many passes land before the pass reaches the reported blocks.")
     print(f"first_hint_ms={driver.first_hint_s * 1e3:.1f} blocks_per_s={driver.blocks_per_s:.0f} "
           f"full_us={host.full_s * 1e6:.2f} zero_us={host.zero_s * 1e6:.2f} "
           f"dirty_per_hint={driver.dirty_per_hint:.4f} hint_err_max={worst.get('hint', 0.0):.3f} "
@@ -401,7 +490,7 @@ def _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded) 
                     f"{k}_runs={len(errors.get(k, []))} " for k in ("hint", "report", "off")) +
           f"idle_hint_err_max={worst_idle.get('hint', 0.0):.3f} "
           f"own_rates_hint_err_max={max((abs(e) for e in own_errors), default=0.0):.3f} "
-          f"sizes={sizes} sizes_with_cpu={with_cpu}")
+          f"{extra}sizes={sizes} sizes_with_cpu={with_cpu}")
 
 
 if __name__ == "__main__":
