@@ -2,7 +2,9 @@
 free page reporting, side by side in one run, beside the model's prediction for the same workload.
 
 The guest (Debian's cloud kernel, built by conformance.adapters.linux.qemu_guest) keeps KEEP MiB in use and
-writes then frees FILL MiB, so its free memory is non-zero. Each migration goes to ``exec:cat`` with
+writes then frees FILL MiB, so its free memory is non-zero. Each migration goes to ``exec:cat`` (or with
+``--sink file`` to ``file:``, written by QEMU's migration thread: cat's copy is CPU time no QEMU thread
+shows, and unpinned it competes with the vCPUs, so the pass's speed followed the host's load) with
 no bandwidth cap, or at ``--link-mbps`` in every mode (a network's rate, against which the time an
 ordering spends waiting for hints is weighed). Figures: MB sent, pages sent in full, seconds; the ideal
 is the pages the guest had in use (RAM size - MemFree). The model (``refmodel.system.migration.Migration``) predicts the full pages
@@ -14,7 +16,8 @@ the bulk pass had sent it. The timing model (``refmodel.system.timing``, calibra
 ``--ordering SPEC`` adds ``hint-ordered``: the same hinting guest under a host ordering
 (``conformance.adapters.qemu.migration.OrderedStart``; ``cap:GBPS``, ``gate`` or ``pace:SHARE``: see
 ``refmodel.system.orderings``; bounded), and ``off-ordered``: a guest that never hints under the same
-ordering (the bound). ``--check`` keeps RAM in files, writes the migration stream to one, loads it into a
+ordering (the bound). ``--pin`` puts the vCPUs on one core and QEMU's other threads on another.
+``--check`` keeps RAM in files, writes the migration stream to one, loads it into a
 destination QEMU and compares every page. Ends with one key=value line.
 """
 
@@ -25,6 +28,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import select
 import shutil
 import stat
@@ -78,6 +82,38 @@ def thread_cpu(pid: int, seen: dict[str, tuple[str, float, float]]) -> dict[str,
         for k, v in ((role, run), (f"{role}_wait", wait), ("process", run)):
             out[k] = out.get(k, 0.0) + v
     return out
+
+
+PIN: tuple[set[int], set[int]] | None = None  # --pin: (the guest's core, the host's core)
+
+
+def pin_cores() -> tuple[set[int], set[int]]:
+    """Two cores this process may use: the first for the guest's vCPUs, the second for the rest."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit(f"--pin needs two cores; this process may use {len(cores)}: {cores}")
+    return {cores[0]}, {cores[1]}
+
+
+def pin(pid: int) -> None:
+    """QEMU's vCPU threads on the guest's core; its other threads on the host's, where threads it starts
+    later inherit it from the main loop (the migration thread, and ``exec:``'s shell and ``cat``)."""
+    assert PIN is not None
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text()
+            os.sched_setaffinity(int(tid), PIN[0] if comm.startswith("CPU ") else PIN[1])
+        except (OSError, ProcessLookupError):  # a thread that exited meanwhile
+            pass
+
+
+FILE_SINK_SINCE = (8, 2)  # QEMU's file: migration URI
+
+
+def qemu_version(version_line: str) -> tuple[int, int] | None:
+    """(major, minor) from ``qemu-system-x86_64 --version``'s first line, None if it says none."""
+    m = re.search(r"version (\d+)\.(\d+)", version_line)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def guest_clock(pid: int) -> Callable[[], float]:
@@ -320,12 +356,14 @@ def compare(qemu: str, mem_mib: int, g: Guest, src_ram: Path, stream: Path, work
 
 def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: Path, settle: float,
             ordering: CapThenLift | Paced | None = None, check: bool = False,
-            link_bps: int = UNCAPPED_BPS) -> dict:
+            link_bps: int = UNCAPPED_BPS, sink: str = "cat") -> dict:
     src_ram, stream = workdir / "src.ram", workdir / "stream"
     for attempt in range(3):
         g = Guest(qemu, mode, mem_mib, keep, fill, workdir, src_ram if check else None)
         try:
             g.wait_ready(600)
+            if PIN is not None:
+                pin(g.proc.pid)
             break
         except GuestPanic as e:
             g.close()
@@ -359,7 +397,8 @@ def migrate(qemu: str, mode: str, mem_mib: int, keep: int, fill: int, workdir: P
         cpu = [(time.monotonic(), thread_cpu(g.proc.pid, threads))]
         load_avg = os.getloadavg()[0]
         t0 = time.monotonic()
-        qmp.execute("migrate", uri=f"exec:cat > {stream}" if check else "exec:cat > /dev/null")
+        target = stream if check else Path("/dev/null")
+        qmp.execute("migrate", uri=f"file:{target}" if sink == "file" else f"exec:cat > {target}")
         if ordered is not None:
             ordered.started()
         progress: list[tuple[float, int]] = []
@@ -477,6 +516,14 @@ def main() -> None:
                         "it and lifts to it); 0: uncapped, as fast as exec:cat takes the stream")
     p.add_argument("--modes", metavar="MODE,..", help=f"only these of {', '.join([*MODES, *ORDERED])} (an "
                    "experiment: the summary needs hint, off and report)")
+    p.add_argument("--pin", action="store_true",
+                   help="the guest's vCPUs on one core, QEMU's other threads (the migration thread, the stream's "
+                        "cat) and this bench on another, as a host that pins vCPUs does; default: the "
+                        "scheduler's choice on a shared host")
+    p.add_argument("--sink", choices=("cat", "file"), default="cat",
+                   help="where QEMU writes the stream: cat, through a pipe to exec:cat (every QEMU; cat's copy "
+                        "into the file is CPU time no QEMU thread shows), or file:, written by the migration "
+                        "thread itself (QEMU 8.2 and later)")
     p.add_argument("--check", action="store_true",
                    help="load each stream into a destination QEMU and compare every page (RAM in /dev/shm)")
     args = p.parse_args()
@@ -492,14 +539,23 @@ def main() -> None:
         if bad := [m for m in wanted if m not in modes]:
             p.error(f"--modes: {', '.join(bad)} not among {', '.join(modes)} (ordered modes need --ordering)")
         modes = wanted
-    global KERNEL
+    if args.sink == "file":
+        line = subprocess.run([args.qemu, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        got = qemu_version(line)
+        if got is None or got < FILE_SINK_SINCE:
+            p.error(f"--sink file needs QEMU {'.'.join(map(str, FILE_SINK_SINCE))} or later (file: migration); "
+                    f"{args.qemu} says {line.strip() or 'nothing'!r}")
+    global KERNEL, PIN
     KERNEL = args.kernel
+    if args.pin:
+        PIN = pin_cores()
+        os.sched_setaffinity(0, PIN[1])
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="vc-migr-", dir="/dev/shm" if args.check else None))
     try:
         link = int(args.link_mbps * 1e6) if args.link_mbps > 0 else UNCAPPED_BPS
         runs = [migrate(args.qemu, mode, args.mem_mib, args.keep_mib, args.fill_mib, work, args.settle,
-                        ordering, args.check, link) for mode in modes]
+                        ordering, args.check, link, args.sink) for mode in modes]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n_pages = (args.mem_mib << 20) // PAGE
@@ -529,7 +585,8 @@ def main() -> None:
         r["load"] = None if got is None else attrs.asdict(got)
         r["timing_model"] = timing_model(vars(args), r)
     print(f"{ver}; guest {hint['kernel']}, {args.mem_mib} MiB, {args.keep_mib} MiB kept, {args.fill_mib} MiB "
-          "written and freed, TCG, migration to exec:cat")
+          f"written and freed, TCG, migration to {'file:' if args.sink == 'file' else 'exec:cat'}"
+          + (", vCPUs pinned to one core" if args.pin else ""))
     print(f"{'mode':>13}{'MB sent':>10}{'full pages':>12}{'zero pages':>12}{'seconds':>9}{'honest':>9}"
           f"{'x honest':>9}{'old ideal':>10}{'x old':>7}{'timing model':>14}{'model s':>8}{'lost':>6}")
     for r in runs:
