@@ -248,6 +248,18 @@ def qemu_of(path: Path) -> str:
     return m.group(1) if m else path.stem.split("-")[3]
 
 
+def pinned(path: Path) -> bool:
+    """Whether the run was made with ``--pin`` (vCPUs on one core, QEMU's other threads on another) and
+    ``--sink file`` (QEMU writes the stream itself): the host's speed is then the migration thread's."""
+    a = runs_of(path)[0]["args"]
+    return bool(a.get("pin")) and a.get("sink") == "file"
+
+
+def group_of(path: Path) -> str:
+    """Runs whose calibrations predict each other: the same QEMU, pinned or not."""
+    return qemu_of(path) + (" pinned" if pinned(path) else "")
+
+
 def host_side(paths: list[Path]) -> None:
     """What the runs with the host's curves (``--modes``, ``results/curves-*.json``) show: reporting's passes
     as falls of the RAM file's allocated size before ``migrate``, and for hinting the driver's fitted
@@ -366,14 +378,16 @@ def main() -> None:
         if not good:
             p.error("no run among --results has a CPU record and a hint curve to calibrate on")
         for path in args.results:
-            peers = [v for k, v in good.items() if k != path and qemu_of(k) == qemu_of(path)]
+            peers = [v for k, v in good.items() if k != path and group_of(k) == group_of(path)]
             peers = peers if len(peers) >= 2 else [v for k, v in good.items() if k != path]
             loo[path] = pooled(peers) if peers else (DriverTiming(), HostTiming())  # none: the defaults
-        newest = max(good, key=lambda k: (tuple(map(int, qemu_of(k).split('.'))), k.name))
-        on = [k for k in good if qemu_of(k) == qemu_of(newest)]
+        newest = max((k for k in good if not pinned(k)) or good,
+                     key=lambda k: (tuple(map(int, qemu_of(k).split('.'))), k.name))
+        on = [k for k in good if group_of(k) == group_of(newest)]
         median = pooled([good[k] for k in on])
         print(f"calibrated on each of the {len(good)} runs with CPU records (their hinting modes); every run is "
-              "predicted from the median of the other runs' calibrations on its QEMU (leave one out)")
+              "predicted from the median of the other runs' calibrations on its QEMU, pinned runs from pinned "
+              "ones (leave one out)")
         print(f"  the median over the {len(on)} runs on QEMU {qemu_of(newest)}, per CPU second:")
         _describe(*median)
         same = all(math.isclose(getattr(a, f.name), getattr(b, f.name), rel_tol=5e-3)
@@ -446,15 +460,18 @@ def _table(args, loo: dict, driver: DriverTiming, host: HostTiming):
             m, load = model[mode], measured_load(r)
             err, idle = m.full_pages / r["full_pages"] - 1, blind[mode].full_pages / r["full_pages"] - 1
             base = ORDERED.get(mode, mode)
+            own_base = base
+            if pinned(path):
+                base = "pinned " + base
             idle_errors.setdefault(base, []).append(idle)
             if load is not None:
                 errors.setdefault(base, []).append(err)
                 sizes_loaded.setdefault((base, dd["args"]["mem_mib"]), []).append(err)
-            own = own_rates(dd, bb, r) if base == "hint" else None
+            own = own_rates(dd, bb, r) if own_base == "hint" else None
             note = "" if own is None else f"{own:>10,.0f} {own / r['full_pages'] - 1:>+6.1%}"
             if own is not None:
                 own_errors.append(own / r["full_pages"] - 1)
-            elif base == "hint":
+            elif own_base == "hint":
                 note = "  (its hint curve gives no rate)"
             shares = "    no record" if load is None else f"{load.vcpu:>6.2f}{load.migration:>6.2f}"
             name = path.stem[len("migration-linux-"):]
@@ -471,7 +488,9 @@ def _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded, 
     print("error: the model at the CPU shares the run got (vCPU, migr: recorded per run); idle: the same model "
           "with a core each; own rates: the driver's and host's rates fitted to that run's curves, then its "
           "bytes predicted")
-    for k in ("hint", "report"):
+    for k in ("hint", "report", "pinned hint", "pinned report"):
+        if k not in errors:
+            continue
         sizes_of = sorted({size for kk, size in sizes_loaded if kk == k})
         print(f"  {k}: within 10% in {sum(abs(e) <= 0.1 for e in errors.get(k, []))} of "
               f"{len(errors.get(k, []))} runs with CPU records, worst {worst.get(k, 0.0):.1%}; "
@@ -488,6 +507,10 @@ def _summary(args, driver, host, errors, idle_errors, own_errors, sizes_loaded, 
           f"report_err_max={worst.get('report', 0.0):.3f} off_err_max={worst.get('off', 0.0):.3f} "
           + "".join(f"{k}_within10={sum(abs(e) <= 0.1 for e in errors.get(k, []))} "
                     f"{k}_runs={len(errors.get(k, []))} " for k in ("hint", "report", "off")) +
+          "".join(f"pinned_{k}_within10={sum(abs(e) <= 0.1 for e in errors[f'pinned {k}'])} "
+                  f"pinned_{k}_runs={len(errors[f'pinned {k}'])} pinned_{k}_err_max="
+                  f"{max(abs(e) for e in errors[f'pinned {k}']):.3f} "
+                  for k in ("hint", "report", "off") if errors.get(f"pinned {k}")) +
           f"idle_hint_err_max={worst_idle.get('hint', 0.0):.3f} "
           f"own_rates_hint_err_max={max((abs(e) for e in own_errors), default=0.0):.3f} "
           f"{extra}sizes={sizes} sizes_with_cpu={with_cpu}")

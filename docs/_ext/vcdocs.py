@@ -448,7 +448,8 @@ def _real_orderings(root: Path, target: Path) -> list[str]:
 
         o = by["hint-ordered"]["ordering"]
         what = (f"cap {o['cap_bps'] / 1e9:g} GB/s" if "cap_bps" in o else f"pace {o['share']:g}") + \
-            (", guest clock" if o.get("clock") == "guest" else "")
+            (", guest clock" if o.get("clock") == "guest" else "") + \
+            (", vCPUs pinned, file: sink" if a.get("pin") and a.get("sink") == "file" else "")
         kernel = ".".join(by["hint"]["kernel"].split("-")[0].split("+")[0].split(".")[:2])
         size = f"{a['mem_mib'] // 1024} GiB" if a["mem_mib"] % 1024 == 0 else f"{a['mem_mib']} MiB"
         label = f"Linux {kernel}, {size}"
@@ -467,6 +468,9 @@ def _real_orderings(root: Path, target: Path) -> list[str]:
            "(*never hints*: a guest without hinting under the same ordering, its bound). The target is at",
            "most 1.5 x the honest ideal, in no more time than hinting off. The machine has 2 cores shared with",
            "other work; each run's load average is given, and its CPU shares are in its section above.",
+           "*vCPUs pinned, file: sink* (``--pin --sink file``): the vCPUs on one core, QEMU's other threads on",
+           "the other, and the stream written by QEMU itself; the other runs wrote it through ``exec:cat``,",
+           "whose copy competed with the vCPUs for the cores, which slowed the pass and favoured hints.",
            "Pages differing at the destination are counted in the ordered runs and in the others (off,",
            "default hinting, reporting) apart: the others' counts, with no ordering and some with no hints",
            "at all, are described in each run's section and in ``results/README.md``.",
